@@ -1,0 +1,393 @@
+"""An in-memory network for simulation mode: listeners and byte streams addressed like TCP.
+
+``MemoryNetwork.listen("gateway:443")`` returns a ``trio.abc.Listener``; ``await
+network.connect("gateway:443")`` returns the client end of a new connection, or raises
+``ConnectionRefusedError`` when nothing listens there. Streams model the TCP behaviour the harness
+cares about and nothing else:
+
+- bounded per-direction buffers, so a slow reader backs up the writer (like socket buffers);
+- ``send_eof()`` is a FIN: the peer reads the buffered bytes, then ``b""``; ``aclose()`` is a FIN
+  in our direction and a close of our receiving side (the peer's later sends raise
+  ``trio.BrokenResourceError``, as EPIPE/RST would);
+- ``abort()`` is a TCP RST: buffered bytes are discarded, the peer's next receive raises
+  ``trio.BrokenResourceError`` (later receives return ``b""``, as after ECONNRESET on Linux) and
+  all its sends raise ``trio.BrokenResourceError``.
+
+Nothing here reads a clock or sleeps, so it runs under
+``trio.testing.MockClock(autojump_threshold=0)``.
+``abort_stream(stream)`` resets any stream the harness uses: a memnet stream, a trio
+``SocketStream`` (SO_LINGER 0 then close, a real RST) or a ``trio.SSLStream`` over either.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+from collections import deque
+from collections.abc import Callable
+
+import trio
+from trio.lowlevel import ParkingLot, checkpoint
+
+DEFAULT_BUFFER_SIZE = 256 * 1024
+DEFAULT_BACKLOG = 128
+FIRST_EPHEMERAL_PORT = 40000
+
+
+def parse_address(address: str | tuple[str, int]) -> tuple[str, int]:
+    """``"host:port"``, ``"[::1]:port"`` or ``(host, port)`` -> ``(host, port)``.
+
+    Raises ValueError (message like Go's ``missing port in address``) when it cannot be parsed.
+    """
+    if isinstance(address, tuple):
+        host, port = address
+    else:
+        host, sep, port_text = address.rpartition(":")
+        if not sep or not port_text.isdigit():
+            raise ValueError(f"address {address}: missing port in address")
+        port = int(port_text)
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+    if not 0 <= int(port) <= 65535:
+        raise ValueError(f"address {address}: invalid port")
+    return host, int(port)
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _normalize_host(host: str) -> str:
+    host = host.lower()
+    return "127.0.0.1" if host in ("localhost", "") else host
+
+
+class _Pipe:
+    """One direction of a connection: bytes written by one end and read by the other."""
+
+    def __init__(self, capacity: int) -> None:
+        self.buffer = bytearray()
+        self.capacity = capacity
+        self.eof = False  # the writer sent FIN
+        self.reset = False  # RST: the reader's next receive raises, later ones see EOF
+        self.reset_reported = False
+        self.reader_gone = False  # the reader closed its end; further writes break
+        self.readable = ParkingLot()
+        self.writable = ParkingLot()
+
+    def wake_all(self) -> None:
+        self.readable.unpark_all()
+        self.writable.unpark_all()
+
+
+class MemoryStream(trio.abc.HalfCloseableStream):
+    """One end of an in-memory connection. ``abort()`` resets it (the peer sees a RST)."""
+
+    def __init__(
+        self, outgoing: _Pipe, incoming: _Pipe, local_address: str, peer_address: str
+    ) -> None:
+        self._out = outgoing
+        self._in = incoming
+        self.local_address = local_address
+        self.peer_address = peer_address
+        self._closed = False
+        self._eof_sent = False
+        self._sending = False
+        self._receiving = False
+
+    # -- sending ---------------------------------------------------------------------------------
+    def _check_send(self) -> None:
+        if self._closed or self._eof_sent:
+            raise trio.ClosedResourceError("stream is closed for sending")
+        if self._out.reset or self._out.reader_gone:
+            raise trio.BrokenResourceError("connection reset by peer")
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this stream")
+        self._sending = True
+        try:
+            await checkpoint()
+            view = memoryview(data).cast("B")
+            sent = 0
+            while True:
+                self._check_send()
+                if sent >= len(view):
+                    return
+                room = self._out.capacity - len(self._out.buffer)
+                if room > 0:
+                    piece = view[sent : sent + room]
+                    self._out.buffer += piece
+                    sent += len(piece)
+                    self._out.readable.unpark_all()
+                    continue
+                await self._out.writable.park()
+        finally:
+            self._sending = False
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await checkpoint()
+        while True:
+            self._check_send()
+            if len(self._out.buffer) < self._out.capacity:
+                return
+            await self._out.writable.park()
+
+    async def send_eof(self) -> None:
+        await checkpoint()
+        if self._closed:
+            raise trio.ClosedResourceError("stream is closed")
+        if not self._eof_sent:
+            self._eof_sent = True
+            self._out.eof = True
+            self._out.wake_all()
+
+    # -- receiving -------------------------------------------------------------------------------
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
+        if self._receiving:
+            raise trio.BusyResourceError("another task is receiving on this stream")
+        self._receiving = True
+        try:
+            await checkpoint()
+            while True:
+                if self._closed:
+                    raise trio.ClosedResourceError("stream is closed")
+                pipe = self._in
+                if pipe.reset:
+                    if not pipe.reset_reported:
+                        pipe.reset_reported = True
+                        raise trio.BrokenResourceError("connection reset by peer")
+                    return b""
+                if pipe.buffer:
+                    n = len(pipe.buffer) if max_bytes is None else min(max_bytes, len(pipe.buffer))
+                    data = bytes(pipe.buffer[:n])
+                    del pipe.buffer[:n]
+                    pipe.writable.unpark_all()
+                    return data
+                if pipe.eof:
+                    return b""
+                await pipe.readable.park()
+        finally:
+            self._receiving = False
+
+    # -- closing ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Synchronous graceful close: FIN to the peer, our receiving side goes away."""
+        if self._closed:
+            return
+        self._closed = True
+        self._out.eof = True
+        self._in.reader_gone = True
+        self._in.buffer.clear()
+        self._out.wake_all()
+        self._in.wake_all()
+
+    async def aclose(self) -> None:
+        self.close()
+        await checkpoint()
+
+    def abort(self) -> None:
+        """Reset the connection (TCP RST): the peer's next receive and its sends raise
+        ``trio.BrokenResourceError``; anything buffered in either direction is discarded."""
+        if self._closed:
+            return  # already closed or reset: nothing left to reset
+        self._closed = True
+        for pipe in (self._out, self._in):
+            pipe.buffer.clear()
+            pipe.wake_all()
+        self._out.reset = True
+        self._in.reader_gone = True
+        self._in.reset = True
+        self._in.reset_reported = True  # we are the one resetting; nothing to report to us
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+class MemoryListener(trio.abc.Listener[MemoryStream]):
+    """Accepts connections made with ``MemoryNetwork.connect`` to its address."""
+
+    def __init__(self, network: MemoryNetwork, host: str, port: int, backlog: int) -> None:
+        self._network = network
+        self.host = host
+        self.port = port
+        self.address = format_address(host, port)
+        self._pending: deque[MemoryStream] = deque()
+        self._backlog = backlog
+        self._arrived = ParkingLot()
+        self._closed = False
+        self._accepting = False
+
+    def _enqueue(self, stream: MemoryStream) -> bool:
+        if self._closed or len(self._pending) >= self._backlog:
+            return False
+        self._pending.append(stream)
+        self._arrived.unpark_all()
+        return True
+
+    async def accept(self) -> MemoryStream:
+        if self._accepting:
+            raise trio.BusyResourceError("another task is accepting on this listener")
+        self._accepting = True
+        try:
+            await checkpoint()
+            while True:
+                if self._closed:
+                    raise trio.ClosedResourceError("listener is closed")
+                if self._pending:
+                    return self._pending.popleft()
+                await self._arrived.park()
+        finally:
+            self._accepting = False
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._network._unregister(self)
+        # Like a TCP listening socket closed with connections still in its backlog: reset them.
+        while self._pending:
+            self._pending.popleft().abort()
+        self._arrived.unpark_all()
+
+    async def aclose(self) -> None:
+        self.close()
+        await checkpoint()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+class MemoryNetwork:
+    """A set of in-memory listeners addressed by ``host:port``; ``connect`` opens streams to them.
+
+    ``localhost`` means ``127.0.0.1``. Port 0 in ``listen`` picks a free port (see
+    ``listener.address`` / ``listener.port``). ``buffer_size`` is the per-direction buffer
+    (socket-buffer analogue) of every connection.
+    """
+
+    def __init__(self, buffer_size: int = DEFAULT_BUFFER_SIZE) -> None:
+        self.buffer_size = buffer_size
+        self._listeners: dict[tuple[str, int], MemoryListener] = {}
+        self._next_port = FIRST_EPHEMERAL_PORT
+        self._used_ports: set[tuple[str, int]] = set()
+        self._on_connect: list[Callable[[MemoryStream, MemoryStream], None]] = []
+
+    def _allocate_port(self, host: str) -> int:
+        while (host, self._next_port) in self._listeners or (
+            host,
+            self._next_port,
+        ) in self._used_ports:
+            self._next_port += 1
+        port = self._next_port
+        self._next_port += 1
+        return port
+
+    def listen(
+        self, address: str | tuple[str, int], *, backlog: int = DEFAULT_BACKLOG
+    ) -> MemoryListener:
+        """Listen on ``address``; OSError(EADDRINUSE) if something already listens there."""
+        host, port = parse_address(address)
+        host = _normalize_host(host)
+        if port == 0:
+            port = self._allocate_port(host)
+        key = (host, port)
+        if key in self._listeners:
+            raise OSError(errno.EADDRINUSE, f"listen {format_address(host, port)}: address in use")
+        listener = MemoryListener(self, host, port, backlog)
+        self._listeners[key] = listener
+        return listener
+
+    def _unregister(self, listener: MemoryListener) -> None:
+        key = (listener.host, listener.port)
+        if self._listeners.get(key) is listener:
+            del self._listeners[key]
+
+    def is_listening(self, address: str | tuple[str, int]) -> bool:
+        host, port = parse_address(address)
+        return (_normalize_host(host), port) in self._listeners
+
+    async def connect(self, address: str | tuple[str, int]) -> MemoryStream:
+        """Open a connection; ``ConnectionRefusedError`` when nothing listens at ``address``."""
+        await checkpoint()
+        host, port = parse_address(address)
+        host = _normalize_host(host)
+        listener = self._listeners.get((host, port))
+        if listener is None:
+            raise ConnectionRefusedError(
+                111, f"connect {format_address(host, port)}: connection refused"
+            )
+        client_port = self._allocate_port("127.0.0.1")
+        client_address = format_address("127.0.0.1", client_port)
+        up = _Pipe(self.buffer_size)  # client -> server
+        down = _Pipe(self.buffer_size)  # server -> client
+        client = MemoryStream(up, down, client_address, listener.address)
+        server = MemoryStream(down, up, listener.address, client_address)
+        if not listener._enqueue(server):
+            raise ConnectionRefusedError(
+                111, f"connect {listener.address}: connection refused (backlog full)"
+            )
+        for hook in self._on_connect:
+            hook(client, server)
+        return client
+
+    async def open_stream(self, host: str, port: int) -> MemoryStream:
+        """``open_stream(host, port)`` form of ``connect`` (what the reference client injects)."""
+        return await self.connect((host, port))
+
+    def on_connect(self, hook: Callable[[MemoryStream, MemoryStream], None]) -> None:
+        """Call ``hook(client_end, server_end)`` for every new connection (for observers)."""
+        self._on_connect.append(hook)
+
+
+def _underlying_socket_stream(stream: trio.abc.Stream) -> trio.abc.Stream:
+    """Walk down through SSLStream-style wrappers to the transport stream."""
+    seen = 0
+    while isinstance(stream, trio.SSLStream) and seen < 8:
+        stream = stream.transport_stream
+        seen += 1
+    return stream
+
+
+def abort_stream(stream: trio.abc.Stream) -> None:
+    """Reset a connection now (TCP RST on sockets, ``abort()`` on memnet streams).
+
+    Synchronous and idempotent; safe to call while other tasks are blocked on the stream (they
+    get ``trio.ClosedResourceError``).
+    """
+    inner = _underlying_socket_stream(stream)
+    if isinstance(inner, MemoryStream):
+        inner.abort()
+        return
+    if isinstance(inner, trio.SocketStream):
+        sock = inner.socket
+        try:
+            if sock.fileno() != -1:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        # SocketStream.aclose is close() + a checkpoint; close the socket synchronously.
+        sock.close()
+        return
+    abort = getattr(inner, "abort", None)
+    if callable(abort):
+        abort()
+        return
+    raise TypeError(f"cannot reset a {type(inner).__name__}")
+
+
+async def close_stream(stream: trio.abc.Stream, *, reset: bool = False) -> None:
+    """Close a stream: a FIN, or with ``reset=True`` an RST. Never raises for a dead peer."""
+    if reset:
+        abort_stream(stream)
+        await checkpoint()
+        return
+    try:
+        await stream.aclose()
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass
