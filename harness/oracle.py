@@ -1,0 +1,1537 @@
+"""The oracle: invariants over a trace, each returning a verdict with evidence.
+
+Every invariant is a pure function of the trace records the fake gateway wrote (see
+``harness/trace.py``), the client's delivery log where one exists, and the scenario's
+``Expectations`` (which carry explicit ``Tolerances``). Nothing here knows which client ran.
+
+The trace is recorded by the gateway: client frames are ``frame_in``, server frames ``frame_out``.
+What the gateway *sent* is not always what the client *received* (a toxic may delay or drop it), so
+the checks that depend on reception skip the spans where a fault window was active and say so.
+
+An invariant with nothing to judge in a run is ``not_judged`` with the reason, never ``pass``.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Record = dict[str, Any]
+Status = Literal["pass", "fail", "not_judged"]
+Outcome = Literal["resume", "reidentify", "stop"]
+
+INVARIANTS: tuple[str, ...] = (
+    "HB1",
+    "HB2",
+    "HB3",
+    "HB4",
+    "ZB1",
+    "RS1",
+    "RS2",
+    "RS3",
+    "RS4",
+    "RS5",
+    "FC1",
+    "BO1",
+    "BO2",
+    "RL1",
+    "LV1",
+)
+
+INVARIANT_TITLES: dict[str, str] = {
+    "HB1": "first heartbeat after HELLO, within one interval",
+    "HB2": "no heartbeat gap longer than the interval (+ tolerance)",
+    "HB3": "heartbeat d is the last seq the client could have received",
+    "HB4": "a server op 1 is answered promptly",
+    "ZB1": "with ACKs withheld, the client closes (not 1000/1001) and reconnects",
+    "RS1": "after a resumable loss the client RESUMEs on resume_gateway_url",
+    "RS2": "RESUME carries the current session_id and last seq",
+    "RS3": "exactly-once, in-order delivery across reconnects",
+    "RS4": "no 1000/1001 close when the client means to resume",
+    "RS5": "after op 9 false / 4007 / 4009 the client IDENTIFYs on discovery after 1-5 s",
+    "FC1": "no reconnect after a fatal close code",
+    "BO1": "reconnect attempts back off; no storms",
+    "BO2": "IDENTIFYs respect max_concurrency per 5 s and the start budget",
+    "RL1": "at most 120 client frames per 60 s per connection, payloads <= 4096 bytes",
+    "LV1": "live again (READY/RESUMED, heartbeats flowing) within the recovery bound",
+}
+
+FATAL_CLOSE_CODES = frozenset({4004, 4010, 4011, 4012, 4013, 4014})
+# Server closes after which the client should start a new session (section 13 of the reference).
+REIDENTIFY_CLOSE_CODES = frozenset({4003, 4005, 4007, 4009})
+# Server closes (or none) after which a client holding a session should resume.
+RESUMABLE_SERVER_CLOSE_CODES = frozenset({None, 1001, 1006, 4000, 4001, 4002, 4008})
+SESSION_KILLING_CLIENT_CODES = frozenset({1000, 1001})
+# Control actions that happen once (their fault window has no length).
+ONE_SHOT_CONTROLS = frozenset(
+    {
+        "reconnect",
+        "invalid_session",
+        "close",
+        "reset",
+        "expire_session",
+        "invalidate_session",
+        "burst",
+        "heartbeat_request",
+        "heartbeat_deadline",
+    }
+)
+
+OP_DISPATCH, OP_HEARTBEAT, OP_IDENTIFY, OP_RESUME = 0, 1, 2, 6
+OP_RECONNECT, OP_INVALID_SESSION, OP_HELLO, OP_ACK = 7, 9, 10, 11
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Slack the invariants allow. Every verdict that uses one names it and its value."""
+
+    heartbeat_slack: float = 0.25
+    """HB1/HB2/ZB1/LV1: a gap may reach interval x (1 + heartbeat_slack)."""
+    seq_staleness: float = 1.0
+    """HB3: seconds a dispatch may take to reach the client before its heartbeat must cite it."""
+    op1_reply_within: float = 1.0
+    """HB4: seconds to answer a server op 1."""
+    zombie_close_grace: float = 0.5
+    """ZB1: seconds beyond one (slackened) interval after an unACKed beat to close the socket."""
+    reconnect_within: float = 5.0
+    """ZB1: seconds from the zombie close to the next connection."""
+    reidentify_delay_min: float = 1.0
+    reidentify_delay_max: float = 5.0
+    reidentify_slack: float = 1.5
+    """RS5: the IDENTIFY comes reidentify_delay_min .. max (+ slack for reconnecting) seconds after."""
+    backoff_growth: float = 1.5
+    """BO1: within a run of >= 4 failed attempts the gaps must grow by this factor ..."""
+    backoff_flat_ok: float = 2.0
+    """BO1: ... unless every gap after the first is at least this many seconds (a reached cap)."""
+    backoff_cap: float = 120.0
+    """BO1: no gap between attempts above this (the backoff is capped)."""
+    storm_window: float = 1.0
+    storm_max_attempts: int = 3
+    """BO1: more than storm_max_attempts failed attempts in storm_window seconds is a storm."""
+    identify_window: float = 5.0
+    """BO2: the max_concurrency window in seconds."""
+    rate_window: float = 60.0
+    rate_max_frames: int = 120
+    max_payload: int = 4096
+    """RL1: the gateway's send limits."""
+
+
+@dataclass(frozen=True)
+class Expectations:
+    """What a scenario expects of the client; the oracle's third input."""
+
+    outcome: Outcome | None = None
+    """resume: it ends on the session it started; reidentify: on a new one; stop: not connected."""
+    recovery_bound: float = 10.0
+    """LV1: seconds after the last fault clears by which the client must be live again."""
+    max_concurrency: int = 1
+    max_identifies: int | None = None
+    """BO2: total IDENTIFYs allowed in the run (F3: 1; F19: a small number)."""
+    max_resumes: int | None = None
+    """BO1: total RESUMEs allowed in the run (F20: a capped number of resumes)."""
+    tolerances: Tolerances = field(default_factory=Tolerances)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    invariant: str
+    status: Status
+    evidence: str
+    record_indices: tuple[int, ...] = ()
+    """0-based positions in the trace records (= line number - 1 of the JSON-lines file)."""
+
+    @property
+    def passed(self) -> bool:
+        return self.status != "fail"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["record_indices"] = list(self.record_indices)
+        return d
+
+
+# ------------------------------------------------------------------------------------------------
+# A read-only view of the trace, built once per judge() call.
+
+
+@dataclass
+class Frame:
+    idx: int
+    rec: Record
+
+    @property
+    def ts(self) -> float:
+        return float(self.rec["ts"])
+
+    @property
+    def op(self) -> int | None:
+        return self.rec.get("op")
+
+
+@dataclass
+class Connection:
+    id: int
+    open_idx: int | None = None
+    open_ts: float | None = None
+    listener: str | None = None
+    hello: Frame | None = None
+    interval: float | None = None  # seconds, from HELLO
+    close_idx: int | None = None
+    close: Record | None = None
+    rejected: bool = False
+    frames_in: list[Frame] = field(default_factory=list)
+    frames_out: list[Frame] = field(default_factory=list)
+    live: Frame | None = None  # first READY or RESUMED sent on this connection
+
+    @property
+    def start_ts(self) -> float:
+        if self.open_ts is not None:
+            return self.open_ts
+        frames = self.frames_in + self.frames_out
+        return min((f.ts for f in frames), default=0.0)
+
+    @property
+    def close_ts(self) -> float | None:
+        return None if self.close is None else float(self.close["ts"])
+
+    def beats(self) -> list[Frame]:
+        return [f for f in self.frames_in if f.op == OP_HEARTBEAT]
+
+    def acks(self) -> list[Frame]:
+        return [f for f in self.frames_out if f.op == OP_ACK]
+
+    def describe_close(self) -> str:
+        if self.close is None:
+            return "still open"
+        c = self.close
+        code = c.get("code")
+        return (
+            f"closed by {c.get('by')} at {fmt(c['ts'])} with "
+            f"{'code ' + str(code) if code is not None else 'no code'} ({c.get('how')})"
+        )
+
+
+@dataclass(frozen=True)
+class FaultWindow:
+    name: str
+    kind: str
+    start: float
+    end: float | None  # None: never switched off
+    start_idx: int
+    end_idx: int | None
+    params: dict[str, Any]
+
+    def overlaps(self, a: float, b: float) -> bool:
+        end = float("inf") if self.end is None else self.end
+        return self.start <= b and end >= a and end > self.start
+
+
+class RunView:
+    """Connections, fault windows and frames of one trace, indexed for the invariants."""
+
+    def __init__(self, records: Sequence[Record]):
+        self.records = list(records)
+        self.end_ts = max((float(r.get("ts", 0.0)) for r in self.records), default=0.0)
+        self.conns: dict[int, Connection] = {}
+        self.frames_in: list[Frame] = []
+        self.frames_out: list[Frame] = []
+        self.windows: list[FaultWindow] = []
+        open_faults: dict[str, list[tuple[int, Record]]] = {}
+        for idx, rec in enumerate(self.records):
+            kind = rec.get("kind")
+            conn_id = rec.get("conn")
+            conn = self._conn(conn_id) if isinstance(conn_id, int) else None
+            if kind == "conn_open" and conn is not None:
+                conn.open_idx, conn.open_ts = idx, float(rec["ts"])
+                conn.listener = rec.get("listener")
+            elif kind == "ws_upgrade" and conn is not None and conn.listener is None:
+                conn.listener = rec.get("listener")
+            elif kind == "ws_rejected" and conn is not None:
+                conn.rejected = True
+            elif kind == "conn_close" and conn is not None and conn.close is None:
+                conn.close_idx, conn.close = idx, rec
+            elif kind == "frame_in" and conn is not None:
+                frame = Frame(idx, rec)
+                conn.frames_in.append(frame)
+                self.frames_in.append(frame)
+            elif kind == "frame_out" and conn is not None:
+                frame = Frame(idx, rec)
+                conn.frames_out.append(frame)
+                self.frames_out.append(frame)
+                if rec.get("op") == OP_HELLO and conn.hello is None:
+                    conn.hello = frame
+                    hb = rec.get("heartbeat_interval")
+                    if isinstance(hb, int | float) and hb > 0:
+                        conn.interval = float(hb) / 1000.0
+                if is_live_frame(rec) and conn.live is None:
+                    conn.live = frame
+            elif kind == "fault":
+                name = str(rec.get("name"))
+                if rec.get("state") == "on":
+                    open_faults.setdefault(name, []).append((idx, rec))
+                elif rec.get("state") == "off" and open_faults.get(name):
+                    on_idx, on = open_faults[name].pop(0)
+                    self.windows.append(
+                        FaultWindow(
+                            name,
+                            str(on.get("fault_kind")),
+                            float(on["ts"]),
+                            float(rec["ts"]),
+                            on_idx,
+                            idx,
+                            dict(on.get("params") or {}),
+                        )
+                    )
+            elif kind == "control":
+                action = str(rec.get("action"))
+                if action in ONE_SHOT_CONTROLS:
+                    ts = float(rec["ts"])
+                    self.windows.append(
+                        FaultWindow(
+                            action, "control", ts, ts, idx, idx, dict(rec.get("params") or {})
+                        )
+                    )
+        for pending in open_faults.values():
+            for on_idx, on in pending:
+                name = str(on.get("name"))
+                one_shot = name in ONE_SHOT_CONTROLS
+                ts = float(on["ts"])
+                self.windows.append(
+                    FaultWindow(
+                        name,
+                        str(on.get("fault_kind")),
+                        ts,
+                        ts if one_shot else None,
+                        on_idx,
+                        on_idx if one_shot else None,
+                        dict(on.get("params") or {}),
+                    )
+                )
+        self.windows.sort(key=lambda w: w.start)
+
+    def _conn(self, conn_id: int) -> Connection:
+        if conn_id not in self.conns:
+            self.conns[conn_id] = Connection(conn_id)
+        return self.conns[conn_id]
+
+    def ordered_conns(self) -> list[Connection]:
+        return sorted(self.conns.values(), key=lambda c: (c.start_ts, c.id))
+
+    def fault_active(self, a: float, b: float) -> FaultWindow | None:
+        """A fault window with length that overlaps [a, b] (one-shot controls do not count)."""
+        for w in self.windows:
+            if w.end is not None and w.end <= w.start:
+                continue
+            if w.overlaps(a, b):
+                return w
+        return None
+
+    def interval_for(self, conn: Connection) -> float | None:
+        if conn.interval is not None:
+            return conn.interval
+        intervals = [c.interval for c in self.ordered_conns() if c.interval is not None]
+        return intervals[0] if intervals else None
+
+
+def is_live_frame(rec: Record) -> bool:
+    return rec.get("op") == OP_DISPATCH and rec.get("t") in ("READY", "RESUMED")
+
+
+def fmt(ts: float) -> str:
+    return f"{float(ts):.2f} s"
+
+
+def _pass(inv: str, text: str, idx: Iterable[int] = ()) -> Verdict:
+    return Verdict(inv, "pass", text, tuple(sorted(set(idx))))
+
+
+def _fail(inv: str, text: str, idx: Iterable[int] = ()) -> Verdict:
+    return Verdict(inv, "fail", text, tuple(sorted(set(idx))))
+
+
+def _skip(inv: str, text: str) -> Verdict:
+    return Verdict(inv, "not_judged", text)
+
+
+def _first_failure(inv: str, failures: list[tuple[str, list[int]]], suffix: str) -> Verdict:
+    text, idx = failures[0]
+    more = f" (+{len(failures) - 1} more)" if len(failures) > 1 else ""
+    return _fail(inv, f"{text}{more}; {suffix}", idx)
+
+
+# ------------------------------------------------------------------------------------------------
+# Heartbeats
+
+
+def check_hb1(view: RunView, exp: Expectations) -> Verdict:
+    slack = exp.tolerances.heartbeat_slack
+    judged = 0
+    failures: list[tuple[str, list[int]]] = []
+    proof: list[int] = []
+    for conn in view.ordered_conns():
+        beats = conn.beats()
+        if conn.hello is None:
+            if beats:
+                b = beats[0]
+                failures.append(
+                    (f"conn {conn.id}: op 1 at {fmt(b.ts)} but HELLO was never sent", [b.idx])
+                )
+            continue
+        early = [b for b in beats if b.idx < conn.hello.idx]
+        if early:
+            b = early[0]
+            failures.append(
+                (
+                    f"conn {conn.id}: op 1 at {fmt(b.ts)} before HELLO at {fmt(conn.hello.ts)}",
+                    [b.idx, conn.hello.idx],
+                )
+            )
+            continue
+        interval = conn.interval
+        if interval is None:
+            continue
+        deadline = conn.hello.ts + interval * (1 + slack)
+        if beats:
+            b = beats[0]
+            judged += 1
+            if b.ts > deadline + 1e-9:
+                failures.append(
+                    (
+                        f"conn {conn.id}: first heartbeat at {fmt(b.ts)}, {b.ts - conn.hello.ts:.2f} s "
+                        f"after HELLO at {fmt(conn.hello.ts)} (bound {interval * (1 + slack):.2f} s)",
+                        [conn.hello.idx, b.idx],
+                    )
+                )
+            else:
+                proof += [conn.hello.idx, b.idx]
+        else:
+            end = conn.close_ts if conn.close_ts is not None else view.end_ts
+            if end > deadline and not view.fault_active(conn.hello.ts, deadline):
+                judged += 1
+                failures.append(
+                    (
+                        f"conn {conn.id}: no heartbeat in the {end - conn.hello.ts:.2f} s after HELLO at "
+                        f"{fmt(conn.hello.ts)} (bound {interval * (1 + slack):.2f} s; {conn.describe_close()})",
+                        [conn.hello.idx] + ([conn.close_idx] if conn.close_idx is not None else []),
+                    )
+                )
+    tol = f"tolerance heartbeat_slack={slack}"
+    if failures:
+        return _first_failure("HB1", failures, tol)
+    if not judged:
+        return _skip("HB1", "no connection lived long enough after HELLO to need a heartbeat")
+    return _pass(
+        "HB1",
+        f"{judged} connection(s): first heartbeat after HELLO within interval x {1 + slack}; {tol}",
+        proof[:2],
+    )
+
+
+def _beat_gaps(view: RunView, conn: Connection) -> list[tuple[float, float, int, int | None, str]]:
+    """(start, end, start_idx, end_idx, what) for each gap between this connection's heartbeats,
+    including the trailing gap to its close (or the end of the trace)."""
+    beats = conn.beats()
+    gaps: list[tuple[float, float, int, int | None, str]] = [
+        (a.ts, b.ts, a.idx, b.idx, "heartbeats") for a, b in zip(beats, beats[1:], strict=False)
+    ]
+    if beats:
+        last = beats[-1]
+        if conn.close is not None:
+            gaps.append(
+                (
+                    last.ts,
+                    float(conn.close["ts"]),
+                    last.idx,
+                    conn.close_idx,
+                    "last heartbeat and the close",
+                )
+            )
+        else:
+            gaps.append(
+                (last.ts, view.end_ts, last.idx, None, "last heartbeat and the end of the trace")
+            )
+    return gaps
+
+
+def check_hb2(view: RunView, exp: Expectations) -> Verdict:
+    slack = exp.tolerances.heartbeat_slack
+    judged = excluded = 0
+    worst: tuple[float, str, list[int]] | None = None
+    failures: list[tuple[str, list[int]]] = []
+    for conn in view.ordered_conns():
+        interval = view.interval_for(conn)
+        if interval is None:
+            continue
+        bound = interval * (1 + slack)
+        for a, b, ia, ib, what in _beat_gaps(view, conn):
+            window = view.fault_active(a, b)
+            if window is not None:
+                excluded += 1
+                continue
+            judged += 1
+            gap = b - a
+            idx = [ia] + ([ib] if ib is not None else [])
+            if gap > bound + 1e-9:
+                failures.append(
+                    (
+                        f"conn {conn.id}: {gap:.2f} s between {what} ({fmt(a)} .. {fmt(b)}), bound "
+                        f"{bound:.2f} s",
+                        idx,
+                    )
+                )
+            elif worst is None or gap / interval > worst[0]:
+                worst = (gap / interval, f"conn {conn.id} {fmt(a)} .. {fmt(b)}", idx)
+    tol = f"tolerance heartbeat_slack={slack}; {excluded} gap(s) overlapping a fault window not judged"
+    if failures:
+        return _first_failure("HB2", failures, tol)
+    if not judged or worst is None:
+        return _skip("HB2", f"no heartbeat gap outside fault windows to judge; {tol}")
+    return _pass(
+        "HB2",
+        f"{judged} gap(s) judged, longest {worst[0]:.2f} x interval ({worst[1]}); {tol}",
+        worst[2],
+    )
+
+
+def _session_of_conns(view: RunView) -> dict[int, str | None]:
+    """The session each connection carried: from READY (session_id) or RESUME (session_id)."""
+    out: dict[int, str | None] = {}
+    for conn in view.conns.values():
+        sid: str | None = None
+        for f in conn.frames_out:
+            if f.op == OP_DISPATCH and f.rec.get("t") == "READY" and f.rec.get("session_id"):
+                sid = str(f.rec["session_id"])
+                break
+        if sid is None:
+            for f in conn.frames_in:
+                if f.op == OP_RESUME and f.rec.get("session_id"):
+                    sid = str(f.rec["session_id"])
+                    break
+        out[conn.id] = sid
+    return out
+
+
+def check_hb3(view: RunView, exp: Expectations) -> Verdict:
+    staleness = exp.tolerances.seq_staleness
+    sent: list[Frame] = [
+        f for f in view.frames_out if f.op == OP_DISPATCH and isinstance(f.rec.get("s"), int)
+    ]
+    sent_positions = [f.idx for f in sent]
+    failures: list[tuple[str, list[int]]] = []
+    judged = skipped = 0
+    for conn in view.ordered_conns():
+        dispatched = [
+            f for f in conn.frames_out if f.op == OP_DISPATCH and isinstance(f.rec.get("s"), int)
+        ]
+        for beat in conn.beats():
+            d = beat.rec.get("d")
+            judged += 1
+            # Upper bound: a seq the gateway has sent by then, anywhere in the run.
+            if d is not None:
+                if not isinstance(d, int) or isinstance(d, bool):
+                    failures.append(
+                        (
+                            f"conn {conn.id}: heartbeat at {fmt(beat.ts)} carries d={d!r}, not a seq",
+                            [beat.idx],
+                        )
+                    )
+                    continue
+                upto = bisect.bisect_left(sent_positions, beat.idx)
+                seen = {int(f.rec["s"]) for f in sent[:upto]}
+                if d not in seen:
+                    failures.append(
+                        (
+                            f"conn {conn.id}: heartbeat at {fmt(beat.ts)} carries d={d}, a seq the gateway "
+                            f"never sent before it",
+                            [beat.idx],
+                        )
+                    )
+                    continue
+            # Lower bound: dispatches on this connection sent well before the beat must be reflected.
+            floor: Frame | None = None
+            for f in dispatched:
+                if f.idx < beat.idx and f.ts <= beat.ts - staleness:
+                    floor = f
+            if floor is None:
+                continue
+            if view.fault_active(floor.ts, beat.ts):
+                skipped += 1
+                continue
+            s_floor = int(floor.rec["s"])
+            if d is None or d < s_floor:
+                failures.append(
+                    (
+                        f"conn {conn.id}: heartbeat at {fmt(beat.ts)} carries d={d}, but s={s_floor} was sent "
+                        f"at {fmt(floor.ts)}",
+                        [floor.idx, beat.idx],
+                    )
+                )
+    tol = f"tolerance seq_staleness={staleness} s; {skipped} beat(s) during fault windows not held to the lower bound"
+    if failures:
+        return _first_failure("HB3", failures, tol)
+    if not judged:
+        return _skip("HB3", "no client heartbeats in the trace")
+    return _pass(
+        "HB3",
+        f"{judged} heartbeat(s) carried a seq the client had (or null before any dispatch); {tol}",
+    )
+
+
+def check_hb4(view: RunView, exp: Expectations) -> Verdict:
+    within = exp.tolerances.op1_reply_within
+    failures: list[tuple[str, list[int]]] = []
+    judged = skipped = 0
+    proof: list[int] = []
+    for conn in view.ordered_conns():
+        for req in (f for f in conn.frames_out if f.op == OP_HEARTBEAT):
+            deadline = req.ts + within
+            reply = next((b for b in conn.beats() if b.idx > req.idx), None)
+            end = conn.close_ts if conn.close_ts is not None else view.end_ts
+            if reply is not None and reply.ts <= deadline + 1e-9:
+                judged += 1
+                proof = proof or [req.idx, reply.idx]
+                continue
+            if end < deadline or view.fault_active(req.ts, deadline):
+                skipped += 1
+                continue
+            judged += 1
+            idx = [req.idx] + ([reply.idx] if reply else [])
+            answer = (
+                f"next op 1 at {fmt(reply.ts)}"
+                if reply
+                else f"no op 1 before {conn.describe_close()}"
+            )
+            failures.append((f"conn {conn.id}: server op 1 at {fmt(req.ts)}, {answer}", idx))
+    tol = f"tolerance op1_reply_within={within} s"
+    if failures:
+        return _first_failure("HB4", failures, tol)
+    if not judged:
+        reason = (
+            "no server op 1 in the trace"
+            if not skipped
+            else "every server op 1 fell in a fault window or at the end"
+        )
+        return _skip("HB4", reason)
+    return _pass("HB4", f"{judged} server op 1 answered within {within} s; {tol}", proof)
+
+
+def check_zb1(view: RunView, exp: Expectations) -> Verdict:
+    tol = exp.tolerances
+    failures: list[tuple[str, list[int]]] = []
+    judged = 0
+    proof: list[int] = []
+    proof_text = ""
+    conns = view.ordered_conns()
+    for conn in conns:
+        interval = view.interval_for(conn)
+        if interval is None:
+            continue
+        acks = conn.acks()
+        beats = conn.beats()
+        unacked: Frame | None = None
+        for i, beat in enumerate(beats):
+            nxt = beats[i + 1].idx if i + 1 < len(beats) else None
+            answered = any(a.idx > beat.idx and (nxt is None or a.idx < nxt) for a in acks)
+            if not answered:
+                unacked = beat
+                break
+        if unacked is None:
+            continue
+        deadline = unacked.ts + interval * (1 + tol.heartbeat_slack) + tol.zombie_close_grace
+        close = conn.close
+        if close is not None and close.get("by") != "client" and float(close["ts"]) <= deadline:
+            continue  # the server or the network ended it first: nothing for the client to detect
+        if close is None and view.end_ts < deadline:
+            continue  # the run ended too soon to tell
+        judged += 1
+        bound = f"bound {deadline - unacked.ts:.2f} s"
+        if close is None or close.get("by") != "client" or float(close["ts"]) > deadline:
+            failures.append(
+                (
+                    f"conn {conn.id}: heartbeat at {fmt(unacked.ts)} got no ACK; connection "
+                    f"{conn.describe_close()} ({bound})",
+                    [unacked.idx] + ([conn.close_idx] if conn.close_idx is not None else []),
+                )
+            )
+            continue
+        code = close.get("code")
+        if code in SESSION_KILLING_CLIENT_CODES:
+            failures.append(
+                (
+                    f"conn {conn.id}: zombie close at {fmt(close['ts'])} used code {code}, which kills the session",
+                    [unacked.idx, conn.close_idx or 0],
+                )
+            )
+            continue
+        close_ts = float(close["ts"])
+        nxt_conn = next((c for c in conns if c.start_ts >= close_ts and c.id != conn.id), None)
+        if nxt_conn is None or nxt_conn.start_ts > close_ts + tol.reconnect_within:
+            when = (
+                f"next connection at {fmt(nxt_conn.start_ts)}"
+                if nxt_conn
+                else "no later connection"
+            )
+            failures.append(
+                (
+                    f"conn {conn.id}: zombie closed at {fmt(close_ts)} but {when} (bound {tol.reconnect_within} s)",
+                    [unacked.idx, conn.close_idx or 0],
+                )
+            )
+            continue
+        proof = proof or [unacked.idx, conn.close_idx or 0, nxt_conn.open_idx or 0]
+        proof_text = (
+            f"conn {conn.id}: heartbeat at {fmt(unacked.ts)} unACKed, client closed at {fmt(close_ts)} "
+            f"with {'code ' + str(code) if code is not None else 'no code'}, conn {nxt_conn.id} opened at "
+            f"{fmt(nxt_conn.start_ts)}"
+        )
+    tol_text = (
+        f"tolerances heartbeat_slack={tol.heartbeat_slack}, zombie_close_grace={tol.zombie_close_grace} s, "
+        f"reconnect_within={tol.reconnect_within} s"
+    )
+    if failures:
+        return _first_failure("ZB1", failures, tol_text)
+    if not judged:
+        return _skip("ZB1", "no connection had an unACKed heartbeat the client was due to detect")
+    return _pass("ZB1", f"{proof_text}; {tol_text}", proof)
+
+
+# ------------------------------------------------------------------------------------------------
+# Sessions and resuming
+
+
+@dataclass
+class Loss:
+    """A connection ended while the client held a resumable session."""
+
+    conn: Connection
+    ts: float
+    idx: int
+    why: str
+
+
+def _first_session_frame_after(view: RunView, ts: float, idx: int) -> Frame | None:
+    for f in view.frames_in:
+        if f.idx > idx and f.op in (OP_IDENTIFY, OP_RESUME):
+            return f
+    return None
+
+
+def _resumable_losses(view: RunView) -> list[Loss]:
+    """Walk the trace keeping "does the client hold a resumable session?" and note each loss."""
+    losses: list[Loss] = []
+    holding = False
+    reconnect_asked: set[int] = set()
+    for idx, rec in enumerate(view.records):
+        kind = rec.get("kind")
+        conn_id = rec.get("conn")
+        if kind == "frame_out":
+            if is_live_frame(rec):
+                holding = True
+            elif rec.get("op") == OP_INVALID_SESSION:
+                holding = bool(rec.get("d"))
+            elif rec.get("op") == OP_RECONNECT and isinstance(conn_id, int):
+                reconnect_asked.add(conn_id)
+        elif kind == "conn_close" and isinstance(conn_id, int):
+            by, code = rec.get("by"), rec.get("code")
+            conn = view.conns[conn_id]
+            resumable = False
+            why = ""
+            if by == "client":
+                resumable = code not in SESSION_KILLING_CLIENT_CODES
+                why = f"client closed with {code if code is not None else 'no code'}"
+                if not resumable and conn_id in reconnect_asked:
+                    resumable, why = True, f"op 7, then client closed with {code}"
+            elif by == "server":
+                resumable = code in RESUMABLE_SERVER_CLOSE_CODES
+                why = f"server closed with {code if code is not None else 'no code'}"
+            else:
+                resumable = True
+                why = f"network ended it ({rec.get('how')})"
+            if conn_id in reconnect_asked and by != "client":
+                resumable, why = True, f"op 7, then {why}"
+            if holding and (resumable or conn_id in reconnect_asked):
+                if conn.live is not None or any(f.op == OP_RESUME for f in conn.frames_in):
+                    losses.append(Loss(conn, float(rec["ts"]), idx, why))
+            if not resumable:
+                holding = False
+            if by == "client" and code in SESSION_KILLING_CLIENT_CODES:
+                holding = False
+    return losses
+
+
+def _resume_path_failing(view: RunView, a: float, b: float, a_idx: int, b_idx: int) -> str | None:
+    """Why an IDENTIFY between a and b may be a legitimate fallback from resuming."""
+    for conn in view.ordered_conns():
+        if a_idx < (conn.open_idx or -1) < b_idx and conn.live is None:
+            resumed = any(f.op == OP_RESUME for f in conn.frames_in)
+            if conn.listener == "resume" or resumed:
+                return f"conn {conn.id} to the resume URL failed ({conn.describe_close()})"
+    for f in view.frames_out:
+        if a_idx < f.idx < b_idx and f.op == OP_INVALID_SESSION and not f.rec.get("d"):
+            return f"op 9 d=false at {fmt(f.ts)}"
+    for w in view.windows:
+        target = str(w.params.get("url", w.params.get("target", "")))
+        if w.overlaps(a, b) and (w.kind in ("toxic", "proxy") and target in ("resume", "both", "")):
+            return f"fault {w.name!r} on the resume URL from {fmt(w.start)}"
+    return None
+
+
+def check_rs1(view: RunView, exp: Expectations) -> Verdict:
+    losses = _resumable_losses(view)
+    failures: list[tuple[str, list[int]]] = []
+    judged = 0
+    proof: list[int] = []
+    for loss in losses:
+        nxt = _first_session_frame_after(view, loss.ts, loss.idx)
+        if nxt is None:
+            continue
+        judged += 1
+        conn = view.conns[nxt.rec["conn"]]
+        if nxt.op == OP_IDENTIFY:
+            excuse = _resume_path_failing(view, loss.ts, nxt.ts, loss.idx, nxt.idx)
+            if excuse is None:
+                failures.append(
+                    (
+                        f"conn {loss.conn.id} lost at {fmt(loss.ts)} ({loss.why}) while resumable; the client "
+                        f"then IDENTIFYd on conn {conn.id} at {fmt(nxt.ts)} instead of RESUMing",
+                        [loss.idx, nxt.idx],
+                    )
+                )
+            continue
+        same_socket = conn.id == loss.conn.id
+        if conn.listener not in ("resume", None) and not same_socket:
+            failures.append(
+                (
+                    f"conn {loss.conn.id} lost at {fmt(loss.ts)}; RESUME at {fmt(nxt.ts)} went to conn {conn.id} "
+                    f"on the {conn.listener!r} URL, not resume_gateway_url",
+                    [loss.idx, nxt.idx],
+                )
+            )
+            continue
+        proof = proof or [loss.idx, nxt.idx]
+    if failures:
+        return _first_failure("RS1", failures, f"{judged} resumable loss(es) judged")
+    if not judged:
+        why = (
+            "no resumable loss in the run"
+            if not losses
+            else "no IDENTIFY/RESUME followed the resumable loss"
+        )
+        if losses and exp.outcome == "resume":
+            loss = losses[-1]
+            return _fail(
+                "RS1",
+                f"conn {loss.conn.id} lost at {fmt(loss.ts)} ({loss.why}); the client never "
+                f"sent RESUME or IDENTIFY afterwards",
+                [loss.idx],
+            )
+        return _skip("RS1", why)
+    return _pass(
+        "RS1",
+        f"{judged} resumable loss(es), each followed by a RESUME on the resume URL "
+        f"(or a fallback after the resume path failed)",
+        proof,
+    )
+
+
+def check_rs2(view: RunView, exp: Expectations) -> Verdict:
+    resumes = [f for f in view.frames_in if f.op == OP_RESUME]
+    if not resumes:
+        return _skip("RS2", "the client sent no RESUME")
+    failures: list[tuple[str, list[int]]] = []
+    for r in resumes:
+        session: str | None = None
+        session_idx = -1
+        sent_in_session: list[Frame] = []
+        proven: Frame | None = None  # the client's own heartbeat proving it had a seq
+        conns_in_session: set[int] = set()
+        for idx in range(r.idx):
+            rec = view.records[idx]
+            if rec.get("kind") == "frame_out" and rec.get("t") == "READY" and rec.get("session_id"):
+                session, session_idx = str(rec["session_id"]), idx
+                sent_in_session, proven = [], None
+                conns_in_session = {rec.get("conn")}  # type: ignore[arg-type]
+            elif (
+                rec.get("kind") == "frame_in"
+                and rec.get("op") == OP_RESUME
+                and rec.get("session_id") == session
+            ):
+                conns_in_session.add(rec.get("conn"))  # type: ignore[arg-type]
+        if session is None:
+            failures.append(
+                (
+                    f"RESUME at {fmt(r.ts)} on conn {r.rec.get('conn')} but no READY was ever sent",
+                    [r.idx],
+                )
+            )
+            continue
+        for idx in range(session_idx, r.idx):
+            rec = view.records[idx]
+            if rec.get("conn") not in conns_in_session:
+                continue
+            if (
+                rec.get("kind") == "frame_out"
+                and rec.get("op") == OP_DISPATCH
+                and isinstance(rec.get("s"), int)
+            ):
+                sent_in_session.append(Frame(idx, rec))
+            if (
+                rec.get("kind") == "frame_in"
+                and rec.get("op") == OP_HEARTBEAT
+                and isinstance(rec.get("d"), int)
+            ):
+                proven = Frame(idx, rec)
+        sid, seq = r.rec.get("session_id"), r.rec.get("seq")
+        if sid != session:
+            failures.append(
+                (
+                    f"RESUME at {fmt(r.ts)} carries session_id {sid!r}, but the current session (READY at "
+                    f"{fmt(view.records[session_idx]['ts'])}) is {session!r}",
+                    [session_idx, r.idx],
+                )
+            )
+            continue
+        last_sent = max((int(f.rec["s"]) for f in sent_in_session), default=None)
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            failures.append((f"RESUME at {fmt(r.ts)} carries seq={seq!r}, not a number", [r.idx]))
+        elif last_sent is not None and seq > last_sent:
+            failures.append(
+                (
+                    f"RESUME at {fmt(r.ts)} carries seq={seq}, beyond the last sent s={last_sent}",
+                    [r.idx],
+                )
+            )
+        elif proven is not None and seq < int(proven.rec["d"]):
+            failures.append(
+                (
+                    f"RESUME at {fmt(r.ts)} carries seq={seq}, but the client's heartbeat at {fmt(proven.ts)} "
+                    f"showed it had s={proven.rec['d']}",
+                    [proven.idx, r.idx],
+                )
+            )
+        elif r.rec.get("token_ok") is False:
+            failures.append((f"RESUME at {fmt(r.ts)} carried a wrong token", [r.idx]))
+    if failures:
+        return _first_failure("RS2", failures, f"{len(resumes)} RESUME(s) judged")
+    r = resumes[-1]
+    return _pass(
+        "RS2",
+        f"{len(resumes)} RESUME(s) carried the current session_id and a seq between the last one "
+        f"the client proved it had and the last sent (last: seq={r.rec.get('seq')} at {fmt(r.ts)})",
+        [r.idx],
+    )
+
+
+def check_rs3(view: RunView, exp: Expectations, delivery_log: Sequence[Record] | None) -> Verdict:
+    if delivery_log is None:
+        return _skip("RS3", "the client gave no delivery log")
+    conn_session = _session_of_conns(view)
+    sent: dict[str, set[int]] = {}
+    for f in view.frames_out:
+        sid = conn_session.get(f.rec.get("conn"))  # type: ignore[arg-type]
+        if (
+            f.op == OP_DISPATCH
+            and isinstance(f.rec.get("s"), int)
+            and sid
+            and f.rec.get("t") not in ("READY", "RESUMED")
+        ):
+            sent.setdefault(sid, set()).add(int(f.rec["s"]))
+    # Group delivered dispatches by session (or by READY boundaries if the log has no session ids).
+    groups: dict[str, list[tuple[int, Record]]] = {}
+    segment = 0
+    for line, entry in enumerate(delivery_log, 1):
+        t = entry.get("t")
+        if t == "READY" and not entry.get("session_id"):
+            segment += 1
+        if t in ("READY", "RESUMED"):
+            continue
+        key = str(entry.get("session_id") or f"segment {segment}")
+        groups.setdefault(key, []).append((line, entry))
+    delivered = sum(len(g) for g in groups.values())
+    if not delivered:
+        return _skip("RS3", "the delivery log holds no dispatches")
+    failures: list[str] = []
+    for key, entries in groups.items():
+        prev: tuple[int, Record] | None = None
+        seen: set[int] = set()
+        for line, entry in entries:
+            s = entry.get("s")
+            if not isinstance(s, int):
+                failures.append(f"delivery line {line} has s={s!r}")
+                continue
+            if s in seen:
+                failures.append(f"session {key}: s={s} delivered twice (delivery line {line})")
+            elif prev is not None and s < int(prev[1]["s"]):
+                failures.append(
+                    f"session {key}: s={s} delivered after s={prev[1]['s']} (delivery line {line})"
+                )
+            seen.add(s)
+            prev = (line, entry)
+        if key in sent and seen:
+            top = max(seen)
+            missing = sorted(s for s in sent[key] if s < top and s not in seen)
+            if missing:
+                failures.append(
+                    f"session {key}: s={missing[:5]} sent by the gateway but never delivered, while s={top} was"
+                )
+    if failures:
+        more = f" (+{len(failures) - 1} more)" if len(failures) > 1 else ""
+        return _fail("RS3", failures[0] + more)
+    return _pass(
+        "RS3",
+        f"{delivered} dispatch(es) in {len(groups)} session(s) delivered once each, in order, "
+        f"with no gap below the highest delivered seq",
+    )
+
+
+def check_rs4(view: RunView, exp: Expectations) -> Verdict:
+    failures: list[tuple[str, list[int]]] = []
+    judged = 0
+    for conn in view.ordered_conns():
+        close = conn.close
+        if close is None or close.get("by") != "client":
+            continue
+        op7 = next((f for f in conn.frames_out if f.op == OP_RECONNECT), None)
+        nxt = _first_session_frame_after(view, float(close["ts"]), conn.close_idx or 0)
+        resuming = nxt is not None and nxt.op == OP_RESUME
+        beats, acks = conn.beats(), conn.acks()
+        # A zombie close: the session was live and the last heartbeat went unanswered.
+        zombie = (
+            conn.live is not None and bool(beats) and not any(a.idx > beats[-1].idx for a in acks)
+        )
+        if not (op7 or resuming or zombie):
+            continue
+        judged += 1
+        code = close.get("code")
+        if code in SESSION_KILLING_CLIENT_CODES:
+            reason = (
+                f"after op 7 at {fmt(op7.ts)}"
+                if op7
+                else f"then RESUMEd at {fmt(nxt.ts)}"
+                if resuming and nxt
+                else "after an unACKed heartbeat"
+            )
+            idx = [conn.close_idx or 0] + ([op7.idx] if op7 else []) + ([nxt.idx] if nxt else [])
+            failures.append(
+                (f"conn {conn.id}: client closed with {code} at {fmt(close['ts'])} {reason}", idx)
+            )
+    if failures:
+        return _first_failure(
+            "RS4", failures, f"{judged} client close(s) with intent to resume judged"
+        )
+    if not judged:
+        return _skip("RS4", "the client never closed a connection it meant to resume")
+    return _pass("RS4", f"{judged} client close(s) meant to resume used codes other than 1000/1001")
+
+
+def check_rs5(view: RunView, exp: Expectations) -> Verdict:
+    tol = exp.tolerances
+    triggers: list[tuple[Record, int, str]] = []
+    for f in view.frames_out:
+        if f.op == OP_INVALID_SESSION and not f.rec.get("d"):
+            triggers.append(
+                (f.rec, f.idx, f"op 9 d=false on conn {f.rec.get('conn')} at {fmt(f.ts)}")
+            )
+    for conn in view.conns.values():
+        c = conn.close
+        if c is not None and c.get("by") == "server" and c.get("code") in REIDENTIFY_CLOSE_CODES:
+            triggers.append(
+                (
+                    c,
+                    conn.close_idx or 0,
+                    f"server close {c.get('code')} on conn {conn.id} at {fmt(c['ts'])}",
+                )
+            )
+    triggers.sort(key=lambda t: t[1])
+    failures: list[tuple[str, list[int]]] = []
+    judged = 0
+    lo, hi = tol.reidentify_delay_min, tol.reidentify_delay_max + tol.reidentify_slack
+    proof: list[int] = []
+    last_ok = ""
+    for rec, idx, what in triggers:
+        ts = float(rec["ts"])
+        nxt = _first_session_frame_after(view, ts, idx)
+        if nxt is None:
+            if view.end_ts - ts > hi and exp.outcome != "stop":
+                judged += 1
+                failures.append(
+                    (f"{what}: no IDENTIFY in the {view.end_ts - ts:.2f} s that followed", [idx])
+                )
+            continue
+        # A second trigger before the client acted restarts the clock; judge only the last one.
+        if any(idx < other < nxt.idx for _, other, _ in triggers):
+            continue
+        judged += 1
+        conn = view.conns[nxt.rec["conn"]]
+        delay = nxt.ts - ts
+        if nxt.op == OP_RESUME:
+            failures.append(
+                (
+                    f"{what}: the client RESUMEd at {fmt(nxt.ts)} instead of IDENTIFYing",
+                    [idx, nxt.idx],
+                )
+            )
+        elif conn.listener == "resume":
+            failures.append(
+                (
+                    f"{what}: IDENTIFY at {fmt(nxt.ts)} went to the resume URL (conn {conn.id})",
+                    [idx, nxt.idx],
+                )
+            )
+        elif delay < lo - 1e-9:
+            failures.append(
+                (
+                    f"{what}: IDENTIFY after only {delay:.2f} s (wait at least {lo} s)",
+                    [idx, nxt.idx],
+                )
+            )
+        elif delay > hi + 1e-9 and not view.fault_active(ts, nxt.ts):
+            failures.append(
+                (f"{what}: IDENTIFY only after {delay:.2f} s (bound {hi:.2f} s)", [idx, nxt.idx])
+            )
+        else:
+            proof = proof or [idx, nxt.idx]
+            last_ok = f"{what}: IDENTIFY on conn {conn.id} after {delay:.2f} s"
+    tol_text = (
+        f"tolerances reidentify_delay_min={lo} s, reidentify_delay_max={tol.reidentify_delay_max} s "
+        f"+ reidentify_slack={tol.reidentify_slack} s"
+    )
+    if failures:
+        return _first_failure("RS5", failures, tol_text)
+    if not judged:
+        return _skip("RS5", "no op 9 d=false and no server close 4003/4005/4007/4009 in the run")
+    return _pass(
+        "RS5",
+        f"{judged} invalidation(s) followed by an IDENTIFY on the discovery URL; last: {last_ok}; {tol_text}",
+        proof,
+    )
+
+
+def check_fc1(view: RunView, exp: Expectations) -> Verdict:
+    fatal = [
+        c
+        for c in view.ordered_conns()
+        if c.close is not None
+        and c.close.get("by") == "server"
+        and c.close.get("code") in FATAL_CLOSE_CODES
+    ]
+    if not fatal:
+        return _skip("FC1", "no fatal close code (4004, 4010-4014) in the run")
+    first = min(fatal, key=lambda c: c.close_idx or 0)
+    close_idx = first.close_idx or 0
+    later = [c for c in view.ordered_conns() if (c.open_idx or -1) > close_idx]
+    code = first.close["code"] if first.close else None
+    if later:
+        c = later[0]
+        return _fail(
+            "FC1",
+            f"server closed conn {first.id} with fatal {code} at {fmt(first.close_ts or 0)}; the "
+            f"client reconnected anyway (conn {c.id} at {fmt(c.start_ts)}, {len(later)} in all)",
+            [close_idx, c.open_idx or 0],
+        )
+    return _pass(
+        "FC1",
+        f"server closed conn {first.id} with fatal {code} at {fmt(first.close_ts or 0)}; no "
+        f"connection in the {view.end_ts - (first.close_ts or 0):.2f} s after",
+        [close_idx],
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Backoff, budgets, rate limits
+
+
+def check_bo1(view: RunView, exp: Expectations) -> Verdict:
+    tol = exp.tolerances
+    conns = view.ordered_conns()
+    failures: list[tuple[str, list[int]]] = []
+    resumes = [f for f in view.frames_in if f.op == OP_RESUME]
+    if exp.max_resumes is not None and len(resumes) > exp.max_resumes:
+        r = resumes[exp.max_resumes]
+        failures.append(
+            (
+                f"{len(resumes)} RESUMEs (the scenario allows {exp.max_resumes}); "
+                f"RESUME #{exp.max_resumes + 1} at {fmt(r.ts)}",
+                [r.idx],
+            )
+        )
+    runs: list[list[Connection]] = []
+    current: list[Connection] = []
+    for conn in conns:
+        if conn.live is None:
+            current.append(conn)
+        else:
+            if len(current) >= 2:
+                runs.append(current)
+            current = []
+    if len(current) >= 2:
+        runs.append(current)
+    judged_runs = 0
+    for run in runs:
+        starts = [c.start_ts for c in run]
+        idx = [c.open_idx or 0 for c in run]
+        gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+        judged_runs += 1
+        for i in range(len(starts)):
+            j = bisect.bisect_right(starts, starts[i] + tol.storm_window)
+            if j - i > tol.storm_max_attempts:
+                failures.append(
+                    (
+                        f"storm: {j - i} failed connection attempts between {fmt(starts[i])} and "
+                        f"{fmt(starts[j - 1])} (conns {run[i].id}..{run[j - 1].id})",
+                        idx[i:j],
+                    )
+                )
+                break
+        if len(gaps) >= 3:
+            grew = max(gaps[1:]) >= tol.backoff_growth * gaps[0]
+            flat_ok = min(gaps[1:]) >= tol.backoff_flat_ok
+            if not (grew or flat_ok):
+                failures.append(
+                    (
+                        f"no backoff: {len(run)} failed attempts from {fmt(starts[0])} with gaps "
+                        f"{', '.join(f'{g:.2f}' for g in gaps[:6])} s",
+                        idx,
+                    )
+                )
+            ratios = [b / a for a, b in zip(gaps, gaps[1:], strict=False) if a > 0]
+            if (
+                len(ratios) >= 2
+                and max(ratios) - min(ratios) < 0.01
+                and max(gaps) < tol.backoff_cap
+            ):
+                failures.append(
+                    (
+                        f"no jitter: gaps {', '.join(f'{g:.3f}' for g in gaps[:6])} s follow one "
+                        f"exact ratio",
+                        idx,
+                    )
+                )
+        big = [g for g in gaps if g > tol.backoff_cap]
+        if big:
+            failures.append(
+                (
+                    f"uncapped: a gap of {max(big):.1f} s between attempts (cap {tol.backoff_cap} s)",
+                    idx,
+                )
+            )
+    tol_text = (
+        f"tolerances storm_max_attempts={tol.storm_max_attempts} per {tol.storm_window} s, "
+        f"backoff_growth={tol.backoff_growth}, backoff_flat_ok={tol.backoff_flat_ok} s, "
+        f"backoff_cap={tol.backoff_cap} s"
+    )
+    if failures:
+        return _first_failure("BO1", failures, tol_text)
+    if not judged_runs:
+        if exp.max_resumes is not None:
+            return _pass(
+                "BO1",
+                f"{len(resumes)} RESUME(s), within the {exp.max_resumes} allowed; no run of "
+                f"failed attempts reached the gateway",
+            )
+        return _skip(
+            "BO1",
+            "no run of two or more failed connection attempts reached the gateway "
+            "(attempts against a proxy that is down never do)",
+        )
+    return _pass(
+        "BO1", f"{judged_runs} run(s) of failed attempts backed off without a storm; {tol_text}"
+    )
+
+
+def check_bo2(view: RunView, exp: Expectations) -> Verdict:
+    tol = exp.tolerances
+    identifies = [f for f in view.frames_in if f.op == OP_IDENTIFY]
+    if not identifies:
+        return _skip("BO2", "the client sent no IDENTIFY")
+    failures: list[tuple[str, list[int]]] = []
+    mc = max(1, exp.max_concurrency)
+    by_bucket: dict[int, list[Frame]] = {}
+    for f in identifies:
+        shard = f.rec.get("shard")
+        shard_id = int(shard[0]) if isinstance(shard, list | tuple) and shard else 0
+        by_bucket.setdefault(shard_id % mc, []).append(f)
+    for bucket, frames in sorted(by_bucket.items()):
+        for a, b in zip(frames, frames[1:], strict=False):
+            if b.ts - a.ts < tol.identify_window - 1e-9:
+                failures.append(
+                    (
+                        f"bucket {bucket}: IDENTIFYs at {fmt(a.ts)} and {fmt(b.ts)}, "
+                        f"{b.ts - a.ts:.2f} s apart (window {tol.identify_window} s)",
+                        [a.idx, b.idx],
+                    )
+                )
+                break
+    budget = [(i, r) for i, r in enumerate(view.records) if r.get("kind") == "identify_budget"]
+    for f in identifies:
+        before = [(i, r) for i, r in budget if i < f.idx]
+        if (
+            before
+            and isinstance(before[-1][1].get("remaining"), int)
+            and before[-1][1]["remaining"] <= 0
+        ):
+            failures.append(
+                (
+                    f"IDENTIFY at {fmt(f.ts)} with the session start budget at "
+                    f"{before[-1][1]['remaining']}",
+                    [before[-1][0], f.idx],
+                )
+            )
+            break
+    if exp.max_identifies is not None and len(identifies) > exp.max_identifies:
+        f = identifies[exp.max_identifies]
+        failures.append(
+            (
+                f"{len(identifies)} IDENTIFYs (the scenario allows {exp.max_identifies}); "
+                f"IDENTIFY #{exp.max_identifies + 1} at {fmt(f.ts)}",
+                [f.idx],
+            )
+        )
+    tol_text = f"max_concurrency={mc}, tolerance identify_window={tol.identify_window} s"
+    if exp.max_identifies is not None:
+        tol_text += f", max_identifies={exp.max_identifies}"
+    if failures:
+        return _first_failure("BO2", failures, tol_text)
+    return _pass(
+        "BO2",
+        f"{len(identifies)} IDENTIFY(s), none too close in its bucket, none over budget; {tol_text}",
+        [identifies[0].idx],
+    )
+
+
+def check_rl1(view: RunView, exp: Expectations) -> Verdict:
+    tol = exp.tolerances
+    failures: list[tuple[str, list[int]]] = []
+    total = 0
+    busiest = 0
+    for conn in view.ordered_conns():
+        frames = conn.frames_in
+        total += len(frames)
+        times = [f.ts for f in frames]
+        for i in range(len(times)):
+            j = bisect.bisect_right(times, times[i] + tol.rate_window - 1e-9)
+            busiest = max(busiest, j - i)
+            if j - i > tol.rate_max_frames:
+                failures.append(
+                    (
+                        f"conn {conn.id}: {j - i} client frames in {tol.rate_window:.0f} s from "
+                        f"{fmt(times[i])}",
+                        [frames[i].idx, frames[j - 1].idx],
+                    )
+                )
+                break
+        for f in frames:
+            if isinstance(f.rec.get("size"), int) and f.rec["size"] > tol.max_payload:
+                failures.append(
+                    (f"conn {conn.id}: op {f.op} at {fmt(f.ts)} is {f.rec['size']} bytes", [f.idx])
+                )
+                break
+    for idx, rec in enumerate(view.records):
+        if (
+            rec.get("kind") == "frame_bad"
+            and isinstance(rec.get("size"), int)
+            and rec["size"] > tol.max_payload
+        ):
+            failures.append(
+                (
+                    f"conn {rec.get('conn')}: a {rec['size']}-byte frame at {fmt(rec['ts'])} "
+                    f"({rec.get('reason')})",
+                    [idx],
+                )
+            )
+    tol_text = (
+        f"limits {tol.rate_max_frames} frames per {tol.rate_window:.0f} s, {tol.max_payload} bytes"
+    )
+    if failures:
+        return _first_failure("RL1", failures, tol_text)
+    if not total:
+        return _skip("RL1", "the client sent no frames")
+    return _pass("RL1", f"{total} client frame(s); busiest window held {busiest}; {tol_text}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Liveness
+
+
+def last_fault_cleared(view: RunView) -> tuple[float | None, str, int | None]:
+    """(time, description, record index) of the moment the last fault cleared.
+
+    (None, reason, None) if a fault never switched off; (0.0, ..., None) if there were no faults.
+    """
+    if not view.windows:
+        return 0.0, "no faults: judged from the start of the run", None
+    never = [w for w in view.windows if w.end is None]
+    if never:
+        w = never[0]
+        return (
+            None,
+            f"fault {w.name!r} switched on at {fmt(w.start)} never switched off",
+            w.start_idx,
+        )
+    last = max(view.windows, key=lambda w: (w.end or 0.0, w.end_idx or 0))
+    assert last.end is not None
+    what = "switched off" if last.end > last.start else "applied"
+    return last.end, f"the last fault ({last.name!r}) {what} at {fmt(last.end)}", last.end_idx
+
+
+def check_lv1(view: RunView, exp: Expectations) -> Verdict:
+    slack = exp.tolerances.heartbeat_slack
+    cleared, cleared_text, cleared_idx = last_fault_cleared(view)
+    conns = view.ordered_conns()
+    if exp.outcome == "stop":
+        after = [
+            c
+            for c in conns
+            if cleared is not None
+            and (c.open_idx or -1) > (cleared_idx or -1)
+            and c.start_ts > (cleared or 0.0)
+        ]
+        if cleared is None:
+            ref = max((w.start_idx for w in view.windows), default=-1)
+            after = [c for c in conns if (c.open_idx or -1) > ref]
+        if after:
+            c = after[0]
+            return _fail(
+                "LV1",
+                f"expected the client to stop; {cleared_text}, but conn {c.id} opened at "
+                f"{fmt(c.start_ts)}",
+                [c.open_idx or 0],
+            )
+        return _pass("LV1", f"expected the client to stop: {cleared_text}; no connection after it")
+    if cleared is None:
+        return _skip("LV1", cleared_text)
+    bound = exp.recovery_bound
+    check_at = min(cleared + bound, view.end_ts)
+    too_short = view.end_ts < cleared + bound
+    idx_base = [cleared_idx] if cleared_idx is not None else []
+    candidates = []
+    for conn in conns:
+        if conn.live is None or conn.live.ts > check_at:
+            continue
+        if conn.close_ts is not None and conn.close_ts < check_at:
+            continue
+        candidates.append(conn)
+    if not candidates and too_short:
+        return _skip(
+            "LV1",
+            f"{cleared_text}; the trace ends at {fmt(view.end_ts)}, before the "
+            f"{bound} s recovery bound ran out and before the client was live",
+        )
+    if not candidates:
+        late = next((c for c in conns if c.live is not None and c.live.ts > check_at), None)
+        tail = (
+            f"; the client was live again only at {fmt(late.live.ts)} (conn {late.id})"
+            if late is not None and late.live is not None
+            else "; it never became live again"
+        )
+        last_beat = max(
+            (f for f in view.frames_in if f.op == OP_HEARTBEAT), key=lambda f: f.idx, default=None
+        )
+        beat_text = (
+            f"; last heartbeat at {fmt(last_beat.ts)} (conn {last_beat.rec.get('conn')})"
+            if last_beat
+            else ""
+        )
+        return _fail(
+            "LV1",
+            f"{cleared_text}; no live session (READY/RESUMED sent, connection open) by "
+            f"{fmt(check_at)} (bound {bound} s){tail}{beat_text}",
+            idx_base + ([last_beat.idx] if last_beat else []),
+        )
+    conn = candidates[-1]
+    assert conn.live is not None
+    interval = view.interval_for(conn) or 0.0
+    beats = [b for b in conn.beats() if b.idx > conn.live.idx]
+    acked = [b for b in beats if any(a.idx > b.idx for a in conn.acks())]
+    how = conn.live.rec.get("t")
+    end = conn.close_ts if conn.close_ts is not None else view.end_ts
+    live_text = f"conn {conn.id} got {how} at {fmt(conn.live.ts)}"
+    if not acked:
+        if end - max(conn.live.ts, cleared) <= interval * (1 + slack):
+            return _skip(
+                "LV1", f"{cleared_text}; {live_text}, but the trace ends before a heartbeat was due"
+            )
+        return _fail(
+            "LV1",
+            f"{cleared_text}; {live_text} but no ACKed heartbeat followed on it "
+            f"(heartbeats have stopped; {conn.describe_close()})",
+            idx_base + [conn.live.idx],
+        )
+    last = acked[-1]
+    if end - last.ts > interval * (1 + slack) + 1e-9 and not view.fault_active(last.ts, end):
+        return _fail(
+            "LV1",
+            f"{cleared_text}; {live_text}, but its heartbeats stopped at {fmt(last.ts)} "
+            f"({end - last.ts:.2f} s before {'its close' if conn.close else 'the end'}; "
+            f"interval {interval:.2f} s)",
+            idx_base + [conn.live.idx, last.idx],
+        )
+    # The outcome class: which session the client ends on.
+    sessions = [f for f in view.frames_out if f.rec.get("t") == "READY"]
+    first_sid = sessions[0].rec.get("session_id") if sessions else None
+    current = _session_of_conns(view).get(conn.id)
+    if exp.outcome == "resume" and len(sessions) > 1:
+        return _fail(
+            "LV1",
+            f"expected the client to resume; {live_text}, but it started {len(sessions)} "
+            f"sessions (a new READY at {fmt(sessions[1].ts)})",
+            idx_base + [sessions[1].idx],
+        )
+    if exp.outcome == "reidentify" and (len(sessions) < 2 or current == first_sid):
+        return _fail(
+            "LV1",
+            f"expected the client to start a new session; {live_text}, still on the first "
+            f"session {first_sid!r}",
+            idx_base + [conn.live.idx],
+        )
+    outcome = f"; outcome {exp.outcome} as expected" if exp.outcome else ""
+    return _pass(
+        "LV1",
+        f"{cleared_text}; {live_text} ({max(0.0, conn.live.ts - cleared):.2f} s later, bound {bound} s); "
+        f"{len(acked)} ACKed heartbeat(s) after it, last at {fmt(last.ts)}{outcome}; "
+        f"tolerance heartbeat_slack={slack}",
+        idx_base + [conn.live.idx, last.idx],
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+
+CHECKS: dict[str, Callable[[RunView, Expectations], Verdict]] = {
+    "HB1": check_hb1,
+    "HB2": check_hb2,
+    "HB3": check_hb3,
+    "HB4": check_hb4,
+    "ZB1": check_zb1,
+    "RS1": check_rs1,
+    "RS2": check_rs2,
+    "RS4": check_rs4,
+    "RS5": check_rs5,
+    "FC1": check_fc1,
+    "BO1": check_bo1,
+    "BO2": check_bo2,
+    "RL1": check_rl1,
+    "LV1": check_lv1,
+}
+
+
+def judge(
+    records: Sequence[Record],
+    delivery_log: Sequence[Record] | None = None,
+    expectations: Expectations | None = None,
+) -> list[Verdict]:
+    """Judge one run: every invariant in INVARIANTS order, one verdict each."""
+    exp = expectations or Expectations()
+    view = RunView(records)
+    verdicts: list[Verdict] = []
+    for inv in INVARIANTS:
+        if inv == "RS3":
+            verdicts.append(check_rs3(view, exp, delivery_log))
+        else:
+            verdicts.append(CHECKS[inv](view, exp))
+    return verdicts
+
+
+def all_passed(verdicts: Iterable[Verdict]) -> bool:
+    return all(v.status != "fail" for v in verdicts)

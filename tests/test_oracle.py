@@ -1,0 +1,459 @@
+"""Each invariant on small hand-made traces: ones that must pass, must fail, and cannot be judged."""
+
+from __future__ import annotations
+
+from test_oracle_traces import Run, healthy_run, healthy_start, seed_failure_run
+
+from harness.oracle import INVARIANTS, Expectations, Tolerances, Verdict, judge
+
+
+def verdict(run: Run, inv: str, delivery=None, **exp) -> Verdict:
+    found = {v.invariant: v for v in judge(run.records, delivery, Expectations(**exp))}
+    return found[inv]
+
+
+def assert_status(v: Verdict, status: str, *words: str) -> None:
+    assert v.status == status, f"{v.invariant}: expected {status}, got {v.status}: {v.evidence}"
+    for word in words:
+        assert word in v.evidence, f"{word!r} not in {v.evidence!r}"
+
+
+def test_judge_returns_one_verdict_per_invariant_in_order():
+    verdicts = judge(healthy_run().records, None, Expectations())
+    assert [v.invariant for v in verdicts] == list(INVARIANTS)
+    assert all(v.status in ("pass", "fail", "not_judged") for v in verdicts)
+
+
+def test_healthy_run_fails_nothing_and_says_what_it_could_not_judge():
+    by_id = {v.invariant: v for v in judge(healthy_run().records, None, Expectations())}
+    assert not [v for v in by_id.values() if v.status == "fail"]
+    for inv in ("HB1", "HB2", "HB3", "BO2", "RL1", "LV1"):
+        assert by_id[inv].status == "pass", by_id[inv]
+    # Nothing happened that these look at: never reported as passed.
+    for inv in ("HB4", "ZB1", "RS1", "RS2", "RS3", "RS4", "RS5", "FC1", "BO1"):
+        assert by_id[inv].status == "not_judged", by_id[inv]
+        assert by_id[inv].evidence
+
+
+# HB1 -------------------------------------------------------------------------------------------
+
+
+def test_hb1_fails_on_a_heartbeat_before_hello():
+    run = Run().open(1, 0.0).beat(1, 0.05, None).hello(1, 0.1).beats(1, 0.5, 3.0, None)
+    assert_status(verdict(run, "HB1"), "fail", "before HELLO", "conn 1")
+
+
+def test_hb1_fails_when_the_first_heartbeat_is_late():
+    run = Run().open(1, 0.0).hello(1, 0.0).beats(1, 1.6, 4.0, None)
+    v = verdict(run, "HB1")
+    assert_status(v, "fail", "1.60 s after HELLO", "bound 1.25 s", "heartbeat_slack=0.25")
+    assert v.record_indices
+
+
+def test_hb1_late_beat_passes_with_a_wider_tolerance():
+    run = Run().open(1, 0.0).hello(1, 0.0).beats(1, 1.6, 4.0, None)
+    assert_status(verdict(run, "HB1", tolerances=Tolerances(heartbeat_slack=0.7)), "pass")
+
+
+def test_hb1_not_judged_when_connections_close_right_after_hello():
+    run = Run().open(1, 0.0).hello(1, 0.0).close(1, 0.3, "network", None, "reset")
+    assert_status(verdict(run, "HB1"), "not_judged")
+
+
+# HB2 -------------------------------------------------------------------------------------------
+
+
+def test_hb2_fails_on_a_gap_and_on_a_heartbeat_log_that_stops():
+    run = healthy_start().beats(1, 0.5, 3.0, d=3).beat(1, 4.5, 3).rec("note", 5.0, text="end")
+    assert_status(verdict(run, "HB2"), "fail", "2.00 s between heartbeats", "bound 1.25 s")
+    stopped = healthy_start().beats(1, 0.5, 3.0, d=3).rec("note", 9.0, text="end")
+    assert_status(verdict(stopped, "HB2"), "fail", "end of the trace")
+
+
+def test_hb2_does_not_judge_gaps_inside_fault_windows():
+    run = healthy_start().beats(1, 0.5, 3.0, d=3)
+    run.fault("latency", 2.8, "on", latency=2000).fault("latency", 4.0, "off")
+    run.beats(1, 4.5, 7.0, d=3)
+    assert_status(verdict(run, "HB2"), "pass", "1 gap(s) overlapping a fault window not judged")
+
+
+def test_hb2_not_judged_without_heartbeats():
+    run = Run().open(1, 0.0).hello(1, 0.0).close(1, 0.5, "client", 4000)
+    assert_status(verdict(run, "HB2"), "not_judged")
+
+
+# HB3 -------------------------------------------------------------------------------------------
+
+
+def test_hb3_fails_on_a_seq_never_sent_and_on_a_stale_seq():
+    run = healthy_start().beats(1, 0.5, 3.0, d=0)
+    assert_status(verdict(run, "HB3"), "fail", "d=0", "never sent")
+    stale = healthy_start().beats(1, 0.5, 3.0, d=1)
+    assert_status(verdict(stale, "HB3"), "fail", "d=1", "s=3 was sent")
+    null_after = healthy_start().beats(1, 2.0, 4.0, d=None)
+    assert_status(verdict(null_after, "HB3"), "fail", "d=None")
+
+
+def test_hb3_accepts_null_before_any_dispatch_and_a_seq_still_in_flight():
+    run = Run().open(1, 0.0).hello(1, 0.0).beat(1, 0.4, None).identify(1, 0.5).ready(1, 0.6)
+    run.beat(1, 1.1, 1)  # READY was sent 0.5 s ago: fine
+    run.dispatch(1, 1.9).beat(1, 2.1, 1)  # s=2 still in flight 0.2 s later: fine
+    run.beat(1, 3.1, 2)
+    assert_status(verdict(run, "HB3"), "pass", "seq_staleness=1.0")
+
+
+def test_hb3_not_judged_without_heartbeats():
+    assert_status(verdict(Run().open(1, 0.0).hello(1, 0.0), "HB3"), "not_judged")
+
+
+# HB4 -------------------------------------------------------------------------------------------
+
+
+def test_hb4_passes_on_a_prompt_answer_and_fails_on_none():
+    run = (
+        healthy_start()
+        .beats(1, 0.5, 2.0, d=3)
+        .server_op(1, 2.1, 1)
+        .beat(1, 2.15, 3)
+        .beats(1, 2.5, 5.0, 3)
+    )
+    assert_status(verdict(run, "HB4"), "pass", "op1_reply_within=1.0")
+    late = healthy_start().beats(1, 0.5, 2.0, d=3).server_op(1, 2.1, 1).beats(1, 2.5 + 0.9, 5.0, 3)
+    assert_status(verdict(late, "HB4"), "fail", "server op 1 at 2.10 s", "next op 1 at 3.40 s")
+
+
+def test_hb4_not_judged_without_a_server_op1():
+    assert_status(verdict(healthy_run(), "HB4"), "not_judged", "no server op 1")
+
+
+# ZB1 -------------------------------------------------------------------------------------------
+
+
+def zombie_run(close_code: int | None, close_at: float, reconnect_at: float | None) -> Run:
+    run = healthy_start().beats(1, 0.5, 2.0, d=3)
+    run.fault("withhold_acks", 2.2, "on", kind="control")
+    run.beat(1, 2.5, 3, ack=False)
+    run.close(1, close_at, "client", close_code)
+    run.fault("withhold_acks", close_at, "off", kind="control")
+    if reconnect_at is not None:
+        run.open(2, reconnect_at, "resume").hello(2, reconnect_at + 0.01).resume(
+            2, reconnect_at + 0.05, "sess-a", 3
+        )
+        run.resumed(2, reconnect_at + 0.1).beats(2, reconnect_at + 0.5, reconnect_at + 4.0, d=4)
+    run.rec("note", 12.0, text="end")
+    return run
+
+
+def test_zb1_passes_when_the_client_closes_and_reconnects():
+    v = verdict(zombie_run(4000, 3.5, 3.8), "ZB1")
+    assert_status(v, "pass", "unACKed", "code 4000", "conn 2 opened at 3.80 s")
+
+
+def test_zb1_fails_on_a_client_that_keeps_the_zombie_open():
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).beats(1, 2.5, 9.0, d=3, ack=False)
+    assert_status(verdict(run, "ZB1"), "fail", "got no ACK", "still open")
+
+
+def test_zb1_fails_on_close_1000_and_on_no_reconnect():
+    assert_status(verdict(zombie_run(1000, 3.5, 3.8), "ZB1"), "fail", "code 1000")
+    assert_status(verdict(zombie_run(4000, 3.5, None), "ZB1"), "fail", "no later connection")
+
+
+def test_zb1_not_judged_when_every_heartbeat_is_acked():
+    assert_status(verdict(healthy_run(), "ZB1"), "not_judged")
+
+
+# RS1 / RS2 / RS4 --------------------------------------------------------------------------------
+
+
+def test_seed_failure_recovered_passes_rs1_rs2_lv1():
+    run = seed_failure_run(recovers=True)
+    assert_status(verdict(run, "RS1"), "pass")
+    assert_status(verdict(run, "RS2"), "pass", "seq=3")
+    assert_status(
+        verdict(run, "LV1", outcome="resume", recovery_bound=5.0), "pass", "RESUMED", "bound 5.0 s"
+    )
+
+
+def test_seed_failure_unrecovered_fails_lv1_citing_the_last_heartbeat():
+    v = verdict(seed_failure_run(recovers=False), "LV1", outcome="resume", recovery_bound=5.0)
+    assert_status(v, "fail", "never became live again", "last heartbeat at 1.50 s")
+    assert v.record_indices
+
+
+def test_rs1_fails_when_the_client_identifies_after_a_resumable_loss():
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).close(1, 2.0, "server", 4000)
+    run.open(2, 2.5, "discovery").hello(2, 2.51).identify(2, 2.6).ready(2, 2.7, "sess-b")
+    run.beats(2, 3.0, 6.0, d=1)
+    assert_status(verdict(run, "RS1"), "fail", "server closed with 4000", "IDENTIFYd on conn 2")
+
+
+def test_rs1_fails_when_resume_goes_to_the_discovery_url():
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).close(1, 2.0, "network", None, "reset")
+    run.open(2, 2.5, "discovery").hello(2, 2.51).resume(2, 2.6, "sess-a", 3).resumed(2, 2.7)
+    assert_status(verdict(run, "RS1"), "fail", "'discovery' URL")
+
+
+def test_rs1_accepts_identify_after_the_resume_url_kept_failing():
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).close(1, 2.0, "network", None, "reset")
+    run.open(2, 2.5, "resume").close(2, 2.51, "network", None, "reset")
+    run.open(3, 3.5, "discovery").hello(3, 3.51).identify(3, 3.6).ready(3, 3.7, "sess-b")
+    assert_status(verdict(run, "RS1"), "pass")
+
+
+def test_rs1_not_judged_without_a_loss():
+    assert_status(verdict(healthy_run(), "RS1"), "not_judged", "no resumable loss")
+
+
+def test_rs2_fails_on_an_old_session_id_and_on_a_seq_regression():
+    # F9: a new session after op 9, then a resume that still cites the old session.
+    run = (
+        healthy_start()
+        .beats(1, 0.5, 2.0, d=3)
+        .server_op(1, 2.0, 9, d=False)
+        .close(1, 2.1, "client", 4000)
+    )
+    run.open(2, 4.0).hello(2, 4.01).identify(2, 4.1).ready(2, 4.2, "sess-b").beat(2, 4.5, 1)
+    run.close(2, 5.0, "network", None, "reset")
+    run.open(3, 5.5, "resume").hello(3, 5.51).resume(3, 5.6, "sess-a", 3)
+    assert_status(verdict(run, "RS2"), "fail", "session_id 'sess-a'", "'sess-b'")
+    regress = healthy_start().beats(1, 0.5, 2.0, d=3).close(1, 2.0, "network", None, "reset")
+    regress.open(2, 2.5, "resume").hello(2, 2.51).resume(2, 2.6, "sess-a", 1)
+    assert_status(verdict(regress, "RS2"), "fail", "seq=1", "had s=3")
+
+
+def test_rs2_not_judged_without_resume():
+    assert_status(verdict(healthy_run(), "RS2"), "not_judged")
+
+
+def test_rs4_fails_on_close_1000_after_op7_and_passes_on_4000():
+    bad = (
+        healthy_start().beats(1, 0.5, 2.0, d=3).server_op(1, 2.0, 7).close(1, 2.05, "client", 1000)
+    )
+    bad.open(2, 2.2, "resume").hello(2, 2.21).resume(2, 2.3, "sess-a", 3)
+    assert_status(verdict(bad, "RS4"), "fail", "closed with 1000", "after op 7")
+    good = (
+        healthy_start().beats(1, 0.5, 2.0, d=3).server_op(1, 2.0, 7).close(1, 2.05, "client", 4000)
+    )
+    good.open(2, 2.2, "resume").hello(2, 2.21).resume(2, 2.3, "sess-a", 3)
+    assert_status(verdict(good, "RS4"), "pass")
+
+
+def test_rs4_not_judged_when_the_client_never_closes():
+    assert_status(verdict(healthy_run(), "RS4"), "not_judged")
+
+
+# RS3 --------------------------------------------------------------------------------------------
+
+
+def resume_with_replay() -> Run:
+    run = (
+        healthy_start()
+        .beats(1, 0.5, 1.0, d=3)
+        .dispatch(1, 1.1)
+        .close(1, 1.2, "network", None, "reset")
+    )
+    run.open(2, 1.5, "resume").hello(2, 1.51).resume(2, 1.6, "sess-a", 3)
+    run.rec("frame_out", 1.65, conn=2, op=0, s=4, t="MESSAGE_CREATE", size=300, compressed=False)
+    run.seq["sess-a"] = 4
+    run.resumed(2, 1.7, replayed=1).dispatch(2, 2.0)
+    return run
+
+
+def log(*seqs: int) -> list[dict]:
+    return [
+        {"s": s, "t": "MESSAGE_CREATE", "session_id": "sess-a", "ts": 0.1 * i}
+        for i, s in enumerate(seqs)
+    ]
+
+
+def test_rs3_passes_on_exactly_once_and_fails_on_dupes_order_and_gaps():
+    run = resume_with_replay()
+    assert_status(verdict(run, "RS3", delivery=log(2, 3, 4, 6)), "pass", "once each")
+    assert_status(verdict(run, "RS3", delivery=log(2, 3, 4, 4, 6)), "fail", "delivered twice")
+    assert_status(verdict(run, "RS3", delivery=log(2, 4, 3, 6)), "fail", "delivered after")
+    assert_status(verdict(run, "RS3", delivery=log(2, 3, 6)), "fail", "never delivered")
+
+
+def test_rs3_not_judged_without_a_delivery_log():
+    assert_status(verdict(resume_with_replay(), "RS3"), "not_judged", "no delivery log")
+
+
+# RS5 --------------------------------------------------------------------------------------------
+
+
+def op9_run(identify_at: float, listener: str = "discovery", resume_instead: bool = False) -> Run:
+    run = (
+        healthy_start()
+        .beats(1, 0.5, 2.0, d=3)
+        .server_op(1, 2.0, 9, d=False)
+        .close(1, 2.05, "client", 4000)
+    )
+    run.open(2, identify_at - 0.1, listener).hello(2, identify_at - 0.09)
+    if resume_instead:
+        run.resume(2, identify_at, "sess-a", 3)
+    else:
+        run.identify(2, identify_at).ready(2, identify_at + 0.1, "sess-b")
+    return run.beats(2, identify_at + 0.5, identify_at + 3.0, d=1)
+
+
+def test_rs5_passes_after_a_random_wait_and_fails_when_too_eager():
+    assert_status(verdict(op9_run(4.5), "RS5"), "pass", "after 2.50 s")
+    assert_status(verdict(op9_run(2.4), "RS5"), "fail", "after only 0.40 s")
+
+
+def test_rs5_fails_on_resume_or_identify_on_the_resume_url():
+    assert_status(verdict(op9_run(4.5, resume_instead=True), "RS5"), "fail", "RESUMEd")
+    assert_status(verdict(op9_run(4.5, listener="resume"), "RS5"), "fail", "resume URL")
+
+
+def test_rs5_not_judged_without_invalidation():
+    assert_status(verdict(healthy_run(), "RS5"), "not_judged")
+
+
+# FC1 --------------------------------------------------------------------------------------------
+
+
+def test_fc1_passes_when_the_client_stops_and_fails_when_it_reconnects():
+    run = (
+        healthy_start()
+        .beats(1, 0.5, 2.0, d=3)
+        .close(1, 2.0, "server", 4014)
+        .rec("note", 8.0, text="end")
+    )
+    assert_status(verdict(run, "FC1"), "pass", "fatal 4014")
+    assert_status(verdict(run, "LV1", outcome="stop"), "pass")
+    run.open(2, 3.0).hello(2, 3.01).identify(2, 3.1)
+    assert_status(verdict(run, "FC1"), "fail", "reconnected anyway", "conn 2")
+    assert_status(verdict(run, "LV1", outcome="stop"), "fail", "expected the client to stop")
+
+
+def test_fc1_not_judged_without_a_fatal_close():
+    assert_status(verdict(healthy_run(), "FC1"), "not_judged", "no fatal close")
+
+
+# BO1 / BO2 --------------------------------------------------------------------------------------
+
+
+def attempts(times: list[float]) -> Run:
+    run = healthy_start().beats(1, 0.5, 1.0, d=3).close(1, 1.0, "network", None, "reset")
+    for i, t in enumerate(times, start=2):
+        run.open(i, t, "resume").rec("ws_rejected", t + 0.01, conn=i, status=503, reason="fault")
+        run.close(i, t + 0.02, "server", None, "no_close_frame")
+    return run
+
+
+def test_bo1_fails_on_a_flat_retry_loop_and_a_storm():
+    flat = attempts([1.5 + 0.5 * i for i in range(8)])
+    assert_status(verdict(flat, "BO1"), "fail", "no backoff")
+    storm = attempts([1.5 + 0.1 * i for i in range(8)])
+    assert_status(verdict(storm, "BO1"), "fail", "storm")
+
+
+def test_bo1_passes_on_jittered_exponential_backoff():
+    times, t, gap = [], 1.5, 0.3
+    for jitter in (1.0, 1.1, 0.9, 1.05, 0.95):
+        times.append(t)
+        t += gap * jitter
+        gap *= 2
+    assert_status(verdict(attempts(times), "BO1"), "pass", "backed off")
+
+
+def test_bo1_not_judged_without_failed_attempts_and_fails_over_max_resumes():
+    assert_status(verdict(healthy_run(), "BO1"), "not_judged")
+    assert_status(verdict(seed_failure_run(True), "BO1", max_resumes=0), "fail", "1 RESUMEs")
+
+
+def test_bo2_fails_on_identifies_too_close_and_over_the_allowed_count():
+    run = op9_run(2.4)
+    assert_status(verdict(run, "BO2"), "fail", "2.35 s apart", "window 5.0 s")
+    assert_status(verdict(op9_run(6.0), "BO2"), "pass")
+    assert_status(verdict(op9_run(6.0), "BO2", max_identifies=1), "fail", "2 IDENTIFYs")
+
+
+def test_bo2_fails_when_the_start_budget_is_spent():
+    run = (
+        Run()
+        .open(1, 0.0)
+        .hello(1, 0.0)
+        .rec("identify_budget", 0.01, remaining=0, total=1000, bucket=0)
+    )
+    run.identify(1, 0.1)
+    assert_status(verdict(run, "BO2"), "fail", "budget")
+
+
+def test_bo2_not_judged_without_identify():
+    assert_status(verdict(Run().open(1, 0.0).hello(1, 0.0), "BO2"), "not_judged")
+
+
+# RL1 --------------------------------------------------------------------------------------------
+
+
+def test_rl1_fails_on_a_flood_and_on_a_big_payload():
+    run = healthy_start()
+    for i in range(130):
+        run.rec("frame_in", 0.5 + i * 0.01, conn=1, op=3, size=80)
+    assert_status(verdict(run, "RL1"), "fail", "frames in 60 s")
+    big = healthy_start().rec("frame_in", 0.5, conn=1, op=3, size=5000)
+    assert_status(verdict(big, "RL1"), "fail", "5000 bytes")
+    assert_status(verdict(healthy_run(), "RL1"), "pass", "120 frames per 60 s")
+
+
+def test_rl1_not_judged_without_client_frames():
+    assert_status(verdict(Run().open(1, 0.0).hello(1, 0.0), "RL1"), "not_judged")
+
+
+# LV1 --------------------------------------------------------------------------------------------
+
+
+def test_lv1_not_judged_when_a_fault_never_clears_or_the_trace_is_too_short():
+    run = healthy_run().fault("blackhole", 6.0, "on", target="both")
+    assert_status(verdict(run, "LV1"), "not_judged", "never switched off")
+    short = Run()
+    short.trace.records.extend(
+        r for r in seed_failure_run(recovers=False).records if r["ts"] <= 4.0
+    )
+    assert_status(
+        verdict(short, "LV1", recovery_bound=5.0), "not_judged", "before the 5.0 s recovery bound"
+    )
+    # Live by the end of a short trace is enough.
+    live = (
+        healthy_start()
+        .fault("latency", 1.0, "on")
+        .fault("latency", 2.0, "off")
+        .beats(1, 0.5, 4.0, 3)
+    )
+    assert_status(verdict(live, "LV1", recovery_bound=5.0), "pass")
+
+
+def test_lv1_fails_on_a_live_session_whose_heartbeats_stop():
+    run = seed_failure_run(recovers=True)
+    stopped = Run()
+    for rec in run.records:
+        if not (
+            rec["kind"] in ("frame_in", "frame_out") and rec.get("conn") == 3 and rec["ts"] > 6.0
+        ):
+            stopped.trace.records.append(rec)
+    v = verdict(stopped, "LV1", recovery_bound=5.0)
+    assert_status(v, "fail", "heartbeats stopped")
+
+
+def test_lv1_checks_the_outcome_class():
+    run = op9_run(4.5).rec("note", 12.0, text="end")
+    run.beats(2, 7.5, 12.0, d=1)
+    assert_status(
+        verdict(run, "LV1", outcome="reidentify", recovery_bound=5.0), "pass", "outcome reidentify"
+    )
+    assert_status(
+        verdict(run, "LV1", outcome="resume", recovery_bound=5.0),
+        "fail",
+        "expected the client to resume",
+    )
+
+
+def test_verdicts_serialize_with_their_record_indices():
+    v = verdict(seed_failure_run(recovers=False), "LV1", recovery_bound=5.0)
+    d = v.to_dict()
+    assert (
+        d["invariant"] == "LV1" and d["status"] == "fail" and isinstance(d["record_indices"], list)
+    )
