@@ -1,0 +1,698 @@
+"""Sans-I/O core of the fake gateway: the per-connection state machine and the gateway around it.
+
+Nothing here reads a clock, sleeps, touches a socket or uses global randomness. Drivers feed in
+client messages, connection losses and the current time; the core records the trace (with the
+times it was given) and queues `Action`s per connection (messages to send, a close, a reset) for
+the driver to carry out. `GatewayCore.notify(conn_id)` tells the driver a connection has work.
+
+Rules follow gateway-protocol.md sections 1-12; knobs live in `GatewayConfig`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fake_gateway import payloads
+from fake_gateway.codec import COMPRESSIONS, DecodeError, Encoder, decode_client
+from fake_gateway.config import DEFINED_INTENTS, PRIVILEGED_INTENTS, GatewayConfig
+from fake_gateway.sessions import (
+    EXPIRED,
+    INVALIDATED,
+    Dispatch,
+    IdentifyLimiter,
+    Session,
+    SessionStartLimit,
+    SessionStore,
+)
+from harness.trace import (
+    KIND_CONN_CLOSE,
+    KIND_FRAME_BAD,
+    KIND_FRAME_IN,
+    KIND_FRAME_OUT,
+    KIND_IDENTIFY_BUDGET,
+    KIND_NOTE,
+    KIND_SESSION,
+    KIND_WS_UPGRADE,
+    Trace,
+)
+
+# Client ops the gateway understands (section 2.2).
+OP_DISPATCH, OP_HEARTBEAT, OP_IDENTIFY, OP_PRESENCE, OP_VOICE = 0, 1, 2, 3, 4
+OP_RESUME, OP_RECONNECT, OP_REQUEST_MEMBERS, OP_INVALID_SESSION = 6, 7, 8, 9
+OP_HELLO, OP_HEARTBEAT_ACK, OP_SOUNDBOARD, OP_CHANNEL_INFO = 10, 11, 31, 43
+CLIENT_OPS = {OP_HEARTBEAT, OP_IDENTIFY, OP_PRESENCE, OP_VOICE, OP_RESUME, OP_REQUEST_MEMBERS,
+              OP_SOUNDBOARD, OP_CHANNEL_INFO}
+# Close codes after which the session cannot be resumed (section 7.1).
+NON_RESUMABLE_CLOSES = {4001, 4003, 4004, 4005, 4007, 4009, 4010, 4011, 4012, 4013, 4014}
+MEMBERS_ALL_COOLDOWN = 30.0
+
+
+@dataclass(frozen=True)
+class Send:
+    """WebSocket messages to send, in order (several when a zlib message is split)."""
+
+    messages: tuple[str | bytes, ...]
+
+
+@dataclass(frozen=True)
+class Close:
+    """Send a close frame. `code` None sends an empty close frame (the peer sees 1005)."""
+
+    code: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Reset:
+    """Abort the TCP connection so the peer sees a reset."""
+
+
+Action = Send | Close | Reset
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class ConnectionCore:
+    """One WebSocket connection to the gateway, from upgrade to close."""
+
+    def __init__(
+        self, gateway: GatewayCore, conn_id: int, listener: str, query: dict[str, str], now: float
+    ) -> None:
+        self.gw = gateway
+        self.conn_id = conn_id
+        self.listener = listener
+        self.query = query
+        self.opened_at = now
+        config = gateway.config
+        compress = query.get("compress")
+        self.encoder = Encoder(
+            compress if compress in COMPRESSIONS else None, config.zlib_split
+        )
+        self.version = int(query["v"]) if query.get("v", "").isdigit() else 10
+        self.actions: list[Action] = []
+        self.closed = False
+        self.session: Session | None = None
+        self.hello_sent_at: float | None = None
+        self.hello_due: float | None = None
+        self.last_heartbeat_at: float | None = None
+        self.heartbeats = 0
+        self.frame_times: deque[float] = deque()
+        self.pre_hello: list[dict[str, Any]] = []
+        self.held: list[dict[str, Any]] = []
+        self.pending_close: tuple[float, int | None, str, bool] | None = None
+        self.members_requested: dict[str, float] = {}
+        # Persistent faults (controls switch them on and off).
+        self.withhold_acks = False
+        self.withhold_ready = False
+        self.withhold_resumed = False
+        self.silent = False
+        self.ignore_client_close = False
+        self.deadline_enforced = config.heartbeat_deadline
+        self.deadline_code = config.heartbeat_deadline_close_code
+        self.deadline_resumable = config.heartbeat_deadline_resumable
+        self._holding = False  # READY/RESUMED withheld: later dispatches queue behind it
+        self.hello_delay: float | None = None  # set by a delay_hello aimed at this connection
+
+    # ---- output -------------------------------------------------------------------------
+
+    def _push(self, action: Action) -> None:
+        self.actions.append(action)
+        self.gw.notify(self.conn_id)
+
+    def take_actions(self) -> list[Action]:
+        actions, self.actions = self.actions, []
+        return actions
+
+    def _send(self, payload: dict[str, Any], now: float, *, before_hello: bool = False,
+              **fields: Any) -> None:
+        """Encode, record and queue one payload (nothing while silent or closed)."""
+        if self.closed or self.silent:
+            return
+        if self.hello_sent_at is None and not before_hello and payload["op"] != OP_HELLO:
+            self.pre_hello.append(payload)
+            return
+        messages, size = self.encoder.encode(payload)
+        self.gw.trace.record(
+            KIND_FRAME_OUT, ts=now, conn=self.conn_id, op=payload["op"], s=payload.get("s"),
+            t=payload.get("t"), size=size, compressed=self.encoder.compressed, **fields,
+        )
+        self._push(Send(tuple(messages)))
+
+    def send_dispatch(self, dispatch: Dispatch, now: float, **fields: Any) -> None:
+        if self._holding:
+            self.held.append(dispatch.payload() | {"_fields": fields})
+            return
+        self._send(dispatch.payload(), now, **fields)
+
+    def send_hello(self, now: float) -> None:
+        if self.hello_sent_at is not None or self.closed:
+            return
+        self.hello_due = None
+        self._send(
+            payloads.hello_payload(self.gw.config.heartbeat_interval_ms, self.gw.config.extra_keys),
+            now, heartbeat_interval=self.gw.config.heartbeat_interval_ms,
+        )
+        if self.silent:
+            return
+        self.hello_sent_at = now
+        queued, self.pre_hello = self.pre_hello, []
+        for payload in queued:
+            self._send(payload, now)
+
+    def send_reconnect(self, now: float) -> None:
+        self._send({"op": OP_RECONNECT, "d": None, "s": None, "t": None}, now, before_hello=True)
+
+    def send_heartbeat_request(self, now: float, d: Any = None) -> None:
+        self._send({"op": OP_HEARTBEAT, "d": d, "s": None, "t": None}, now)
+
+    def send_invalid_session(self, now: float, resumable: bool, close: bool | None = None) -> None:
+        if self.closed:
+            return
+        self._send({"op": OP_INVALID_SESSION, "d": resumable, "s": None, "t": None}, now,
+                   d=resumable)
+        if not resumable and self.session is not None:
+            self.gw.invalidate(self.session, now, "invalid_session")
+            self.session = None
+        if self.gw.config.close_after_invalid_session if close is None else close:
+            self.schedule_close(now + self.gw.config.invalid_session_close_delay,
+                                self.gw.config.invalid_session_close_code, "invalid session",
+                                resumable)
+
+    def schedule_close(self, at: float, code: int | None, reason: str, resumable: bool) -> None:
+        if self.pending_close is None or at < self.pending_close[0]:
+            self.pending_close = (at, code, reason, resumable)
+            self.gw.notify(self.conn_id)
+
+    def close(self, now: float, code: int | None, reason: str = "",
+              resumable: bool | None = None) -> None:
+        """Server-initiated close; the session survives it only if `resumable`."""
+        if self.closed:
+            return
+        if resumable is None:
+            resumable = code not in NON_RESUMABLE_CLOSES
+        self.gw.trace.record(KIND_CONN_CLOSE, ts=now, conn=self.conn_id, by="server", code=code,
+                             reason=reason, how="close_frame")
+        self._lose_session(now, resumable, f"server close {code}")
+        self.closed = True
+        self.silent = False
+        self._push(Close(code, reason))
+
+    def reset(self, now: float) -> None:
+        if self.closed:
+            return
+        self.gw.trace.record(KIND_CONN_CLOSE, ts=now, conn=self.conn_id, by="server", code=None,
+                             reason="reset", how="reset")
+        self._lose_session(now, True, "server reset")
+        self.closed = True
+        self._push(Reset())
+
+    def release_held(self, now: float) -> None:
+        self._holding = False
+        held, self.held = self.held, []
+        for payload in held:
+            fields = payload.pop("_fields")
+            self._send(payload, now, **fields)
+
+    # ---- input ----------------------------------------------------------------------------
+
+    def client_closed(self, now: float, code: int | None, reason: str) -> None:
+        """The client sent a close frame (code None: an empty one)."""
+        if self.closed:
+            return
+        self.gw.trace.record(KIND_CONN_CLOSE, ts=now, conn=self.conn_id, by="client", code=code,
+                             reason=reason, how="close_frame")
+        # A client 1000/1001 ends the session; any other code, or none, keeps it (section 5).
+        self._lose_session(now, code not in (1000, 1001), f"client close {code}")
+        self.closed = True
+
+    def connection_lost(self, now: float, how: str) -> None:
+        """TCP ended without a close frame from either side (eof, reset, timeout)."""
+        if self.closed:
+            return
+        self.gw.trace.record(KIND_CONN_CLOSE, ts=now, conn=self.conn_id, by="network", code=None,
+                             reason="", how=how)
+        self._lose_session(now, True, f"connection lost ({how})")
+        self.closed = True
+
+    def _lose_session(self, now: float, resumable: bool, reason: str) -> None:
+        session, self.session = self.session, None
+        if session is None or session.conn_id != self.conn_id:
+            return
+        if resumable:
+            self.gw.detach(session, now, reason)
+        else:
+            self.gw.invalidate(session, now, reason)
+
+    def receive(self, message: str | bytes, now: float) -> None:
+        if self.closed:
+            return
+        size = len(message.encode() if isinstance(message, str) else message)
+        config = self.gw.config
+        if size > config.max_payload_bytes:
+            return self._bad(now, f"payload of {size} bytes exceeds {config.max_payload_bytes}",
+                             size, 4002, "Decode error")
+        try:
+            payload = decode_client(message)
+        except DecodeError as exc:
+            return self._bad(now, str(exc), size, 4002, "Decode error")
+        op = payload.get("op")
+        if not _is_int(op) or op not in CLIENT_OPS:
+            return self._bad(now, f"unknown opcode {op!r}", size, 4001, "Unknown opcode")
+        d = payload.get("d")
+        self._record_in(op, d, size, now)
+        if self.silent:
+            return
+        if self._rate_limited(now):
+            return self.close(now, 4008, "Rate limited.")
+        if op == OP_HEARTBEAT:
+            return self._on_heartbeat(d, now)
+        if op == OP_IDENTIFY:
+            return self._on_identify(d, now)
+        if op == OP_RESUME:
+            return self._on_resume(d, now)
+        if self.session is None:
+            return self.close(now, 4003, "Not authenticated.")
+        self._on_session_op(op, d, now)
+
+    def _record_in(self, op: int, d: Any, size: int, now: float) -> None:
+        fields: dict[str, Any] = {}
+        token_ok = isinstance(d, dict) and d.get("token") == self.gw.config.token
+        if op == OP_HEARTBEAT:
+            fields["d"] = d if _is_int(d) or d is None else repr(d)
+        elif op == OP_IDENTIFY and isinstance(d, dict):
+            fields.update(shard=d.get("shard"), intents=d.get("intents"), token_ok=token_ok)
+        elif op == OP_RESUME and isinstance(d, dict):
+            fields.update(session_id=d.get("session_id"), seq=d.get("seq"), token_ok=token_ok)
+        self.gw.trace.record(KIND_FRAME_IN, ts=now, conn=self.conn_id, op=op, size=size, **fields)
+
+    def _bad(self, now: float, reason: str, size: int, code: int, close_reason: str) -> None:
+        self.gw.trace.record(KIND_FRAME_BAD, ts=now, conn=self.conn_id, reason=reason, size=size)
+        if not self.silent:
+            self.close(now, code, close_reason)
+
+    def _rate_limited(self, now: float) -> bool:
+        window = self.gw.config.rate_limit_window
+        times = self.frame_times
+        times.append(now)
+        while times and times[0] <= now - window:
+            times.popleft()
+        return len(times) > self.gw.config.rate_limit_frames
+
+    def _on_heartbeat(self, d: Any, now: float) -> None:
+        if not (_is_int(d) or d is None):
+            return self.close(now, 4001, "Invalid heartbeat payload.")
+        self.last_heartbeat_at = now
+        self.heartbeats += 1
+        if not self.withhold_acks:
+            self._send({"op": OP_HEARTBEAT_ACK, "d": None, "s": None, "t": None}, now)
+
+    def _on_identify(self, d: Any, now: float) -> None:
+        config = self.gw.config
+        if self.session is not None or self._holding:
+            return self.close(now, 4005, "Already authenticated.")
+        if not isinstance(d, dict) or not isinstance(d.get("token"), str) or not isinstance(
+            d.get("properties"), dict
+        ):
+            return self.close(now, 4001, "Invalid identify payload.")
+        if d["token"] != config.token:
+            return self.close(now, 4004, "Authentication failed.")
+        intents = d.get("intents")
+        if not isinstance(intents, int) or isinstance(intents, bool) or intents < 0 or (
+                intents & ~DEFINED_INTENTS):
+            return self.close(now, 4013, "Invalid intent(s).")
+        if intents & PRIVILEGED_INTENTS & ~config.allowed_privileged_intents:
+            return self.close(now, 4014, "Disallowed intent(s).")
+        shard = d.get("shard")
+        if shard is not None:
+            if not (isinstance(shard, list) and len(shard) == 2 and all(map(_is_int, shard))
+                    and shard[1] >= 1 and 0 <= shard[0] < shard[1]):
+                return self.close(now, 4010, "Invalid shard.")
+        shard_pair = (shard[0], shard[1]) if shard is not None else None
+        guild_ids = self.gw.guilds_for(shard_pair)
+        if len(guild_ids) > config.max_guilds_per_shard:
+            return self.close(now, 4011, "Sharding required.")
+        shard_id = shard_pair[0] if shard_pair else 0
+        if not self.gw.identify_limiter.try_acquire(shard_id, now):
+            self.gw.trace.record(KIND_NOTE, ts=now, conn=self.conn_id,
+                                 text=f"IDENTIFY over max_concurrency (bucket "
+                                      f"{self.gw.identify_limiter.bucket(shard_id)}): op 9")
+            return self.send_invalid_session(now, False)
+        limit = self.gw.start_limit
+        if not limit.consume(now):
+            self.gw.trace.record(KIND_NOTE, ts=now, conn=self.conn_id,
+                                 text="session_start_limit used up; Discord would reset the token")
+            return self.close(now, 4004, "Authentication failed.", resumable=False)
+        self.gw.trace.record(KIND_IDENTIFY_BUDGET, ts=now, conn=self.conn_id,
+                             remaining=limit.remaining(now), total=limit.total,
+                             bucket=self.gw.identify_limiter.bucket(shard_id))
+        session = self.gw.sessions.create(shard_pair, intents, guild_ids)
+        self.gw.trace.record(KIND_SESSION, ts=now, session_id=session.session_id, event="created",
+                             reason="identify", conn=self.conn_id, seq=0)
+        self.gw.attach(session, self, now)
+        resume_url = self.gw.resume_url
+        ready = session.next_dispatch(
+            "READY",
+            payloads.ready_data(config, session.session_id, resume_url, guild_ids, shard_pair,
+                                self.version),
+        )
+        self._holding = self.withhold_ready
+        self.send_dispatch(ready, now, session_id=session.session_id,
+                           resume_gateway_url=resume_url)
+        for index, guild_id in enumerate(guild_ids):
+            create = session.next_dispatch(
+                "GUILD_CREATE", payloads.guild_create_data(config, guild_id, index))
+            self.send_dispatch(create, now)
+
+    def _on_resume(self, d: Any, now: float) -> None:
+        config = self.gw.config
+        if self.session is not None or self._holding:
+            return self.close(now, 4005, "Already authenticated.")
+        if not (isinstance(d, dict) and isinstance(d.get("token"), str)
+                and isinstance(d.get("session_id"), str)
+                and (_is_int(d.get("seq")) or d.get("seq") is None)):
+            return self.close(now, 4001, "Invalid resume payload.")
+        if d["token"] != config.token:
+            return self.close(now, 4004, "Authentication failed.")
+        seq = d["seq"] or 0
+        session = self.gw.sessions.get(d["session_id"])
+        if self.listener == "discovery":
+            self.gw.trace.record(KIND_NOTE, ts=now, conn=self.conn_id,
+                                 text="RESUME on the discovery URL instead of resume_gateway_url")
+            if config.resume_on_discovery == "reject":
+                return self.send_invalid_session(now, False)
+        if session is None or session.state == INVALIDATED:
+            return self.send_invalid_session(now, False)
+        if session.state == EXPIRED:
+            if config.expired_resume_response == "close_4009":
+                return self.close(now, 4009, "Session timed out.")
+            return self.send_invalid_session(now, False)
+        replay = session.replay_after(seq)
+        if replay is None:
+            self.gw.invalidate(session, now, f"resume with bad seq {seq} (last {session.seq})")
+            if config.bad_seq_response == "op9":
+                return self.send_invalid_session(now, False)
+            return self.close(now, 4007, "Invalid seq.")
+        if session.conn_id is not None:
+            old = self.gw.connections.get(session.conn_id)
+            if old is not None:
+                old.session = None  # the session moves; closing the old socket must not detach it
+                old.close(now, config.takeover_close_code, "session resumed elsewhere",
+                          resumable=True)
+        session.resumes += 1
+        self.gw.attach(session, self, now)
+        for dispatch in replay:
+            self.send_dispatch(dispatch, now)
+        resumed = session.next_dispatch("RESUMED", {"_trace": ["gateway-harness-fake"]}
+                                        if config.extra_keys else {})
+        self._holding = self.withhold_resumed
+        self.send_dispatch(resumed, now, replayed=len(replay))
+
+    def _on_session_op(self, op: int, d: Any, now: float) -> None:
+        session = self.session
+        assert session is not None
+        if not isinstance(d, dict):
+            return self.close(now, 4001, "Invalid payload.")
+        if op == OP_PRESENCE:
+            return
+        if op == OP_VOICE:
+            guild_id = d.get("guild_id")
+            if not isinstance(guild_id, str | int):
+                return self.close(now, 4001, "Invalid payload.")
+            self.gw.emit_to(session, "VOICE_STATE_UPDATE", {
+                "guild_id": str(guild_id), "channel_id": d.get("channel_id"),
+                "user_id": str(self.gw.config.resolved_bot_id()),
+                "session_id": session.session_id, "deaf": False, "mute": False,
+                "self_deaf": bool(d.get("self_deaf")), "self_mute": bool(d.get("self_mute")),
+                "self_video": False, "suppress": False, "request_to_speak_timestamp": None,
+            }, now)
+            if d.get("channel_id") is not None:
+                self.gw.emit_to(session, "VOICE_SERVER_UPDATE", {
+                    "token": "fake-voice-token", "guild_id": str(guild_id),
+                    "endpoint": "voice.invalid:443"}, now)
+            return
+        if op == OP_REQUEST_MEMBERS:
+            return self._on_request_members(session, d, now)
+        if op == OP_SOUNDBOARD:
+            guild_ids = d.get("guild_ids")
+            if not isinstance(guild_ids, list):
+                return self.close(now, 4001, "Invalid payload.")
+            for guild_id in guild_ids:
+                self.gw.emit_to(session, "SOUNDBOARD_SOUNDS",
+                                {"soundboard_sounds": [], "guild_id": str(guild_id)}, now)
+            return
+        if op == OP_CHANNEL_INFO:
+            self.gw.emit_to(session, "CHANNEL_INFO",
+                            {"guild_id": str(d.get("guild_id")), "channels": []}, now)
+
+    def _on_request_members(self, session: Session, d: dict[str, Any], now: float) -> None:
+        guild_id = d.get("guild_id")
+        if not isinstance(guild_id, str | int) or isinstance(guild_id, bool):
+            return self.close(now, 4001, "Invalid payload.")
+        guild = str(guild_id)
+        nonce = d.get("nonce") if isinstance(d.get("nonce"), str) else None
+        if nonce is not None and len(nonce.encode()) > 32:
+            nonce = None
+        if d.get("query") == "" and d.get("limit") == 0:
+            last = self.members_requested.get(guild)
+            if last is not None and now < last + MEMBERS_ALL_COOLDOWN:
+                meta: dict[str, Any] = {"guild_id": guild}
+                if nonce is not None:
+                    meta["nonce"] = nonce
+                self.gw.emit_to(session, "RATE_LIMITED", {
+                    "opcode": OP_REQUEST_MEMBERS,
+                    "retry_after": round(last + MEMBERS_ALL_COOLDOWN - now, 3), "meta": meta}, now)
+                return
+            self.members_requested[guild] = now
+        bot = payloads.user_object(self.gw.config)
+        chunk: dict[str, Any] = {
+            "guild_id": guild,
+            "members": [{"user": bot, "nick": None, "roles": [], "joined_at": payloads.iso_time(0),
+                         "deaf": False, "mute": False, "flags": 0}],
+            "chunk_index": 0, "chunk_count": 1,
+        }
+        user_ids = d.get("user_ids")
+        if isinstance(user_ids, list):
+            chunk["not_found"] = [u for u in user_ids if str(u) != bot["id"]][:100]
+        if d.get("presences"):
+            chunk["presences"] = []
+        if nonce is not None:
+            chunk["nonce"] = nonce
+        self.gw.emit_to(session, "GUILD_MEMBERS_CHUNK", chunk, now)
+
+    # ---- time -----------------------------------------------------------------------------
+
+    def heartbeat_deadline(self) -> float | None:
+        if not self.deadline_enforced or self.silent or self.hello_sent_at is None:
+            return None
+        anchor = self.last_heartbeat_at
+        if anchor is None:
+            anchor = self.hello_sent_at
+        return anchor + self.gw.config.heartbeat_interval * (1 + self.gw.config.heartbeat_grace)
+
+    def next_deadline(self) -> float | None:
+        if self.closed:
+            return None
+        pending = self.pending_close[0] if self.pending_close else None
+        times = [t for t in (self.hello_due, self.heartbeat_deadline(), pending) if t is not None]
+        return min(times) if times else None
+
+    def on_time(self, now: float) -> None:
+        if self.closed:
+            return
+        if self.hello_due is not None and now >= self.hello_due:
+            self.send_hello(now)
+        if self.pending_close is not None and now >= self.pending_close[0]:
+            _, code, reason, resumable = self.pending_close
+            self.pending_close = None
+            self.close(now, code, reason, resumable)
+        deadline = self.heartbeat_deadline()
+        if deadline is not None and now >= deadline:
+            self.close(now, self.deadline_code, "Heartbeat deadline missed.",
+                       self.deadline_resumable)
+
+
+class GatewayCore:
+    """All connections and sessions of one fake gateway, plus the synthetic event source."""
+
+    def __init__(self, config: GatewayConfig, trace: Trace, rng: random.Random) -> None:
+        self.config = config
+        self.trace = trace
+        self.rng = rng
+        self.sessions = SessionStore(rng, config.replay_buffer)
+        self.identify_limiter = IdentifyLimiter(config.max_concurrency, config.identify_window)
+        self.start_limit = SessionStartLimit(config.session_start_total,
+                                             config.session_start_window)
+        self.connections: dict[int, ConnectionCore] = {}
+        self.all_connections: dict[int, ConnectionCore] = {}
+        self.guild_ids = [payloads.snowflake(rng) for _ in range(config.guilds)]
+        self.discovery_url = config.advertise_url or "wss://gateway.invalid"
+        self.resume_url = config.resume_url or self.discovery_url
+        self.notify: Callable[[int], None] = lambda conn_id: None
+        self.notify_timer: Callable[[], None] = lambda: None  # gateway deadlines moved
+        self._last_conn_id = 0
+        self.event_count = 0
+        self._next_event_at: float | None = None
+        self._event_rng = random.Random(rng.getrandbits(64))
+        # Gateway-wide persistent faults and those waiting for the next connection.
+        self.reject_upgrade: dict[str | None, int] = {}  # listener (None = any) -> HTTP status
+        self.reject_next: list[tuple[str | None, int]] = []  # one upgrade each
+        self.hello_delay: dict[str | None, float] = {}
+        self.switches_for_all: dict[str, Any] = {}
+        self.pending_for_next: list[tuple[str, dict[str, Any]]] = []
+
+    def set_urls(self, discovery: str, resume: str | None = None) -> None:
+        """Announce these URLs (bare). Config overrides win, so a proxy can stand in front."""
+        self.discovery_url = self.config.advertise_url or discovery
+        self.resume_url = self.config.resume_url or resume or self.discovery_url
+
+    def start(self, now: float) -> None:
+        if self.config.dispatch_rate > 0 and self._next_event_at is None:
+            self._next_event_at = now + 1.0 / self.config.dispatch_rate
+            self.notify_timer()
+
+    # ---- connections ----------------------------------------------------------------------
+
+    def new_conn_id(self) -> int:
+        self._last_conn_id += 1
+        return self._last_conn_id
+
+    def upgrade_rejection(self, listener: str) -> int | None:
+        """HTTP status to refuse this listener's WebSocket upgrades with, if a fault says so."""
+        for index, (only, status) in enumerate(self.reject_next):
+            if only in (None, listener):
+                del self.reject_next[index]
+                return status
+        return self.reject_upgrade.get(listener) or self.reject_upgrade.get(None)
+
+    def open_connection(self, conn_id: int, listener: str, path: str, query: dict[str, str],
+                        now: float) -> ConnectionCore:
+        """The WebSocket upgrade succeeded: validate the query, send HELLO (or schedule it)."""
+        self.trace.record(KIND_WS_UPGRADE, ts=now, conn=conn_id, path=path, query=query,
+                          listener=listener)
+        conn = ConnectionCore(self, conn_id, listener, query, now)
+        self.connections[conn_id] = conn
+        self.all_connections[conn_id] = conn
+        for name, value in self.switches_for_all.items():
+            setattr(conn, name, value)
+        from fake_gateway.controls import apply_to_connection
+
+        pending, self.pending_for_next = self.pending_for_next, []
+        for action, params in pending:
+            apply_to_connection(self, conn, action, params, now)
+        version = query.get("v")
+        if version is not None and (not version.isdigit()
+                                    or int(version) not in self.config.allowed_versions):
+            conn.close(now, 4012, "Invalid API version.")
+            return conn
+        if query.get("encoding", "json") != "json":
+            self.trace.record(KIND_NOTE, ts=now, conn=conn_id,
+                              text=f"unsupported encoding {query.get('encoding')!r}")
+            conn.close(now, 4002, "Unsupported encoding.")
+            return conn
+        compress = query.get("compress")
+        if compress is not None and compress not in COMPRESSIONS:
+            self.trace.record(KIND_NOTE, ts=now, conn=conn_id,
+                              text=f"unsupported compress={compress!r}: sending uncompressed")
+        delay = conn.hello_delay
+        if delay is None:
+            delay = self.hello_delay.get(listener, self.hello_delay.get(None, 0.0))
+        if delay > 0:
+            conn.hello_due = now + delay
+            self.notify(conn_id)
+        else:
+            conn.send_hello(now)
+        return conn
+
+    def forget_connection(self, conn_id: int) -> None:
+        self.connections.pop(conn_id, None)
+
+    # ---- sessions -------------------------------------------------------------------------
+
+    def attach(self, session: Session, conn: ConnectionCore, now: float) -> None:
+        session.conn_id = conn.conn_id
+        session.detached_at = None
+        conn.session = session
+        self.trace.record(KIND_SESSION, ts=now, session_id=session.session_id, event="attached",
+                          reason="resume" if session.resumes else "identify", conn=conn.conn_id,
+                          seq=session.seq)
+
+    def detach(self, session: Session, now: float, reason: str) -> None:
+        if not session.alive:
+            return
+        conn_id, session.conn_id = session.conn_id, None
+        session.detached_at = now
+        self.notify_timer()
+        self.trace.record(KIND_SESSION, ts=now, session_id=session.session_id, event="detached",
+                          reason=reason, conn=conn_id, seq=session.seq)
+
+    def invalidate(self, session: Session, now: float, reason: str,
+                   state: str = INVALIDATED) -> None:
+        if not session.alive:
+            return
+        conn_id, session.conn_id = session.conn_id, None
+        session.state = state
+        if conn_id is not None and conn_id in self.connections:
+            conn = self.connections[conn_id]
+            if conn.session is session:
+                conn.session = None
+        self.trace.record(KIND_SESSION, ts=now, session_id=session.session_id,
+                          event="expired" if state == EXPIRED else "invalidated", reason=reason,
+                          conn=conn_id, seq=session.seq)
+
+    def guilds_for(self, shard: tuple[int, int] | None) -> list[int]:
+        from fake_gateway.sessions import shard_for_guild
+
+        if shard is None:
+            return list(self.guild_ids)
+        return [g for g in self.guild_ids if shard_for_guild(g, shard[1]) == shard[0]]
+
+    def emit_to(self, session: Session, t: str, d: Any, now: float) -> Dispatch:
+        """Give a dispatch the session's next seq; send it if the session is attached."""
+        dispatch = session.next_dispatch(t, d)
+        if session.conn_id is not None:
+            conn = self.connections.get(session.conn_id)
+            if conn is not None:
+                conn.send_dispatch(dispatch, now)
+        return dispatch
+
+    def emit_synthetic(self, now: float, sessions: list[Session] | None = None) -> int:
+        """One synthetic event, routed by guild to every live session that should see it."""
+        self.event_count += 1
+        n = self.event_count
+        rng = self._event_rng
+        guild_id: int | None
+        if not self.guild_ids or rng.random() < self.config.dm_fraction:
+            guild_id = None
+        else:
+            guild_id = rng.choice(self.guild_ids)
+        d = payloads.synthetic_event_data(self.config.synthetic_event, n, guild_id,
+                                          self.config.resolved_bot_id())
+        delivered = 0
+        for session in sessions if sessions is not None else self.sessions.live():
+            if session.alive and (sessions is not None or session.routes(guild_id)):
+                self.emit_to(session, self.config.synthetic_event, d, now)
+                delivered += 1
+        return delivered
+
+    # ---- time -----------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        times = [t for t in (self.sessions.next_expiry(self.config.session_ttl),
+                             self._next_event_at) if t is not None]
+        return min(times) if times else None
+
+    def on_time(self, now: float) -> None:
+        for session in self.sessions.due_expiry(now, self.config.session_ttl):
+            self.invalidate(session, now, f"not resumed within {self.config.session_ttl}s",
+                            EXPIRED)
+        if self._next_event_at is not None and self.config.dispatch_rate > 0:
+            step = 1.0 / self.config.dispatch_rate
+            while self._next_event_at <= now:
+                self.emit_synthetic(now)
+                self._next_event_at += step

@@ -1,0 +1,163 @@
+"""The fake REST surface: what real libraries call before and after connecting, plus the
+harness control endpoint. A Starlette app served by hypercorn's trio worker.
+
+Bodies come from the plain functions in `fake_gateway.payloads` (and `gateway_bot_for` below),
+so simulation mode can build them without HTTP. Every JSON response has a Content-Type of
+exactly `application/json` (discord.py compares it literally).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from fake_gateway import payloads
+from fake_gateway.protocol import GatewayCore
+from harness.errors import UserError
+
+if TYPE_CHECKING:
+    from fake_gateway.server import FakeGateway, TLSFiles
+
+API_PREFIXES = ("/api/v9", "/api/v10", "/api")
+
+
+def gateway_bot_for(core: GatewayCore, now: float) -> dict[str, Any]:
+    limit = core.start_limit
+    return payloads.gateway_bot_payload(
+        core.discovery_url, core.config.recommended_shards, limit.total, limit.remaining(now),
+        limit.reset_after_ms(now), core.config.max_concurrency,
+    )
+
+
+def _json(body: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(body, status_code=status, media_type="application/json")
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return _json({"message": message, "code": 0}, status)
+
+
+def build_app(gateway: FakeGateway) -> Starlette:
+    core = gateway.core
+    config = gateway.config
+
+    def authorized(request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        return header in (f"Bot {config.token}", config.token)
+
+    async def get_gateway(request: Request) -> Response:
+        return _json(payloads.gateway_payload(core.discovery_url))
+
+    async def get_gateway_bot(request: Request) -> Response:
+        if not authorized(request):
+            return _error(401, "401: Unauthorized")
+        return _json(gateway_bot_for(core, trio.current_time()))
+
+    async def api(request: Request) -> Response:
+        path = request.url.path
+        for prefix in API_PREFIXES:
+            if path.startswith(prefix + "/"):
+                path = path[len(prefix):]
+                break
+        else:
+            return _error(404, "404: Not Found")
+        if path == "/gateway":
+            return await get_gateway(request)
+        if path == "/gateway/bot":
+            return await get_gateway_bot(request)
+        if not authorized(request):
+            return _error(401, "401: Unauthorized")
+        parts = path.strip("/").split("/")
+        method = request.method
+        if path == "/users/@me":
+            return _json(payloads.user_object(config))
+        if path in ("/oauth2/applications/@me", "/applications/@me"):
+            return _json(payloads.application_object(config))
+        if parts[0] == "applications" and parts[-1] == "commands":
+            return _json([] if method in ("GET", "PUT") else {})
+        if path == "/soundboard-default-sounds":
+            return _json([])
+        if parts[0] == "guilds" and parts[-1] == "application-command-index":
+            return _json({"applications": [], "application_commands": [], "version": "0"})
+        if path == "/interactions" and method == "POST":
+            return await interaction(request)
+        return _error(404, "404: Not Found")
+
+    async def interaction(request: Request) -> Response:
+        """The midjourney client posts an interaction and waits for its dispatches."""
+        nonce = None
+        content_type = request.headers.get("content-type", "")
+        try:
+            if content_type.startswith("multipart/form-data"):
+                form = await request.form()
+                body = json.loads(str(form.get("payload_json", "{}")))
+            else:
+                body = json.loads(await request.body() or b"{}")
+            nonce = body.get("nonce") if isinstance(body, dict) else None
+        except ValueError:
+            return _error(400, "400: Bad Request")
+        now = trio.current_time()
+        interaction_id = str(config.resolved_bot_id() + core.event_count + 1)
+        for session in core.sessions.live():
+            core.emit_to(session, "INTERACTION_CREATE", {"id": interaction_id, "nonce": nonce},
+                         now)
+            core.emit_to(session, "INTERACTION_SUCCESS", {"id": interaction_id, "nonce": nonce},
+                         now)
+        return Response(status_code=204)
+
+    async def control(request: Request) -> Response:
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return _error(400, "control: body is not JSON")
+        if not isinstance(body, dict) or not isinstance(body.get("action"), str):
+            return _error(400, "control: body needs an 'action' string")
+        params = body.get("params") or {}
+        if not isinstance(params, dict):
+            return _error(400, "control: 'params' must be an object")
+        try:
+            result = gateway.controls.apply(body["action"], body.get("target", "all"), **params)
+        except UserError as exc:
+            return _error(400, str(exc))
+        return _json(result)
+
+    async def state(request: Request) -> Response:
+        return _json(gateway.state())
+
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    return Starlette(routes=[
+        Route("/_harness/control", control, methods=["POST"]),
+        Route("/_harness/state", state, methods=["GET"]),
+        Route("/{path:path}", api, methods=methods),
+    ])
+
+
+async def serve_rest(
+    gateway: FakeGateway,
+    host: str,
+    port: int,
+    tls: TLSFiles | None,
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the REST app with hypercorn's trio worker; `task_status.started` gets the base URL."""
+    hconfig = HypercornConfig()
+    hconfig.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    hconfig.accesslog = None
+    hconfig.errorlog = None
+    if tls is not None:
+        hconfig.certfile = tls.cert_file
+        hconfig.keyfile = tls.cert_file
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(
+            lambda task_status: hypercorn_serve(build_app(gateway), hconfig,  # type: ignore[arg-type]
+                                                task_status=task_status))
+        task_status.started(binds[0])

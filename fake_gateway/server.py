@@ -1,0 +1,468 @@
+"""trio driver for the fake gateway: websockets.trio server, TLS, timers, trace hooks.
+
+`FakeGateway` owns a sans-I/O `GatewayCore` and moves bytes for it. The same object serves
+real TCP listeners (`serve_tcp`, wall-clock mode) or any `trio.abc.Listener`s
+(`serve_listeners`, simulation over in-memory streams). Every wait goes through trio, so the
+whole gateway runs under `trio.testing.MockClock`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import socket
+import ssl
+import struct
+import tempfile
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+import trustme
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Close as CloseFrame
+from websockets.frames import Opcode
+from websockets.http11 import Request, Response
+from websockets.trio.server import ServerConnection, serve
+
+from fake_gateway.config import GatewayConfig
+from fake_gateway.controls import GatewayControls
+from fake_gateway.protocol import Close, ConnectionCore, GatewayCore, Reset, Send
+from fake_gateway.sessions import Session
+from harness.trace import KIND_CONN_CLOSE, KIND_CONN_OPEN, KIND_TLS_DONE, KIND_WS_REJECTED, Trace
+
+LISTENERS = ("discovery", "resume")
+
+
+@dataclass(frozen=True)
+class ServedURLs:
+    """Where a gateway started by `serve_tcp` listens, and what it tells clients."""
+
+    gateway_url: str  # the discovery listener itself
+    resume_listener_url: str  # the resume listener itself
+    advertised_url: str  # what /gateway and /gateway/bot announce
+    resume_gateway_url: str  # what READY announces
+    rest_url: str | None  # base URL; the API lives under {rest_url}/api/v10
+    control_url: str | None
+    ca_file: str | None
+
+
+@dataclass
+class TLSFiles:
+    context: ssl.SSLContext
+    ca_file: str
+    cert_file: str  # key and certificate chain, PEM
+
+
+def make_tls(directory: str | os.PathLike[str] | None = None) -> TLSFiles:
+    """A fresh trustme CA and a 127.0.0.1/localhost/::1 server certificate, written as PEM."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost", "::1")
+    folder = Path(directory) if directory is not None else Path(
+        tempfile.mkdtemp(prefix="fake-gateway-tls-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_file = folder / "ca.pem"
+    cert_file = folder / "server.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    context.set_alpn_protocols(["http/1.1"])
+    return TLSFiles(context, str(ca_file), str(cert_file))
+
+
+class _ListenerName:
+    """Stands in for `listener.socket` so websockets can log in-memory listeners."""
+
+    family = socket.AF_UNIX
+
+    def __init__(self, label: str) -> None:
+        self._label = label
+
+    def getsockname(self) -> str:
+        return self._label
+
+
+class TappedStream(trio.abc.HalfCloseableStream):
+    """One accepted connection: TLS (done here, so its time is traced), fault switches
+    (swallow writes while silent or ignoring the client's close) and reset."""
+
+    def __init__(self, gateway: FakeGateway, raw: trio.abc.Stream, conn_id: int, listener: str,
+                 ssl_context: ssl.SSLContext | None) -> None:
+        self.gateway = gateway
+        self.raw = raw
+        self.conn_id = conn_id
+        self.listener = listener
+        self.core: ConnectionCore | None = None
+        self.ws: ServerConnection | None = None
+        self.lost_how: str | None = None
+        self.close_frame_seen = False
+        self._closed = False
+        self._tls: trio.SSLStream[trio.abc.Stream] | None = None
+        self._stream: trio.abc.Stream = raw
+        if ssl_context is not None:
+            self._tls = trio.SSLStream(raw, ssl_context, server_side=True,
+                                       https_compatible=True)
+            self._stream = self._tls
+        self._tls_done = ssl_context is None
+
+    async def _handshake(self) -> None:
+        if self._tls_done or self._tls is None:
+            return
+        try:
+            await self._tls.do_handshake()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.lost_how = self.lost_how or "reset"
+            raise
+        if not self._tls_done:
+            self._tls_done = True
+            self.gateway.trace.record(KIND_TLS_DONE, ts=trio.current_time(), conn=self.conn_id)
+
+    def _swallow(self) -> bool:
+        core = self.core
+        if core is None:
+            return False
+        if core.silent:
+            return True
+        return core.ignore_client_close and self.close_frame_seen
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._handshake()
+        if self._swallow():
+            return
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        await self._handshake()
+        try:
+            data = await self._stream.receive_some(max_bytes)
+        except trio.BrokenResourceError:
+            self.lost_how = self.lost_how or "reset"
+            raise
+        if not data:
+            self.lost_how = self.lost_how or "eof"
+        return data
+
+    async def send_eof(self) -> None:
+        if self._swallow():
+            return
+        if self._tls is None and isinstance(self.raw, trio.abc.HalfCloseableStream):
+            await self.raw.send_eof()
+        else:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._stream.aclose()
+        finally:
+            self.gateway._connection_ended(self)
+
+    async def abort(self) -> None:
+        """Close the TCP connection with a RST (or the in-memory equivalent)."""
+        abort = getattr(self.raw, "abort", None)
+        if callable(abort):
+            result = abort()
+            if hasattr(result, "__await__"):
+                await result
+        else:
+            sock = getattr(self.raw, "socket", None)
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await trio.aclose_forcefully(self.raw)
+        self._closed = True
+        self.gateway._connection_ended(self)
+
+
+class GatewayListener(trio.abc.Listener[TappedStream]):
+    """Wraps any trio Listener: numbers connections and records `conn_open`."""
+
+    def __init__(self, gateway: FakeGateway, inner: trio.abc.Listener[Any], label: str,
+                 ssl_context: ssl.SSLContext | None) -> None:
+        self.gateway = gateway
+        self.inner = inner
+        self.label = label
+        self.ssl_context = ssl_context
+        self.socket = getattr(inner, "socket", None) or _ListenerName(label)
+
+    async def accept(self) -> TappedStream:
+        raw = await self.inner.accept()
+        conn_id = self.gateway.core.new_conn_id()
+        self.gateway.trace.record(KIND_CONN_OPEN, ts=trio.current_time(), conn=conn_id,
+                                  listener=self.label, peer=_peer(raw))
+        return TappedStream(self.gateway, raw, conn_id, self.label, self.ssl_context)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def _peer(stream: trio.abc.Stream) -> str:
+    sock = getattr(stream, "socket", None)
+    if sock is not None:
+        try:
+            host, port = sock.getpeername()[:2]
+            return f"{host}:{port}"
+        except OSError:
+            return "?"
+    return str(getattr(stream, "peer", "memory"))
+
+
+class GatewayWSConnection(ServerConnection):
+    """Notices the client's close frame as it arrives (recv() only reports it once TCP ends)."""
+
+    def process_event(self, event: Any) -> None:
+        if self.request is not None and getattr(event, "opcode", None) is Opcode.CLOSE:
+            stream = self.stream
+            if isinstance(stream, TappedStream):
+                stream.close_frame_seen = True
+                core = stream.core
+                if core is not None and not core.closed:
+                    close = CloseFrame.parse(bytes(event.data)) if event.data else None
+                    code = close.code if close is not None else None
+                    core.client_closed(trio.current_time(), code,
+                                       close.reason if close is not None else "")
+        super().process_event(event)
+
+
+class FakeGateway:
+    """The fake Discord gateway: two WebSocket listeners ("discovery", "resume") and REST."""
+
+    def __init__(self, config: GatewayConfig, trace: Trace, rng: random.Random) -> None:
+        self.config = config
+        self.trace = trace
+        self.core = GatewayCore(config, trace, rng)
+        self.controls = GatewayControls(self.core, trio.current_time)
+        self.tls: TLSFiles | None = None
+        self.urls: ServedURLs | None = None
+        self._wakeups: dict[int, trio.Event] = {}
+        self._timer_wake = trio.Event()
+        self.core.notify = self._notify
+        self.core.notify_timer = self._notify_timer
+
+    # ---- state for tests and the runner ---------------------------------------------------
+
+    @property
+    def connections(self) -> dict[int, ConnectionCore]:
+        """Open connections by id."""
+        return self.core.connections
+
+    @property
+    def sessions(self) -> dict[str, Session]:
+        return self.core.sessions.sessions
+
+    def state(self) -> dict[str, Any]:
+        """A JSON-able snapshot (also served at GET /_harness/state)."""
+        return {
+            "connections": [
+                {"conn": c.conn_id, "listener": c.listener,
+                 "session_id": c.session.session_id if c.session else None,
+                 "heartbeats": c.heartbeats, "silent": c.silent,
+                 "withhold_acks": c.withhold_acks}
+                for c in self.core.connections.values()
+            ],
+            "sessions": [
+                {"session_id": s.session_id, "state": s.state, "seq": s.seq, "conn": s.conn_id,
+                 "shard": list(s.shard) if s.shard else None, "resumes": s.resumes}
+                for s in self.core.sessions.sessions.values()
+            ],
+            "session_start_remaining": self.core.start_limit.remaining(trio.current_time()),
+            "events_emitted": self.core.event_count,
+        }
+
+    # ---- wakeups from the core ------------------------------------------------------------
+
+    def _notify(self, conn_id: int) -> None:
+        event = self._wakeups.get(conn_id)
+        if event is not None:
+            event.set()
+
+    def _notify_timer(self) -> None:
+        self._timer_wake.set()
+
+    # ---- serving --------------------------------------------------------------------------
+
+    async def serve_tcp(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        resume_port: int = 0,
+        rest_port: int | None = 0,
+        tls: bool = False,
+        tls_dir: str | os.PathLike[str] | None = None,
+        *,
+        task_status: trio.TaskStatus[ServedURLs] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen on TCP (127.0.0.1 by default); `task_status.started` gets the ServedURLs.
+
+        `rest_port=None` serves no REST. With `tls`, a CA is generated (into `tls_dir`, or a
+        temporary directory) and both WebSocket and REST speak TLS.
+        """
+        if tls and self.tls is None:
+            self.tls = make_tls(tls_dir)
+        ssl_context = self.tls.context if self.tls else None
+        scheme = "wss" if tls else "ws"
+        discovery = (await trio.open_tcp_listeners(port, host=host))[0]
+        resume = (await trio.open_tcp_listeners(resume_port, host=host))[0]
+        gateway_url = _url(scheme, discovery.socket.getsockname())
+        resume_listener_url = _url(scheme, resume.socket.getsockname())
+        self.core.set_urls(gateway_url, resume_listener_url)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.serve_listeners, {"discovery": discovery,
+                                                       "resume": resume}, ssl_context)
+            rest_url = control_url = None
+            if rest_port is not None:
+                from fake_gateway.rest import serve_rest
+
+                rest_url = await nursery.start(serve_rest, self, host, rest_port, self.tls)
+                control_url = f"{rest_url}/_harness/control"
+            self.urls = ServedURLs(
+                gateway_url=gateway_url, resume_listener_url=resume_listener_url,
+                advertised_url=self.core.discovery_url, resume_gateway_url=self.core.resume_url,
+                rest_url=rest_url, control_url=control_url,
+                ca_file=self.tls.ca_file if self.tls else None,
+            )
+            task_status.started(self.urls)
+
+    async def serve_listeners(
+        self,
+        listeners: dict[str, trio.abc.Listener[Any]],
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve WebSocket connections from any trio Listeners, labelled by key ("discovery",
+        "resume"). The caller announces URLs with `gw.core.set_urls(...)` (simulation)."""
+        wrapped = [GatewayListener(self, inner, label, ssl_context)
+                   for label, inner in listeners.items()]
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._timer_loop)
+            await nursery.start(
+                lambda task_status: serve(
+                    self._handle, listeners=wrapped,  # type: ignore[arg-type]
+                    process_request=self._process_request, compression=None,
+                    ping_interval=None, ping_timeout=None,
+                    close_timeout=self.config.close_timeout, max_size=2**20,
+                    server_header=None, create_connection=GatewayWSConnection,
+                    task_status=task_status,
+                )
+            )
+            task_status.started()
+
+    async def _timer_loop(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                          ) -> None:
+        """Gateway-wide timers: session expiry and the synthetic event source."""
+        self.core.start(trio.current_time())
+        task_status.started()
+        while True:
+            deadline = self.core.next_deadline()
+            with trio.move_on_at(deadline if deadline is not None else math.inf):
+                await self._timer_wake.wait()
+            self._timer_wake = trio.Event()
+            self.core.on_time(trio.current_time())
+
+    def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        stream = ws.stream
+        assert isinstance(stream, TappedStream)
+        now = trio.current_time()
+        status = self.core.upgrade_rejection(stream.listener)
+        if status is not None:
+            self.trace.record(KIND_WS_REJECTED, ts=now, conn=stream.conn_id, status=status,
+                              reason="reject_upgrade fault")
+            stream.lost_how = "rejected"
+            return ws.respond(status, "Service Unavailable\n" if status == 503 else "Error\n")
+        parsed = urllib.parse.urlsplit(request.path)
+        query = dict(urllib.parse.parse_qsl(parsed.query))
+        stream.ws = ws
+        stream.core = self.core.open_connection(stream.conn_id, stream.listener, parsed.path,
+                                                query, now)
+        self._wakeups[stream.conn_id] = trio.Event()
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        stream = ws.stream
+        assert isinstance(stream, TappedStream) and stream.core is not None
+        conn = stream.core
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._pump, ws, conn, stream)
+            try:
+                while True:
+                    message = await ws.recv()
+                    conn.receive(message, trio.current_time())
+            except ConnectionClosed:
+                pass
+            nursery.cancel_scope.cancel()
+
+    async def _pump(self, ws: ServerConnection, conn: ConnectionCore, stream: TappedStream) -> None:
+        """Carry out what the core queued for this connection, and run its timers."""
+        try:
+            while True:
+                for action in conn.take_actions():
+                    if isinstance(action, Send):
+                        for message in action.messages:
+                            await ws.send(message)
+                    elif isinstance(action, Close):
+                        await _send_close(ws, action.code, action.reason)
+                        return
+                    elif isinstance(action, Reset):
+                        await stream.abort()
+                        return
+                if conn.closed:
+                    return
+                deadline = conn.next_deadline()
+                wake = self._wakeups[conn.conn_id] = trio.Event()
+                if conn.actions:
+                    continue
+                with trio.move_on_at(deadline if deadline is not None else math.inf):
+                    await wake.wait()
+                now = trio.current_time()
+                if deadline is not None and now >= deadline:
+                    conn.on_time(now)
+        except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    def _connection_ended(self, stream: TappedStream) -> None:
+        """The TCP connection is gone: record it if nothing else has."""
+        now = trio.current_time()
+        self._wakeups.pop(stream.conn_id, None)
+        core = stream.core
+        if core is not None:
+            # The client's close frame may be processed after TLS already closed the stream.
+            received = stream.ws.protocol.close_rcvd if stream.ws is not None else None
+            if received is not None and not core.closed:
+                core.client_closed(now, None if received.code == 1005 else received.code,
+                                   received.reason)
+            core.connection_lost(now, stream.lost_how or "eof")
+            self.core.forget_connection(stream.conn_id)
+        elif stream.lost_how != "rejected":
+            self.trace.record(KIND_CONN_CLOSE, ts=now, conn=stream.conn_id, by="network",
+                              code=None, reason="before WebSocket upgrade",
+                              how=stream.lost_how or "timeout")
+        else:
+            self.trace.record(KIND_CONN_CLOSE, ts=now, conn=stream.conn_id, by="server",
+                              code=None, reason="upgrade rejected", how="no_close_frame")
+
+
+async def _send_close(ws: ServerConnection, code: int | None, reason: str) -> None:
+    if code is not None:
+        await ws.aclose(code, reason)
+        return
+    try:
+        async with ws.send_context():
+            ws.protocol.send_close()
+    except ConnectionClosed:
+        pass
+
+
+def _url(scheme: str, sockname: tuple[Any, ...]) -> str:
+    host, port = sockname[:2]
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"

@@ -1,0 +1,180 @@
+"""Sessions, their sequence numbers and replay buffers, and the IDENTIFY limits.
+
+Sans-I/O: every method that depends on time takes `now`; ids come from the `random.Random`
+the gateway was given.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+LIVE = "live"
+INVALIDATED = "invalidated"
+EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    s: int
+    t: str
+    d: Any
+
+    def payload(self) -> dict[str, Any]:
+        return {"op": 0, "t": self.t, "s": self.s, "d": self.d}
+
+
+@dataclass
+class Session:
+    """One gateway session: created by IDENTIFY, carried across connections by RESUME."""
+
+    session_id: str
+    shard: tuple[int, int] | None
+    intents: int
+    guild_ids: list[int]
+    replay_capacity: int
+    seq: int = 0
+    state: str = LIVE
+    conn_id: int | None = None
+    detached_at: float | None = None
+    resumes: int = 0
+    buffer: deque[Dispatch] = field(default_factory=deque)
+
+    def __post_init__(self) -> None:
+        self.buffer = deque(maxlen=self.replay_capacity)
+
+    @property
+    def alive(self) -> bool:
+        return self.state == LIVE
+
+    @property
+    def shard_id(self) -> int:
+        return self.shard[0] if self.shard else 0
+
+    @property
+    def num_shards(self) -> int:
+        return self.shard[1] if self.shard else 1
+
+    def next_dispatch(self, t: str, d: Any) -> Dispatch:
+        """Give the next seq to a dispatch and keep it for replay."""
+        self.seq += 1
+        dispatch = Dispatch(self.seq, t, d)
+        self.buffer.append(dispatch)
+        return dispatch
+
+    def replay_after(self, seq: int) -> list[Dispatch] | None:
+        """Dispatches with s > seq in order, or None if seq is in the future or already dropped."""
+        if seq > self.seq or seq < 0:
+            return None
+        if seq == self.seq:
+            return []
+        oldest = self.buffer[0].s if self.buffer else self.seq + 1
+        if seq + 1 < oldest:
+            return None
+        return [d for d in self.buffer if d.s > seq]
+
+    def routes(self, guild_id: int | None) -> bool:
+        """Whether a dispatch about `guild_id` goes to this session (section 9)."""
+        if guild_id is None:
+            return self.shard_id == 0
+        return shard_for_guild(guild_id, self.num_shards) == self.shard_id
+
+
+def shard_for_guild(guild_id: int, num_shards: int) -> int:
+    return (guild_id >> 22) % num_shards
+
+
+class SessionStore:
+    def __init__(self, rng: random.Random, replay_capacity: int) -> None:
+        self._rng = rng
+        self.replay_capacity = replay_capacity
+        self.sessions: dict[str, Session] = {}
+
+    def create(self, shard: tuple[int, int] | None, intents: int, guild_ids: list[int]) -> Session:
+        session_id = f"{self._rng.getrandbits(128):032x}"
+        session = Session(session_id, shard, intents, guild_ids, self.replay_capacity)
+        self.sessions[session_id] = session
+        return session
+
+    def get(self, session_id: str) -> Session | None:
+        return self.sessions.get(session_id)
+
+    def live(self) -> list[Session]:
+        return [s for s in self.sessions.values() if s.alive]
+
+    def due_expiry(self, now: float, ttl: float) -> list[Session]:
+        return [
+            s
+            for s in self.sessions.values()
+            if s.alive and s.conn_id is None and s.detached_at is not None
+            and now >= s.detached_at + ttl
+        ]
+
+    def next_expiry(self, ttl: float) -> float | None:
+        times = [
+            s.detached_at + ttl
+            for s in self.sessions.values()
+            if s.alive and s.conn_id is None and s.detached_at is not None
+        ]
+        return min(times) if times else None
+
+
+class IdentifyLimiter:
+    """`max_concurrency` buckets keyed by shard_id % max_concurrency, one IDENTIFY per window."""
+
+    def __init__(self, max_concurrency: int, window: float) -> None:
+        self.max_concurrency = max(1, max_concurrency)
+        self.window = window
+        self._last: dict[int, float] = {}
+
+    def bucket(self, shard_id: int) -> int:
+        return shard_id % self.max_concurrency
+
+    def try_acquire(self, shard_id: int, now: float) -> bool:
+        key = self.bucket(shard_id)
+        last = self._last.get(key)
+        if last is not None and now < last + self.window:
+            return False
+        self._last[key] = now
+        return True
+
+
+class SessionStartLimit:
+    """The daily IDENTIFY budget reported by /gateway/bot as `session_start_limit`."""
+
+    def __init__(self, total: int, window: float) -> None:
+        self.total = total
+        self.window = window
+        self.used = 0
+        self.window_start: float | None = None
+        self.forced_remaining: int | None = None  # a fault: report (and enforce) this value
+
+    def _roll(self, now: float) -> None:
+        if self.window_start is not None and now >= self.window_start + self.window:
+            self.used = 0
+            self.window_start = None
+
+    def remaining(self, now: float) -> int:
+        self._roll(now)
+        if self.forced_remaining is not None:
+            return self.forced_remaining
+        return max(0, self.total - self.used)
+
+    def reset_after_ms(self, now: float) -> int:
+        self._roll(now)
+        if self.window_start is None:
+            return int(self.window * 1000)
+        return max(0, int((self.window_start + self.window - now) * 1000))
+
+    def consume(self, now: float) -> bool:
+        """Take one start; False if none is left."""
+        if self.remaining(now) <= 0:
+            return False
+        if self.window_start is None:
+            self.window_start = now
+        self.used += 1
+        if self.forced_remaining is not None:
+            self.forced_remaining -= 1
+        return True
