@@ -1,0 +1,587 @@
+"""Toxics: their definitions (attribute schemas, validation, JSON shape) and sans-I/O cores.
+
+A *core* is the per-connection, per-direction state of one toxic. It never sleeps, reads a clock
+or opens a socket: the driver (``harness.faults.link``) hands it chunks, end-of-stream and the
+current time, and executes the ``Step`` list it returns:
+
+- ``Forward(data, ts)``: pass these bytes on (``ts`` is the chunk's timestamp for later toxics);
+- ``WaitUntil(t)`` / ``Sleep(seconds)``: wait (absolute trio time / relative to when the step
+  starts); an interrupt (toxic updated or removed) skips waits and flushes pending forwards;
+- ``End(mode)``: end the stream here: ``"fin"`` (graceful close of the whole connection, as
+  Toxiproxy's stage close) or ``"rst"`` (reset both sides).
+
+Randomness comes only from the ``random.Random`` the driver passes in (derived from the run seed).
+Semantics follow Shopify/toxiproxy 2.12 (``toxics/*.go``) except where noted in
+``/README.md`` ("Fault proxy").
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+# ---------------------------------------------------------------------------------------------
+# Steps
+
+
+class Forward(NamedTuple):
+    data: bytes
+    ts: float
+
+
+class WaitUntil(NamedTuple):
+    deadline: float
+
+
+class Sleep(NamedTuple):
+    seconds: float
+
+
+class End(NamedTuple):
+    mode: str  # "fin" | "rst"
+
+
+Step = Forward | WaitUntil | Sleep | End
+
+FIN = "fin"
+RST = "rst"
+
+INT64_MAX = 2**63 - 1
+
+
+class ToxicError(ValueError):
+    """A toxic request the API answers with 400 (message is the whole error text)."""
+
+
+class ToxicExists(ValueError):
+    """The toxic's name is already used on that proxy (409)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Cores
+
+
+class ToxicCore:
+    """Base core: pass everything through; forward end-of-stream."""
+
+    def __init__(self, attributes: dict[str, Any], rng: random.Random) -> None:
+        self.attributes = attributes
+        self.rng = rng
+
+    def update(self, attributes: dict[str, Any]) -> None:
+        """New attribute values; per-connection state (e.g. byte counters) is kept."""
+        self.attributes = attributes
+
+    def on_start(self, now: float) -> list[Step]:
+        """The stage (re)started: at connection creation, live add, or update."""
+        return []
+
+    def on_chunk(self, data: bytes, ts: float, now: float) -> list[Step]:
+        return [Forward(data, ts)]
+
+    def on_end(self, mode: str, now: float) -> list[Step]:
+        return [End(mode)]
+
+    def idle_deadline(self) -> float | None:
+        """Time at which ``on_idle`` fires if no input arrives before it (None: never)."""
+        return None
+
+    def on_idle(self, now: float) -> list[Step]:
+        return []
+
+
+class NoopCore(ToxicCore):
+    pass
+
+
+class LatencyCore(ToxicCore):
+    def on_chunk(self, data: bytes, ts: float, now: float) -> list[Step]:
+        delay_ms = self.attributes["latency"]
+        jitter = self.attributes["jitter"]
+        if jitter > 0:
+            delay_ms += self.rng.randrange(2 * jitter) - jitter
+        due = ts + max(delay_ms, 0) / 1000
+        # The forwarded chunk carries its due time, so a second latency toxic adds its own delay.
+        return [WaitUntil(due), Forward(data, max(due, now))]
+
+
+class BandwidthCore(ToxicCore):
+    def on_chunk(self, data: bytes, ts: float, now: float) -> list[Step]:
+        rate = self.attributes["rate"]  # KB/s, 1 KB = 1000 B; validated > 0
+        piece_size = rate * 100  # what may pass per 100 ms
+        steps: list[Step] = []
+        start = now
+        sent_pieces = 0
+        while len(data) > piece_size:
+            sent_pieces += 1
+            steps += [WaitUntil(start + sent_pieces * 0.1), Forward(data[:piece_size], ts)]
+            data = data[piece_size:]
+        total = (len(data) + sent_pieces * piece_size) / (rate * 1000)
+        steps += [WaitUntil(start + total), Forward(data, ts)]
+        return steps
+
+
+class SlowCloseCore(ToxicCore):
+    def on_end(self, mode: str, now: float) -> list[Step]:
+        return [Sleep(self.attributes["delay"] / 1000), End(mode)]
+
+
+class TimeoutCore(ToxicCore):
+    """Drops data; closes the connection after ``timeout`` ms without incoming data (0: never)."""
+
+    def __init__(self, attributes: dict[str, Any], rng: random.Random) -> None:
+        super().__init__(attributes, rng)
+        self.armed_at = 0.0
+
+    def on_start(self, now: float) -> list[Step]:
+        self.armed_at = now
+        return []
+
+    def on_chunk(self, data: bytes, ts: float, now: float) -> list[Step]:
+        self.armed_at = now
+        return []
+
+    def idle_deadline(self) -> float | None:
+        timeout = self.attributes["timeout"]
+        return self.armed_at + timeout / 1000 if timeout > 0 else None
+
+    def on_idle(self, now: float) -> list[Step]:
+        return [End(FIN)]
+
+    def on_end(self, mode: str, now: float) -> list[Step]:
+        return [End(mode)]
+
+
+class ResetPeerCore(ToxicCore):
+    """On the first chunk (dropped) or end-of-stream: wait ``timeout`` ms, then reset."""
+
+    def _fire(self) -> list[Step]:
+        return [Sleep(self.attributes["timeout"] / 1000), End(RST)]
+
+    def on_chunk(self, data: bytes, ts: float, now: float) -> list[Step]:
+        return self._fire()
+
+    def on_end(self, mode: str, now: float) -> list[Step]:
+        return self._fire()
+
+
+class SlicerCore(ToxicCore):
+    def _cut(self, data: bytes) -> list[bytes]:
+        average = self.attributes["average_size"]
+        variation = self.attributes["size_variation"]
+        pieces: list[bytes] = []
+        spans = [data]  # a stack, so pieces come out in order without recursion
+        while spans:
+            span = spans.pop()
+            if len(span) - average <= variation:
+                pieces.append(span)
+                continue
+            offset = len(span) // 2
+            if variation > 0:
+                offset += self.rng.randrange(2 * variation) - variation
+            spans.append(span[offset:])
+            spans.append(span[:offset])
+        return pieces
+
+    def on_chunk(self, data: bytes, ts: float, now: float) -> list[Step]:
+        pause = Sleep(self.attributes["delay"] / 1_000_000)
+        steps: list[Step] = []
+        for piece in self._cut(data):
+            steps += [Forward(piece, ts), pause]
+        return steps
+
+
+class LimitDataCore(ToxicCore):
+    def __init__(self, attributes: dict[str, Any], rng: random.Random) -> None:
+        super().__init__(attributes, rng)
+        self.passed = 0  # survives updates and restarts, as in Toxiproxy
+
+    def on_chunk(self, data: bytes, ts: float, now: float) -> list[Step]:
+        remaining = self.attributes["bytes"] - self.passed
+        if remaining <= 0:
+            return [End(FIN)]
+        piece = data[:remaining]
+        self.passed += len(piece)
+        steps: list[Step] = [Forward(piece, ts)]
+        if self.passed >= self.attributes["bytes"]:
+            steps.append(End(FIN))
+        return steps
+
+
+class ResetAfterCore(ToxicCore):
+    """Extension: once ``bytes`` bytes have passed in this direction, reset (or FIN) the connection.
+
+    ``bytes: 0`` fires as soon as the connection is set up. With ``forward`` the chunk that
+    reached the count is passed on first (chunk granularity: the whole first write of a client,
+    e.g. a TLS ClientHello, goes up), otherwise it is dropped.
+    """
+
+    def __init__(self, attributes: dict[str, Any], rng: random.Random) -> None:
+        super().__init__(attributes, rng)
+        self.seen = 0
+        self.fired = False
+
+    def _fire(self) -> list[Step]:
+        self.fired = True
+        return [End(RST if self.attributes["mode"] == RST else FIN)]
+
+    def on_start(self, now: float) -> list[Step]:
+        if not self.fired and self.attributes["bytes"] <= self.seen:
+            return self._fire()
+        return []
+
+    def on_chunk(self, data: bytes, ts: float, now: float) -> list[Step]:
+        if self.fired:
+            return []
+        self.seen += len(data)
+        if self.seen < self.attributes["bytes"]:
+            return [Forward(data, ts)]
+        head: list[Step] = [Forward(data, ts)] if self.attributes["forward"] else []
+        return head + self._fire()
+
+
+class BlackholeCore(ToxicCore):
+    """Extension: read and drop everything, never forward, never close (not even on EOF)."""
+
+    def on_chunk(self, data: bytes, ts: float, now: float) -> list[Step]:
+        return []
+
+    def on_end(self, mode: str, now: float) -> list[Step]:
+        return []
+
+
+# ---------------------------------------------------------------------------------------------
+# Definitions: attribute schemas, validation and JSON
+
+
+@dataclass(frozen=True)
+class Attr:
+    name: str
+    kind: type  # int | str | bool
+    default: Any
+    check: Callable[[Any, dict[str, Any]], str | None] = lambda value, attrs: None
+
+
+def _non_negative(unit: str) -> Callable[[Any, dict[str, Any]], str | None]:
+    def check(value: Any, attrs: dict[str, Any]) -> str | None:
+        return f"must be >= 0 {unit} (negative times and sizes are refused)" if value < 0 else None
+
+    return check
+
+
+def _positive(value: Any, attrs: dict[str, Any]) -> str | None:
+    return "must be > 0 (0 or less stalls or crashes Toxiproxy)" if value <= 0 else None
+
+
+def _variation(value: Any, attrs: dict[str, Any]) -> str | None:
+    if value < 0:
+        return "must be >= 0"
+    if value > attrs["average_size"]:
+        return "must not exceed average_size (Toxiproxy panics on that)"
+    return None
+
+
+def _mode(value: Any, attrs: dict[str, Any]) -> str | None:
+    return None if value in (RST, FIN) else 'must be "rst" or "fin"'
+
+
+def _connection_number(value: Any, attrs: dict[str, Any]) -> str | None:
+    return "must be >= 1 (connections are numbered from 1)" if value < 1 else None
+
+
+@dataclass(frozen=True)
+class ToxicType:
+    name: str
+    go_struct: str
+    attrs: tuple[Attr, ...]
+    core: type[ToxicCore]
+    extension: bool = False  # not known to a real Toxiproxy server
+    default_stream: str = "downstream"
+    closes_on_removal: bool = False  # Toxiproxy "cleanup": removing it closes the connection
+
+
+TOXIC_TYPES: dict[str, ToxicType] = {
+    t.name: t
+    for t in (
+        ToxicType("noop", "NoopToxic", (), NoopCore),
+        ToxicType(
+            "latency",
+            "LatencyToxic",
+            (
+                Attr("latency", int, 0, _non_negative("ms")),
+                Attr("jitter", int, 0, _non_negative("ms")),
+            ),
+            LatencyCore,
+        ),
+        ToxicType("bandwidth", "BandwidthToxic", (Attr("rate", int, 0, _positive),), BandwidthCore),
+        ToxicType(
+            "slow_close",
+            "SlowCloseToxic",
+            (Attr("delay", int, 0, _non_negative("ms")),),
+            SlowCloseCore,
+        ),
+        ToxicType(
+            "timeout",
+            "TimeoutToxic",
+            (Attr("timeout", int, 0, _non_negative("ms")),),
+            TimeoutCore,
+            closes_on_removal=True,
+        ),
+        ToxicType(
+            "reset_peer",
+            "ResetToxic",
+            (Attr("timeout", int, 0, _non_negative("ms")),),
+            ResetPeerCore,
+        ),
+        ToxicType(
+            "slicer",
+            "SlicerToxic",
+            (
+                Attr("average_size", int, 0, _positive),
+                Attr("size_variation", int, 0, _variation),
+                Attr("delay", int, 0, _non_negative("microseconds")),
+            ),
+            SlicerCore,
+        ),
+        ToxicType(
+            "limit_data",
+            "LimitDataToxic",
+            (Attr("bytes", int, 0, _non_negative("bytes")),),
+            LimitDataCore,
+        ),
+        ToxicType(
+            "reset_after",
+            "ResetAfterToxic",
+            (
+                Attr("bytes", int, 0, _non_negative("bytes")),
+                Attr("mode", str, RST, _mode),
+                Attr("forward", bool, True),
+            ),
+            ResetAfterCore,
+            extension=True,
+            default_stream="upstream",
+        ),
+        ToxicType("blackhole", "BlackholeToxic", (), BlackholeCore, extension=True),
+    )
+}
+
+# Extension attributes any toxic may carry (absent = every connection).
+TARGET_ATTRS = (
+    Attr("only_connection", int, None, _connection_number),
+    Attr("from_connection", int, None, _connection_number),
+)
+
+
+def _json_type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return f"number {value}"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "value"
+
+
+_GO_KIND = {int: "int64", str: "string", bool: "bool"}
+
+
+def _coerce(toxic_type: ToxicType, attr: Attr, value: Any) -> Any:
+    """Check one attribute's JSON type as Go's decoder would; raise ToxicError if it fails."""
+    ok = (
+        (attr.kind is int and isinstance(value, int) and not isinstance(value, bool))
+        or (attr.kind is bool and isinstance(value, bool))
+        or (attr.kind is str and isinstance(value, str))
+    )
+    if attr.kind is int and ok and not -(2**63) <= value <= INT64_MAX:
+        ok = False
+    if not ok:
+        raise ToxicError(
+            f"bad request body: json: cannot unmarshal {_json_type_name(value)} into Go struct "
+            f"field {toxic_type.go_struct}.{attr.name} of type {_GO_KIND[attr.kind]}"
+        )
+    return value
+
+
+def merge_attributes(
+    toxic_type: ToxicType, current: dict[str, Any] | None, given: Any
+) -> dict[str, Any]:
+    """Decode ``given`` (JSON attributes, may be None) over ``current`` (or the defaults) and
+    validate the result. Unknown keys are ignored, as in Toxiproxy."""
+    if given is not None and not isinstance(given, dict):
+        raise ToxicError(
+            f"bad request body: json: cannot unmarshal {_json_type_name(given)} into Go value "
+            f"of type toxics.{toxic_type.go_struct}"
+        )
+    given = given or {}
+    if current is None:
+        merged: dict[str, Any] = {a.name: a.default for a in toxic_type.attrs}
+        merged.update({a.name: None for a in TARGET_ATTRS})
+    else:
+        merged = dict(current)
+    for attr in (*toxic_type.attrs, *TARGET_ATTRS):
+        if attr.name in given and given[attr.name] is not None:
+            merged[attr.name] = _coerce(toxic_type, attr, given[attr.name])
+    for attr in (*toxic_type.attrs, *TARGET_ATTRS):
+        value = merged[attr.name]
+        if value is None:
+            continue
+        problem = attr.check(value, merged)
+        if problem:
+            raise ToxicError(
+                f"invalid attribute {attr.name}={value!r} for toxic type {toxic_type.name}: "
+                f"{problem}"
+            )
+    return merged
+
+
+@dataclass
+class Toxic:
+    """A toxic as the API knows it (one per name per proxy)."""
+
+    name: str
+    type: ToxicType
+    stream: str  # as sent (case kept), e.g. "upstream" or "Downstream"
+    toxicity: float
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def direction(self) -> str:
+        return self.stream.lower()
+
+    @property
+    def only_connection(self) -> int | None:
+        value = self.attributes.get("only_connection")
+        return int(value) if value is not None else None
+
+    @property
+    def from_connection(self) -> int | None:
+        value = self.attributes.get("from_connection")
+        return int(value) if value is not None else None
+
+    def targets(self, connection_number: int) -> bool:
+        """Whether this toxic applies to the proxy's ``connection_number``-th connection."""
+        only, start = self.only_connection, self.from_connection
+        if only is not None and connection_number != only:
+            return False
+        return start is None or connection_number >= start
+
+    def applies_to_direction(self, direction: str) -> bool:
+        # A blackhole silences the whole connection, whatever stream it was filed under.
+        return self.type.name == "blackhole" or self.direction == direction
+
+    def roll_key(self, direction: str) -> str:
+        return "both" if self.type.name == "blackhole" else direction
+
+    def uses_extensions(self) -> list[str]:
+        """Human-readable list of what a real Toxiproxy server would not understand."""
+        found = []
+        if self.type.extension:
+            found.append(f"toxic type {self.type.name!r}")
+        for attr in TARGET_ATTRS:
+            if self.attributes.get(attr.name) is not None:
+                found.append(f"attribute {attr.name!r}")
+        return found
+
+    def to_json(self) -> dict[str, Any]:
+        attrs = {a.name: self.attributes[a.name] for a in self.type.attrs}
+        for attr in TARGET_ATTRS:
+            if self.attributes.get(attr.name) is not None:
+                attrs[attr.name] = self.attributes[attr.name]
+        return {
+            "attributes": attrs,
+            "name": self.name,
+            "type": self.type.name,
+            "stream": self.stream,
+            "toxicity": float32_json(self.toxicity),
+        }
+
+    def make_core(self, rng: random.Random) -> ToxicCore:
+        return self.type.core(dict(self.attributes), rng)
+
+
+def float32_json(value: float) -> float | int:
+    """The number Go prints for a float32: shortest round-trip form (0.2 -> 0.2, 1 -> 1)."""
+    f32 = struct.unpack("f", struct.pack("f", value))[0]
+    if f32 == int(f32) and abs(f32) < 2**53:
+        return int(f32)
+    for digits in range(1, 10):
+        candidate = float(f"{f32:.{digits}g}")
+        if struct.unpack("f", struct.pack("f", candidate))[0] == f32:
+            return candidate
+    return float(f32)
+
+
+def _body_object(body: Any) -> dict[str, Any]:
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise ToxicError(
+            f"bad request body: json: cannot unmarshal {_json_type_name(body)} into Go value "
+            "of type toxics.ToxicWrapper"
+        )
+    return body
+
+
+def _toxicity(body: dict[str, Any]) -> float | None:
+    toxicity = body.get("toxicity")
+    if toxicity is None:
+        return None
+    if isinstance(toxicity, bool) or not isinstance(toxicity, int | float):
+        raise ToxicError(
+            f"bad request body: json: cannot unmarshal {_json_type_name(toxicity)} into Go "
+            "struct field ToxicWrapper.toxicity of type float32"
+        )
+    return float(toxicity)
+
+
+def _given_attributes(body: dict[str, Any]) -> Any:
+    """The request's attributes; targeting may also be given next to them (extension)."""
+    given = body.get("attributes")
+    for attr in TARGET_ATTRS:
+        if body.get(attr.name) is not None:
+            given = {**(given if isinstance(given, dict) else {}), attr.name: body[attr.name]}
+    return given
+
+
+def build_toxic(body: Any, name_taken: Callable[[str], bool] = lambda name: False) -> Toxic:
+    """A new toxic from a create request body (Toxiproxy's checks, in Toxiproxy's order:
+    body, stream, type, name conflict, attributes)."""
+    body = _body_object(body)
+    for key in ("name", "type", "stream"):
+        value = body.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ToxicError(
+                f"bad request body: json: cannot unmarshal {_json_type_name(value)} into Go "
+                f"struct field ToxicWrapper.{key} of type string"
+            )
+    toxicity = _toxicity(body)
+    type_name = body.get("type") or ""
+    toxic_type = TOXIC_TYPES.get(type_name)
+    stream = body.get("stream")
+    if stream is None:
+        stream = toxic_type.default_stream if toxic_type else "downstream"
+    if stream.lower() not in ("upstream", "downstream"):
+        raise ToxicError("stream was invalid, can be either upstream or downstream")
+    name = body.get("name") or f"{type_name}_{stream.lower()}"
+    if toxic_type is None:
+        raise ToxicError("invalid toxic type")
+    if name_taken(name):
+        raise ToxicExists("toxic already exists")
+    attributes = merge_attributes(toxic_type, None, _given_attributes(body))
+    return Toxic(name, toxic_type, stream, 1.0 if toxicity is None else toxicity, attributes)
+
+
+def update_toxic(toxic: Toxic, body: Any) -> None:
+    """Apply an update body: merge attributes, keep toxicity unless given. All-or-nothing."""
+    body = _body_object(body)
+    toxicity = _toxicity(body)
+    toxic.attributes = merge_attributes(toxic.type, toxic.attributes, _given_attributes(body))
+    if toxicity is not None:
+        toxic.toxicity = toxicity
