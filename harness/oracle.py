@@ -296,7 +296,8 @@ class RunView:
         for pending in open_faults.values():
             for on_idx, on in pending:
                 name = str(on.get("name"))
-                one_shot = name in ONE_SHOT_CONTROLS
+                params = on.get("params") or {}
+                one_shot = name in ONE_SHOT_CONTROLS or params.get("action") in ONE_SHOT_CONTROLS
                 ts = float(on["ts"])
                 self.windows.append(
                     FaultWindow(

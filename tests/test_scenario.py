@@ -1,0 +1,245 @@
+"""Scenario files: the built-in suites load; bad files fail with one line naming file, line and field."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from test_oracle_traces import healthy_start, seed_failure_run
+
+from harness.errors import UserError
+from harness.oracle import Tolerances
+from harness.scenario import (
+    Trigger,
+    TriggerWatch,
+    builtin_scenarios_dir,
+    load_scenario,
+    load_scenarios,
+    locate,
+    parse_scenario,
+    run_settled,
+    scenario_files,
+    trigger_fires,
+)
+
+SUITES = [builtin_scenarios_dir(), builtin_scenarios_dir() / "extended"]
+ALL_FILES = [p for suite in SUITES for p in scenario_files([suite])]
+
+GOOD = '''\
+name = "good"
+source = "F11"
+tags = ["zombie"]
+description = """
+The gateway stops ACKing heartbeats while TCP stays open for a while.
+"""
+
+[gateway]
+heartbeat_interval = 1000
+
+[expect]
+outcome = "resume"
+recovery_bound = 3.0
+duration = 6.0
+
+[expect.tolerances]
+heartbeat_slack = 0.5
+
+[[steps]]
+name = "first"
+kind = "control"
+action = "withhold_acks"
+start = { after = "ready", delay = 0.8 }
+duration = 2.0
+
+[[steps]]
+name = "second"
+kind = "toxic"
+type = "latency"
+attributes = { latency = 100 }
+target = "resume"
+start = { at = 1.0 }
+stop = { after = "client_op", op = 6 }
+'''
+
+
+@pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: p.name)
+def test_every_builtin_scenario_loads(path: Path):
+    scenario = load_scenario(path)
+    assert scenario.name == path.stem
+    assert scenario.summary.endswith(".")
+    assert scenario.expect.duration <= 15.0
+    assert scenario.gateway.heartbeat_interval == 1000
+    for step in scenario.steps:
+        assert step.describe()
+
+
+def test_the_builtin_suite_covers_the_seed_and_every_failure_mode():
+    scenarios = load_scenarios([builtin_scenarios_dir()])
+    assert len(scenarios) >= 32
+    sources = {s.source for s in scenarios}
+    assert "seed" in sources
+    assert {f"F{i}" for i in range(1, 23)} <= sources
+    tags = {t for s in scenarios for t in s.tags}
+    for wanted in ("half-open", "latency", "bandwidth", "slicer", "outage", "close-codes", "fatal"):
+        assert wanted in tags, wanted
+    outcomes = {s.expect.outcome for s in scenarios}
+    assert {"resume", "reidentify", "stop"} <= outcomes
+    seed = next(s for s in scenarios if s.name == "seed-tls-reset-on-resume")
+    toxic = next(st for st in seed.steps if st.kind == "toxic")
+    assert (toxic.type, toxic.attributes["bytes"], toxic.target, toxic.only_connection) == (
+        "reset_after", 1, "resume", 1,
+    )
+    assert seed.gateway.tls is True
+
+
+def test_tags_select_a_suite_and_folders_are_suites():
+    quick = load_scenarios([builtin_scenarios_dir()], tags=["quick"])
+    assert quick and all("quick" in s.tags for s in quick)
+    core = {s.name for s in load_scenarios([builtin_scenarios_dir()])}
+    extended = {s.name for s in load_scenarios([builtin_scenarios_dir() / "extended"])}
+    assert extended and not core & extended
+
+
+def test_a_good_file_becomes_the_model():
+    s = parse_scenario(GOOD, "good.toml")
+    assert s.tags == ("zombie",) and s.source == "F11"
+    first, second = s.steps
+    assert first.one_shot is False and first.duration == 2.0
+    assert first.start == Trigger(after="ready", delay=0.8)
+    assert second.stop == Trigger(after="client_op", op=6)
+    assert second.toxic_json()["attributes"] == {"latency": 100}
+    assert second.fault_params()["target"] == "resume"
+    exp = s.expectations()
+    assert exp.outcome == "resume" and exp.recovery_bound == 3.0
+    assert exp.tolerances == Tolerances(heartbeat_slack=0.5)
+
+
+def error_for(text: str, tmp_path: Path) -> str:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(UserError) as info:
+        load_scenario(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}:")
+    return message[len(str(path)) + 1 :]
+
+
+def line_of(text: str, needle: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+BAD_CASES = [
+    # (replace this, with this, the line holding this, message fragment)
+    ('action = "withhold_acks"', 'action = "withold_acks"', "withold_acks", "steps[1].action: must be one of"),
+    ('after = "client_op", op = 6', 'after = "client_op"', 'after = "client_op"', "steps[2].stop.after"),
+    ("latency = 100", "latency = -5", "latency = -5", "steps[2].attributes.latency: must not be negative"),
+    ("latency = 100", "latncy = 100", "latncy", "toxic 'latency' has no attribute 'latncy'"),
+    ("heartbeat_slack = 0.5", "heartbeat_slak = 0.5", "heartbeat_slak", "unknown field 'heartbeat_slak'"),
+    ("heartbeat_interval = 1000", 'heartbeat_interval = "1s"', "heartbeat_interval", "expected an integer"),
+    ('outcome = "resume"', 'outcome = "resumes"', "outcome", "expect.outcome: must be one of"),
+    ('source = "F11"', 'source = "F23"', "source", "source: must be 'seed', F1..F22"),
+    ('target = "resume"', 'target = "resumes"', "resumes", "steps[2].target"),
+    ("start = { at = 1.0 }", "start = { at = 1.0, after = \"ready\" }", "at = 1.0", "exactly one of"),
+    ("duration = 2.0", "duration = 2.0\nstop = { after = \"ready\" }", 'stop = { after = "ready" }', "not both"),
+]
+
+
+@pytest.mark.parametrize("old,new,needle,fragment", BAD_CASES)
+def test_bad_fields_name_file_line_and_field(tmp_path, old, new, needle, fragment):
+    assert old in GOOD
+    text = GOOD.replace(old, new, 1)
+    message = error_for(text, tmp_path)
+    line = int(message.split(":", 1)[0])
+    assert line == line_of(text, needle), message
+    assert fragment in message
+
+
+def test_missing_fields_point_at_their_table(tmp_path):
+    text = GOOD.replace("duration = 6.0\n", "", 1)
+    message = error_for(text, tmp_path)
+    assert re.match(r"\d+: missing required field 'expect.duration'", message), message
+    assert int(message.split(":")[0]) == line_of(text, "[expect]")
+    no_start = GOOD.replace('start = { after = "ready", delay = 0.8 }\n', "", 1)
+    message = error_for(no_start, tmp_path)
+    assert "steps[1].start" in message and int(message.split(":")[0]) == 19
+
+
+def test_one_shot_controls_take_no_duration(tmp_path):
+    text = GOOD.replace('action = "withhold_acks"', 'action = "reconnect"')
+    message = error_for(text, tmp_path)
+    assert "happens once" in message and int(message.split(":")[0]) == line_of(text, "duration = 2.0")
+
+
+def test_toml_syntax_errors_and_missing_files_are_one_line(tmp_path):
+    message = error_for(GOOD.replace("[gateway]", "[gateway"), tmp_path)
+    assert message.startswith("8: not valid TOML")
+    with pytest.raises(UserError, match="no such scenario file"):
+        load_scenario(tmp_path / "nope.toml")
+
+
+def test_duplicate_names_across_a_suite_are_rejected(tmp_path):
+    (tmp_path / "a.toml").write_text(GOOD)
+    (tmp_path / "b.toml").write_text(GOOD)
+    with pytest.raises(UserError, match="already used"):
+        load_scenarios([tmp_path])
+
+
+def test_cli_style_error_for_bad_builtin_copy(tmp_path):
+    text = (builtin_scenarios_dir() / "f11-ack-blackhole.toml").read_text()
+    bad = text.replace("withhold_acks", "withhold_ack")
+    message = error_for(bad, tmp_path)
+    assert int(message.split(":")[0]) == line_of(bad, 'action = "withhold_ack"')
+
+
+def test_locate_handles_arrays_of_tables_and_inline_tables():
+    assert locate(GOOD, ("steps", 1, "start", "at")) == line_of(GOOD, "start = { at = 1.0 }")
+    assert locate(GOOD, ("steps", 0, "kind")) == 21
+    assert locate(GOOD, ("expect", "tolerances", "heartbeat_slack")) == line_of(GOOD, "heartbeat_slack")
+    assert locate(GOOD, ("description",)) == 4
+
+
+# Triggers ------------------------------------------------------------------------------------------
+
+
+def test_trigger_watch_fires_on_the_nth_matching_record_once():
+    records = seed_failure_run(recovers=True).records
+    ready = trigger_fires(Trigger(after="ready"), records)
+    assert ready is not None and records[ready]["t"] == "READY"
+    second_conn = trigger_fires(Trigger(after="connection", count=2), records)
+    assert second_conn is not None and records[second_conn]["conn"] == 2
+    resume = trigger_fires(Trigger(after="client_op", op=6), records)
+    assert resume is not None and records[resume]["op"] == 6
+    seq = trigger_fires(Trigger(after="seq", seq=3), records)
+    assert seq is not None and records[seq]["s"] == 3
+    reset = trigger_fires(Trigger(after="close", by="network"), records)
+    assert reset is not None and records[reset]["conn"] == 1
+    assert trigger_fires(Trigger(after="resumed", count=2), records) is None
+    assert trigger_fires(Trigger(at=1.0), records) is None
+    watch = TriggerWatch(Trigger(after="live"))
+    fired = [i for i, r in enumerate(records) if watch.feed(r)]
+    assert len(fired) == 1
+
+
+def test_listener_filter_resolves_frames_through_their_connection():
+    records = seed_failure_run(recovers=True).records
+    hello_on_resume = trigger_fires(Trigger(after="hello", listener="resume"), records)
+    assert hello_on_resume is not None and records[hello_on_resume]["conn"] == 3
+    first_conn_on_resume = trigger_fires(Trigger(after="connection", listener="resume"), records)
+    assert first_conn_on_resume is not None and records[first_conn_on_resume]["conn"] == 2
+
+
+def test_run_settled_waits_for_steps_and_recovery():
+    scenario = load_scenario(builtin_scenarios_dir() / "seed-tls-reset-on-resume.toml")
+    # Rename the hand-made trace's faults to the scenario's steps.
+    run = healthy_start().beats(1, 0.5, 0.9, d=3)
+    run.fault("tls-handshake-reset", 0.1, "on", target="resume")
+    run.fault("drop-after-ready", 0.9, "on", kind="control", action="reset").close(1, 0.9, "network", None, "reset")
+    assert not run_settled(scenario, run.records, 1.0)
+    run.fault("tls-handshake-reset", 2.1, "off", target="resume")
+    run.open(2, 2.3, "resume").hello(2, 2.31).resume(2, 2.4, "sess-a", 3).resumed(2, 2.45)
+    run.beat(2, 2.8, 4)
+    assert not run_settled(scenario, run.records, 3.0)
+    run.beat(2, 3.8, 4)
+    assert run_settled(scenario, run.records, 3.9)
