@@ -81,6 +81,20 @@ async def test_abort_is_seen_as_reset_then_eof(autojump_clock: trio.testing.Mock
     await close_stream(client, reset=True)  # idempotent
 
 
+async def test_delivered_bytes_are_readable_before_the_reset(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    net = MemoryNetwork()
+    listener = net.listen("gw:6")
+    client = await net.connect("gw:6")
+    server = await listener.accept()
+    await client.send_all(b"CLIENT HELLO")
+    client.abort()
+    assert await server.receive_some() == b"CLIENT HELLO"  # as Linux does
+    with pytest.raises(trio.BrokenResourceError):
+        await server.receive_some()
+
+
 async def test_backpressure_blocks_writer_until_reader_drains(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

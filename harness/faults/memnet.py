@@ -9,9 +9,9 @@ cares about and nothing else:
 - ``send_eof()`` is a FIN: the peer reads the buffered bytes, then ``b""``; ``aclose()`` is a FIN
   in our direction and a close of our receiving side (the peer's later sends raise
   ``trio.BrokenResourceError``, as EPIPE/RST would);
-- ``abort()`` is a TCP RST: buffered bytes are discarded, the peer's next receive raises
-  ``trio.BrokenResourceError`` (later receives return ``b""``, as after ECONNRESET on Linux) and
-  all its sends raise ``trio.BrokenResourceError``.
+- ``abort()`` is a TCP RST: the peer reads what was already delivered, then its next receive
+  raises ``trio.BrokenResourceError`` (later receives return ``b""``, as after ECONNRESET on
+  Linux); all its sends raise ``trio.BrokenResourceError``.
 
 Nothing here reads a clock or sleeps, so it runs under
 ``trio.testing.MockClock(autojump_threshold=0)``.
@@ -156,17 +156,17 @@ class MemoryStream(trio.abc.HalfCloseableStream):
                 if self._closed:
                     raise trio.ClosedResourceError("stream is closed")
                 pipe = self._in
-                if pipe.reset:
-                    if not pipe.reset_reported:
-                        pipe.reset_reported = True
-                        raise trio.BrokenResourceError("connection reset by peer")
-                    return b""
                 if pipe.buffer:
                     n = len(pipe.buffer) if max_bytes is None else min(max_bytes, len(pipe.buffer))
                     data = bytes(pipe.buffer[:n])
                     del pipe.buffer[:n]
                     pipe.writable.unpark_all()
                     return data
+                if pipe.reset:
+                    if not pipe.reset_reported:
+                        pipe.reset_reported = True
+                        raise trio.BrokenResourceError("connection reset by peer")
+                    return b""
                 if pipe.eof:
                     return b""
                 await pipe.readable.park()
@@ -190,13 +190,15 @@ class MemoryStream(trio.abc.HalfCloseableStream):
         await checkpoint()
 
     def abort(self) -> None:
-        """Reset the connection (TCP RST): the peer's next receive and its sends raise
-        ``trio.BrokenResourceError``; anything buffered in either direction is discarded."""
+        """Reset the connection (TCP RST): once the peer has read what was already delivered,
+        its next receive raises ``trio.BrokenResourceError``; its sends raise it at once."""
         if self._closed:
             return  # already closed or reset: nothing left to reset
         self._closed = True
+        # Bytes already delivered to the peer stay readable before the reset (as on Linux);
+        # whatever the peer sent us and we did not read is gone.
+        self._in.buffer.clear()
         for pipe in (self._out, self._in):
-            pipe.buffer.clear()
             pipe.wake_all()
         self._out.reset = True
         self._in.reader_gone = True
