@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import signal
 import subprocess
 from collections import deque
@@ -47,6 +48,7 @@ EndedBy = Literal["exit", "stop", "deadline"]
 _MAX_LINE = 1 << 20  # a "line" longer than this is cut: a client must not exhaust our memory
 _TAIL_POLL_S = 0.05
 _PIPE_DRAIN_S = 2.0  # how long to wait for pipes to close after the group is gone
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colour codes some loggers force on
 
 # Process groups still alive, killed at interpreter exit if a run was torn down abnormally
 # (e.g. a second Ctrl-C landed inside our own cleanup).
@@ -367,7 +369,7 @@ class ClientProcess:
         line = line.rstrip("\r")
         if which == "stderr":
             self._out.stderr_lines += 1
-            self._out.stderr_tail.append(line)
+            self._out.stderr_tail.append(_ANSI_ESCAPE.sub("", line))
             return
         self._out.stdout_lines += 1
         obj = parse_stdout_line(line)
