@@ -1432,7 +1432,7 @@ def check_lv1(view: RunView, exp: Expectations) -> Verdict:
         )
         beat_text = (
             f"; last heartbeat at {fmt(last_beat.ts)} (conn {last_beat.rec.get('conn')})"
-            if last_beat
+            if last_beat and late is None
             else ""
         )
         return _fail(

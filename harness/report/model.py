@@ -1,0 +1,76 @@
+"""The plain results structure every report renders: one ``ScenarioResult`` per scenario run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.oracle import INVARIANT_TITLES, Verdict
+
+Record = dict[str, Any]
+
+
+@dataclass
+class ScenarioResult:
+    """One scenario run by one client in one mode, judged."""
+
+    name: str
+    mode: str  # "real" | "sim"
+    client: str  # "reference" or an adapter name
+    verdicts: list[Verdict] = field(default_factory=list)
+    trace_path: Path | None = None
+    records: list[Record] = field(default_factory=list)
+    delivery_log: list[Record] | None = None
+    stderr_tail: str = ""
+    duration: float = 0.0  # wall-clock seconds the run took
+    error: str | None = None  # the run itself broke (no verdicts can be trusted)
+    description: str = ""
+    source: str = ""
+    tags: tuple[str, ...] = ()
+    seed: int | None = None
+    scenario_path: Path | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and all(v.status != "fail" for v in self.verdicts)
+
+    @property
+    def failed_invariants(self) -> list[str]:
+        return [v.invariant for v in self.verdicts if v.status == "fail"]
+
+    @property
+    def not_judged(self) -> list[str]:
+        return [v.invariant for v in self.verdicts if v.status == "not_judged"]
+
+    @property
+    def outcome(self) -> str:
+        """PASS, FAIL or ERROR: the one word a summary shows."""
+        if self.error is not None:
+            return "ERROR"
+        return "PASS" if self.passed else "FAIL"
+
+
+@dataclass
+class RunSummary:
+    passed: int
+    failed: int
+    errors: int
+    total: int
+    duration: float
+
+
+def summarize(results: list[ScenarioResult]) -> RunSummary:
+    passed = sum(1 for r in results if r.passed)
+    errors = sum(1 for r in results if r.error is not None)
+    return RunSummary(
+        passed=passed,
+        failed=len(results) - passed,
+        errors=errors,
+        total=len(results),
+        duration=round(sum(r.duration for r in results), 3),
+    )
+
+
+def invariant_title(invariant: str) -> str:
+    return INVARIANT_TITLES.get(invariant, "")
