@@ -62,7 +62,7 @@ FATAL_CLOSE_CODES = frozenset({4004, 4010, 4011, 4012, 4013, 4014})
 # Server closes after which the client should start a new session (section 13 of the reference).
 REIDENTIFY_CLOSE_CODES = frozenset({4003, 4005, 4007, 4009})
 # Server closes (or none) after which a client holding a session should resume.
-RESUMABLE_SERVER_CLOSE_CODES = frozenset({None, 1001, 1006, 4000, 4001, 4002, 4008})
+RESUMABLE_SERVER_CLOSE_CODES = frozenset({None, 1001, 1006, 4000, 4002, 4008})
 SESSION_KILLING_CLIENT_CODES = frozenset({1000, 1001})
 # Control actions that happen once (their fault window has no length).
 ONE_SHOT_CONTROLS = frozenset(
@@ -75,9 +75,11 @@ ONE_SHOT_CONTROLS = frozenset(
         "invalidate_session",
         "burst",
         "heartbeat_request",
-        "heartbeat_deadline",
+        "session_start_remaining",
     }
 )
+# Controls that change policy rather than inject a fault (never a fault window).
+POLICY_CONTROLS = frozenset({"heartbeat_deadline"})
 
 OP_DISPATCH, OP_HEARTBEAT, OP_IDENTIFY, OP_RESUME = 0, 1, 2, 6
 OP_RECONNECT, OP_INVALID_SESSION, OP_HELLO, OP_ACK = 7, 9, 10, 11
@@ -268,31 +270,20 @@ class RunView:
                 if is_live_frame(rec) and conn.live is None:
                     conn.live = frame
             elif kind == "fault":
-                name = str(rec.get("name"))
-                if rec.get("state") == "on":
-                    open_faults.setdefault(name, []).append((idx, rec))
-                elif rec.get("state") == "off" and open_faults.get(name):
-                    on_idx, on = open_faults[name].pop(0)
-                    self.windows.append(
-                        FaultWindow(
-                            name,
-                            str(on.get("fault_kind")),
-                            float(on["ts"]),
-                            float(rec["ts"]),
-                            on_idx,
-                            idx,
-                            dict(on.get("params") or {}),
-                        )
-                    )
+                if (rec.get("params") or {}).get("action") not in POLICY_CONTROLS:
+                    self._switch(open_faults, idx, rec)
             elif kind == "control":
                 action = str(rec.get("action"))
+                params = dict(rec.get("params") or {})
                 if action in ONE_SHOT_CONTROLS:
                     ts = float(rec["ts"])
-                    self.windows.append(
-                        FaultWindow(
-                            action, "control", ts, ts, idx, idx, dict(rec.get("params") or {})
-                        )
-                    )
+                    self.windows.append(FaultWindow(action, "control", ts, ts, idx, idx, params))
+                elif action not in POLICY_CONTROLS and isinstance(params.get("on"), bool):
+                    # A persistent switch applied directly (the runner also writes fault records).
+                    key = f"control {action} -> {rec.get('target')}"
+                    state = "on" if params["on"] else "off"
+                    switch = {**rec, "name": key, "state": state, "fault_kind": "control"}
+                    self._switch(open_faults, idx, switch)
         for pending in open_faults.values():
             for on_idx, on in pending:
                 name = str(on.get("name"))
@@ -311,6 +302,25 @@ class RunView:
                     )
                 )
         self.windows.sort(key=lambda w: w.start)
+
+    def _switch(self, open_faults: dict[str, list[tuple[int, Record]]], idx: int, rec: Record) -> None:
+        """Pair a fault's on and off records (by name, first on with first off) into a window."""
+        name = str(rec.get("name"))
+        if rec.get("state") == "on":
+            open_faults.setdefault(name, []).append((idx, rec))
+        elif rec.get("state") == "off" and open_faults.get(name):
+            on_idx, on = open_faults[name].pop(0)
+            self.windows.append(
+                FaultWindow(
+                    name,
+                    str(on.get("fault_kind")),
+                    float(on["ts"]),
+                    float(rec["ts"]),
+                    on_idx,
+                    idx,
+                    dict(on.get("params") or {}),
+                )
+            )
 
     def _conn(self, conn_id: int) -> Connection:
         if conn_id not in self.conns:

@@ -75,24 +75,27 @@ TOXIC_ATTRIBUTES: dict[str, dict[str, type | tuple[type, ...]]] = {
     "blackhole": {},
 }
 PROXY_ACTIONS = frozenset({"down"})
-# Control actions and the params each accepts (value types).
+# Control actions and the params a scenario may give each (as fake_gateway.controls accepts them;
+# the runner adds ``on = true/false`` itself when it switches a persistent control).
+_ANY_JSON = (int, float, str, bool, list, dict)
 CONTROL_PARAMS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "withhold_acks": {},
-    "delay_hello": {"ms": int},
     "withhold_ready": {},
     "withhold_resumed": {},
-    "reconnect": {},
-    "invalid_session": {"resumable": bool, "close": bool},
-    "close": {"code": int, "reason": str},
-    "reset": {},
     "go_silent": {},
     "ignore_client_close": {},
-    "reject_upgrade": {"status": int},
-    "expire_session": {},
-    "invalidate_session": {},
-    "burst": {"count": int},
-    "heartbeat_request": {"d": (int, str, bool)},
+    "delay_hello": {"ms": (int, float), "listener": str},
+    "reject_upgrade": {"status": int, "listener": str},
     "heartbeat_deadline": {"code": int, "resumable": bool},
+    "reconnect": {"close_after_ms": (int, float)},
+    "invalid_session": {"resumable": bool, "close": bool},
+    "close": {"code": int, "reason": str, "resumable": bool},
+    "reset": {},
+    "expire_session": {"session_id": str},
+    "invalidate_session": {"session_id": str},
+    "burst": {"count": int},
+    "heartbeat_request": {"d": _ANY_JSON},
+    "session_start_remaining": {"remaining": int},
 }
 ONE_SHOT_CONTROLS = frozenset(
     {
@@ -104,7 +107,7 @@ ONE_SHOT_CONTROLS = frozenset(
         "invalidate_session",
         "burst",
         "heartbeat_request",
-        "heartbeat_deadline",
+        "session_start_remaining",
     }
 )
 TARGET_URLS = ("discovery", "resume", "both")
@@ -328,20 +331,55 @@ class Step:
 
 @dataclass(frozen=True)
 class GatewayKnobs:
-    """Fake-gateway settings a scenario may set; the runner maps them onto the gateway's config."""
+    """Fake-gateway settings a scenario may set.
+
+    Most map one-to-one onto ``fake_gateway.config.GatewayConfig`` fields (``config_overrides()``);
+    ``tls`` is a property of the listeners, ``compression`` and ``encoding`` are what the client is
+    told to ask for in its gateway URL (the gateway serves whatever the client asks for).
+    Defaults are the harness's compressed-time choices (1 s heartbeats, a steady dispatch stream),
+    not Discord's.
+    """
 
     heartbeat_interval: int = 1000  # ms, advertised in HELLO
+    heartbeat_deadline: bool = True  # the server closes a client that stops heartbeating
+    heartbeat_grace: float = 0.25  # fraction of the interval before that deadline
+    heartbeat_deadline_close_code: int = 1000  # what field reports saw (api-docs#2922)
+    heartbeat_deadline_resumable: bool = True
     session_ttl: float = 120.0  # s a session stays resumable after its connection is lost
-    compression: str = "none"  # none | zlib-stream | zstd-stream (transport compression)
-    encoding: str = "json"  # json | etf
-    tls: bool = False
-    dispatch_rate: float = 2.0  # dispatches per second after READY
+    dispatch_rate: float = 2.0  # synthetic dispatches per second
     guilds: int = 2
-    shards: int = 1
+    shards: int = 1  # recommended shard count (/gateway/bot)
     max_concurrency: int = 1
-    session_start_remaining: int = 1000
-    heartbeat_grace: float = 0.25  # fraction of the interval before the server-side deadline
-    close_after_invalid_session: bool = True  # after op 9 the server closes the socket
+    session_start_total: int = 1000
+    close_after_invalid_session: bool = False  # after op 9 the server closes the socket
+    bad_seq_response: str = "close_4007"  # or "op9"
+    expired_resume_response: str = "op9"  # or "close_4009"
+    resume_on_discovery: str = "accept"  # or "reject"
+    zlib_split: int = 1  # zlib-stream: WebSocket frames per compressed message
+    tls: bool = False
+    compression: str = "none"  # none | zlib-stream | zstd-stream
+    encoding: str = "json"  # json | etf
+
+    def config_overrides(self) -> dict[str, Any]:
+        """Keyword arguments for ``GatewayConfig`` (everything but tls, compression, encoding)."""
+        return {
+            "heartbeat_interval_ms": self.heartbeat_interval,
+            "heartbeat_deadline": self.heartbeat_deadline,
+            "heartbeat_grace": self.heartbeat_grace,
+            "heartbeat_deadline_close_code": self.heartbeat_deadline_close_code,
+            "heartbeat_deadline_resumable": self.heartbeat_deadline_resumable,
+            "session_ttl": self.session_ttl,
+            "dispatch_rate": self.dispatch_rate,
+            "guilds": self.guilds,
+            "recommended_shards": self.shards,
+            "max_concurrency": self.max_concurrency,
+            "session_start_total": self.session_start_total,
+            "close_after_invalid_session": self.close_after_invalid_session,
+            "bad_seq_response": self.bad_seq_response,
+            "expired_resume_response": self.expired_resume_response,
+            "resume_on_discovery": self.resume_on_discovery,
+            "zlib_split": self.zlib_split,
+        }
 
 
 @dataclass(frozen=True)
@@ -582,17 +620,34 @@ class _Loader:
         d = GatewayKnobs()
         knobs = GatewayKnobs(
             heartbeat_interval=f.integer("heartbeat_interval", d.heartbeat_interval, minimum=50),
+            heartbeat_deadline=f.get("heartbeat_deadline", bool, d.heartbeat_deadline),
+            heartbeat_grace=f.number("heartbeat_grace", d.heartbeat_grace),
+            heartbeat_deadline_close_code=f.integer(
+                "heartbeat_deadline_close_code", d.heartbeat_deadline_close_code, minimum=1000
+            ),
+            heartbeat_deadline_resumable=f.get(
+                "heartbeat_deadline_resumable", bool, d.heartbeat_deadline_resumable
+            ),
             session_ttl=f.number("session_ttl", d.session_ttl),
-            compression=f.choice("compression", COMPRESSIONS, d.compression),
-            encoding=f.choice("encoding", ENCODINGS, d.encoding),
-            tls=f.get("tls", bool, d.tls),
             dispatch_rate=f.number("dispatch_rate", d.dispatch_rate),
             guilds=f.integer("guilds", d.guilds),
             shards=f.integer("shards", d.shards, minimum=1),
             max_concurrency=f.integer("max_concurrency", d.max_concurrency, minimum=1),
-            session_start_remaining=f.integer("session_start_remaining", d.session_start_remaining),
-            heartbeat_grace=f.number("heartbeat_grace", d.heartbeat_grace),
-            close_after_invalid_session=f.get("close_after_invalid_session", bool, d.close_after_invalid_session),
+            session_start_total=f.integer("session_start_total", d.session_start_total),
+            close_after_invalid_session=f.get(
+                "close_after_invalid_session", bool, d.close_after_invalid_session
+            ),
+            bad_seq_response=f.choice("bad_seq_response", ("close_4007", "op9"), d.bad_seq_response),
+            expired_resume_response=f.choice(
+                "expired_resume_response", ("op9", "close_4009"), d.expired_resume_response
+            ),
+            resume_on_discovery=f.choice(
+                "resume_on_discovery", ("accept", "reject"), d.resume_on_discovery
+            ),
+            zlib_split=f.integer("zlib_split", d.zlib_split, minimum=1),
+            tls=f.get("tls", bool, d.tls),
+            compression=f.choice("compression", COMPRESSIONS, d.compression),
+            encoding=f.choice("encoding", ENCODINGS, d.encoding),
         )
         f.finish()
         return knobs
@@ -703,6 +758,8 @@ class _Loader:
                 raise f.error("attributes", "slicer needs average_size > 0")
             if attrs.get("size_variation", 0) > avg:
                 raise f.error("attributes", "slicer size_variation must not exceed average_size")
+        if toxic_type == "bandwidth" and attrs.get("rate", 0) <= 0:
+            raise f.error("attributes", "bandwidth needs rate > 0 (KB/s; 0 stalls Toxiproxy forever)")
         if toxic_type == "reset_after":
             if attrs.get("mode", "rst") not in ("rst", "fin"):
                 raise f.error("attributes", f"reset_after mode must be 'rst' or 'fin', got {attrs['mode']!r}")
@@ -743,6 +800,8 @@ class _Loader:
                     raise params_f.error(key, f"control {action!r} has no param {key!r} (params: {names})")
                 params[key] = params_f.get(key, allowed[key])
             params_f.finish()
+        if "listener" in params and params["listener"] not in ("discovery", "resume"):
+            raise f.error("params", f"listener must be 'discovery' or 'resume', got {params['listener']!r}")
         if action == "close" and "code" in params and not (1000 <= params["code"] <= 4999):
             raise f.error("params", f"close code must be 1000-4999, got {params['code']}")
         if action in ONE_SHOT_CONTROLS and (step.duration is not None or step.stop is not None):
