@@ -81,7 +81,11 @@ class AdapterSpec:
                 if target.exists():  # a half-finished earlier attempt
                     shutil.rmtree(target)
                 started = time.monotonic()
-                versions = self._install_into(target, version, log)
+                try:
+                    versions = self._install_into(target, version, log)
+                except BaseException:
+                    shutil.rmtree(target, ignore_errors=True)
+                    raise
                 info = {
                     "requirement": self.requirement(version),
                     "versions": versions,
