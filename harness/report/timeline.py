@@ -299,7 +299,11 @@ def _lane(svg: _Svg, view: RunView, conn: Connection, top: float, h: float, x: A
                f"{', ' + str(c.get('reason')) if c.get('reason') else ''} (trace line {(conn.close_idx or 0) + 1})")
         svg.add(f'<line x1="{cx:.1f}" y1="{mid - 11:.1f}" x2="{cx:.1f}" y2="{mid + 11:.1f}" stroke="{color}" '
                 f'stroke-width="2.5"><title>{_esc(tip)}</title></line>')
-        svg.text(cx + 8, mid + 4, f"{label} ({by})", size=10, fill=color, weight="600", title=tip)
+        text = f"{label} ({by})"
+        if cx + 8 + len(text) * CHAR_W > x(t1) + RIGHT - 2:  # no room on the right: write it leftwards
+            svg.text(cx - 6, mid + 4, text, size=10, fill=color, weight="600", anchor="end", title=tip)
+        else:
+            svg.text(cx + 8, mid + 4, text, size=10, fill=color, weight="600", title=tip)
 
 
 def _legend(svg: _Svg, y: float, width: int) -> None:
