@@ -1,0 +1,463 @@
+"""The world: wires the fake gateway, the fault proxies and a client together and runs a scenario.
+
+One function call per run, plain data in and out (DESIGN.md, data flow)::
+
+    result = run_scenario(scenario, RunOptions(mode="sim", seed=7))
+
+The same ``_World`` serves both modes. Only the transport differs:
+
+- ``real``: the gateway listens on 127.0.0.1 TCP, the embedded Toxiproxy-compatible proxies (or a
+  real Toxiproxy at ``TOXIPROXY_URL``) sit in front of it, the client connects over real TCP.
+- ``sim``: everything runs in one ``trio.run`` under ``MockClock(autojump_threshold=0)`` on a
+  ``MemoryNetwork``; trio's scheduler is made deterministic and seeded from the run seed.
+
+Topology (both modes)::
+
+    client --> proxy "discovery" --> gateway listener "discovery"
+           \\-> proxy "resume"    --> gateway listener "resume"
+
+The gateway announces the proxies' addresses (in /gateway/bot and READY's resume_gateway_url), so
+every byte the client exchanges with the gateway crosses a proxy where a toxic can act on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+import trio.testing
+
+from fake_gateway.config import GatewayConfig
+from fake_gateway.server import FakeGateway, make_tls
+from harness.errors import UserError
+from harness.faults.backend import (
+    FaultBackend,
+    FaultBackendError,
+    ToxicSpec,
+    ToxiproxyBackend,
+    UnsupportedByRealToxiproxy,
+    open_embedded_backend,
+)
+from harness.faults.memnet import MemoryNetwork
+from harness.oracle import judge
+from harness.report.model import ScenarioResult
+from harness.scenario import Scenario, Step, TriggerWatch, run_settled
+from harness.trace import KIND_FAULT, KIND_NOTE, Record, Trace, write_jsonl
+
+PROXY_NAMES = ("discovery", "resume")
+SIM_HOST = "127.0.0.1"  # memnet addresses look like TCP ones so TLS certificates match
+
+
+@dataclass
+class RunOptions:
+    mode: str = "real"  # "real" | "sim"
+    client: str = "reference"  # "reference", a planted-bug mutant name, or an adapter name
+    seed: int = 0
+    out_dir: Path | None = None  # where the trace and delivery log are written
+    toxiproxy_url: str | None = None  # a real Toxiproxy server (real mode only)
+    deadline_slack: float = 30.0  # seconds past the scenario's duration before a run is killed
+    adapter: Any = None  # harness.adapters.contract.Adapter for third-party clients
+
+
+@dataclass
+class ClientEnv:
+    """Everything a client needs to reach the world (the adapter contract, plus sim hooks)."""
+
+    gateway_url: str  # the discovery URL (through its proxy), bare
+    rest_url: str | None  # REST base ending in /api/v10 (real mode)
+    token: str
+    ca_file: str | None
+    open_stream: Callable[[str, int], Awaitable[trio.abc.Stream]] | None  # sim: memnet connect
+    fetch_gateway_bot: Callable[[], Awaitable[dict[str, Any]]] | None  # sim: no HTTP
+    seed: int
+    delivery_log_path: Path | None
+
+
+@dataclass
+class ClientOutcome:
+    delivery_log: list[Record] | None = None
+    stderr_tail: str = ""
+    error: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+# A client runner starts the client and returns once it is running; calling the returned
+# ``stop`` ends it and returns its outcome.
+ClientStop = Callable[[], Awaitable[ClientOutcome]]
+ClientStarter = Callable[[trio.Nursery, ClientEnv], Awaitable[ClientStop]]
+
+
+def run_scenario(scenario: Scenario, options: RunOptions) -> ScenarioResult:
+    """Run one scenario to completion in a fresh trio run and judge it."""
+    started = time.monotonic()
+    seed = options.seed if scenario.seed is None else scenario.seed
+    options = RunOptions(**{**options.__dict__, "seed": seed})
+    if options.mode == "sim":
+        _seed_trio_scheduler(seed)
+        clock = trio.testing.MockClock(autojump_threshold=0)
+        result = trio.run(_run_world, scenario, options, clock=clock)
+    elif options.mode == "real":
+        result = trio.run(_run_world, scenario, options)
+    else:
+        raise UserError(f"--mode: expected real or sim, got {options.mode!r}")
+    result.duration = time.monotonic() - started
+    return result
+
+
+def _seed_trio_scheduler(seed: int) -> None:
+    """Make trio's task scheduling a function of the seed (as trio does under Hypothesis)."""
+    import trio._core._run as trio_run
+
+    trio_run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
+    trio_run._r.seed(seed)
+
+
+async def _run_world(scenario: Scenario, options: RunOptions) -> ScenarioResult:
+    world = _World(scenario, options)
+    return await world.run()
+
+
+class _World:
+    def __init__(self, scenario: Scenario, options: RunOptions) -> None:
+        self.scenario = scenario
+        self.options = options
+        self.sim = options.mode == "sim"
+        self.trace = Trace(clock=trio.current_time)
+        self.t0 = 0.0
+        self.network = MemoryNetwork() if self.sim else None
+        self.notes: list[str] = []
+        seed = options.seed
+        self.gateway_rng = random.Random(f"{seed}:gateway")
+        knobs = scenario.gateway
+        self.config = GatewayConfig(**knobs.config_overrides())
+        hello_ms = getattr(options.adapter, "hello_interval_ms", None)
+        if hello_ms is not None:  # the client beats on its own clock: tell it the real interval
+            self.config.heartbeat_interval_ms = hello_ms
+        self.gateway = FakeGateway(self.config, self.trace, self.gateway_rng)
+        self.backend: FaultBackend | None = None
+        self._proxy_urls: dict[str, str] = {}
+        self._live_steps: dict[str, Step] = {}
+        self._nursery: trio.Nursery | None = None
+
+    # ---- the run -----------------------------------------------------------------------------
+
+    async def run(self) -> ScenarioResult:
+        scenario, options = self.scenario, self.options
+        self.t0 = trio.current_time()
+        tmp = Path(tempfile.mkdtemp(prefix="gateway-harness-run-"))
+        out_dir = options.out_dir or tmp
+        out_dir.mkdir(parents=True, exist_ok=True)
+        outcome = ClientOutcome()
+        error: str | None = None
+        deadline = scenario.expect.duration + options.deadline_slack
+        with trio.move_on_after(deadline) as deadline_scope:
+            try:
+                outcome = await self._run_inside(tmp, out_dir)
+            except UserError:
+                raise
+            except FaultBackendError as exc:
+                error = f"fault backend: {exc}"
+            except OSError as exc:
+                error = f"network: {exc}"
+        if deadline_scope.cancelled_caught:
+            error = f"the run did not finish within its deadline ({deadline:g} s); it was killed"
+        records = self._normalised_records()
+        delivery = outcome.delivery_log
+        if delivery is not None:
+            delivery = [self._normalise_delivery(rec) for rec in delivery]
+        trace_path = out_dir / f"{scenario.name}.{options.mode}.{options.client}.trace.jsonl"
+        write_jsonl(trace_path, records)
+        if delivery is not None:
+            write_jsonl(trace_path.with_name(trace_path.name.replace(".trace.", ".delivery.")),
+                        delivery)
+        verdicts = judge(records, delivery, scenario.expectations())
+        return ScenarioResult(
+            name=scenario.name,
+            mode=options.mode,
+            client=options.client,
+            verdicts=verdicts,
+            trace_path=trace_path,
+            records=records,
+            delivery_log=delivery,
+            stderr_tail=outcome.stderr_tail,
+            error=error or outcome.error,
+            description=scenario.description,
+            source=scenario.source,
+            tags=scenario.tags,
+            seed=options.seed,
+            scenario_path=scenario.path,
+        )
+
+    async def _run_inside(self, tmp: Path, out_dir: Path) -> ClientOutcome:
+        scenario, options = self.scenario, self.options
+        knobs = scenario.gateway
+        tls = make_tls(tmp / "tls") if knobs.tls else None
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            gateway_addrs, rest_url = await self._start_gateway(nursery, tls)
+            async with self._open_backend() as backend:
+                self.backend = backend
+                scheme = "wss" if tls else "ws"
+                for name in PROXY_NAMES:
+                    listen = f"{SIM_HOST}:0"
+                    info = await backend.create_proxy(name, gateway_addrs[name], listen)
+                    self._proxy_urls[name] = f"{scheme}://{info.listen}"
+                self.config.advertise_url = self._proxy_urls["discovery"]
+                self.config.resume_url = self._proxy_urls["resume"]
+                self.gateway.core.set_urls(self._proxy_urls["discovery"],
+                                           self._proxy_urls["resume"])
+                self.trace.record(
+                    KIND_NOTE, text=f"world: {options.mode} mode, seed {options.seed}, "
+                    f"discovery {self._proxy_urls['discovery']}, "
+                    f"resume {self._proxy_urls['resume']}, client {options.client}")
+                self._arm_steps(nursery)
+                env = ClientEnv(
+                    gateway_url=self._proxy_urls["discovery"],
+                    rest_url=rest_url,
+                    token=self.config.token,
+                    ca_file=tls.ca_file if tls else None,
+                    open_stream=self._memnet_open_stream if self.sim else None,
+                    fetch_gateway_bot=self._gateway_bot if self.sim else None,
+                    seed=options.seed,
+                    delivery_log_path=None,
+                )
+                starter = client_starter(options)
+                stop = await starter(nursery, env)
+                await self._wait_until_settled()
+                outcome = await stop()
+                with trio.CancelScope(shield=True):
+                    await self._clear_steps()
+            nursery.cancel_scope.cancel()
+        return outcome
+
+    async def _wait_until_settled(self) -> None:
+        """Sleep until the scenario's duration, or earlier once the verdicts can no longer change
+        (every fault has come and gone and the client is live again: ``run_settled``)."""
+        end = self.t0 + self.scenario.expect.duration
+        poll = max(0.25, self.config.heartbeat_interval / 2)
+        while trio.current_time() < end:
+            await trio.sleep(min(poll, end - trio.current_time()))
+            now = trio.current_time()
+            if run_settled(self.scenario, self.trace.records, now):
+                return
+
+    # ---- parts ---------------------------------------------------------------------------------
+
+    async def _start_gateway(
+        self, nursery: trio.Nursery, tls: Any
+    ) -> tuple[dict[str, str], str | None]:
+        """Start the gateway; return its listener addresses ("host:port") and the REST base."""
+        if self.network is not None:
+            listeners = {name: self.network.listen(f"{SIM_HOST}:0") for name in PROXY_NAMES}
+            addrs = {name: lst.address for name, lst in listeners.items()}
+            await nursery.start(self.gateway.serve_listeners, listeners,
+                                tls.context if tls else None)
+            scheme = "wss" if tls else "ws"
+            self.gateway.core.set_urls(f"{scheme}://{addrs['discovery']}",
+                                       f"{scheme}://{addrs['resume']}")
+            self.gateway.core.start(trio.current_time())
+            return addrs, None
+        tls_dir = Path(tls.ca_file).parent if tls else None
+        if tls is not None:
+            self.gateway.tls = tls
+        urls = await nursery.start(lambda task_status: self.gateway.serve_tcp(
+            tls=tls is not None, tls_dir=tls_dir, task_status=task_status))
+        addrs = {"discovery": urls.gateway_url.split("://", 1)[1],
+                 "resume": urls.resume_listener_url.split("://", 1)[1]}
+        rest = f"{urls.rest_url}/api/v10" if urls.rest_url else None
+        return addrs, rest
+
+    def _open_backend(self) -> Any:
+        if self.options.toxiproxy_url and not self.sim:
+            return _toxiproxy_backend(self.options.toxiproxy_url)
+        return open_embedded_backend(network=self.network, seed=self.options.seed)
+
+    async def _memnet_open_stream(self, host: str, port: int) -> trio.abc.Stream:
+        assert self.network is not None
+        return await self.network.connect(f"{host}:{port}")
+
+    async def _gateway_bot(self) -> dict[str, Any]:
+        from fake_gateway.rest import gateway_bot_for
+
+        await trio.lowlevel.checkpoint()
+        return gateway_bot_for(self.gateway.core, trio.current_time())
+
+    # ---- fault steps ----------------------------------------------------------------------------
+
+    def _arm_steps(self, nursery: trio.Nursery) -> None:
+        watches: list[tuple[Step, TriggerWatch]] = []
+        for step in self.scenario.steps:
+            if step.start.is_time:
+                at = float(step.start.at or 0.0)
+                nursery.start_soon(self._run_step, step, self.t0 + at)
+            else:
+                watches.append((step, TriggerWatch(step.start)))
+
+        def on_record(rec: Record) -> None:
+            for step, watch in watches:
+                if watch.feed(rec):
+                    nursery.start_soon(self._run_step, step, trio.current_time() + step.start.delay)
+
+        if watches:
+            self.trace.subscribe(on_record)
+
+    async def _run_step(self, step: Step, at: float) -> None:
+        await trio.sleep_until(at)
+        if not await self._switch(step, on=True):
+            return
+        if step.one_shot:
+            return
+        if step.duration is not None:
+            await trio.sleep(step.duration)
+        elif step.stop is not None:
+            fired = trio.Event()
+            watch = TriggerWatch(step.stop)
+
+            def on_record(rec: Record) -> None:
+                if watch.feed(rec):
+                    fired.set()
+
+            self.trace.subscribe(on_record)
+            try:
+                await fired.wait()
+            finally:
+                self.trace.unsubscribe(on_record)
+            await trio.sleep(step.stop.delay)
+        else:
+            return  # stays on until the run ends
+        await self._switch(step, on=False)
+
+    async def _clear_steps(self) -> None:
+        """Switch off whatever is still on, so the client is stopped on a clean network."""
+        for step in list(self._live_steps.values()):
+            await self._switch(step, on=False, at_end=True)
+
+    async def _switch(self, step: Step, on: bool, at_end: bool = False) -> bool:
+        """Switch one step; record a `fault` record. False if the step could not be applied."""
+        backend = self.backend
+        assert backend is not None
+        params = step.fault_params()
+        try:
+            if step.kind == "toxic":
+                for proxy in _proxies_for(step.target):
+                    if on:
+                        await backend.add_toxic(proxy, ToxicSpec(
+                            type=step.type or "noop", stream=step.stream, name=step.name,
+                            toxicity=step.toxicity, attributes=dict(step.attributes),
+                            only_connection=step.only_connection,
+                            from_connection=step.from_connection))
+                    else:
+                        await backend.remove_toxic(proxy, step.name)
+            elif step.kind == "proxy":
+                for proxy in _proxies_for(step.target):
+                    await backend.set_enabled(proxy, not on)
+            else:
+                kwargs = dict(step.params)
+                if not step.one_shot:
+                    kwargs["on"] = on
+                try:
+                    self.gateway.controls.apply(step.action or "", step.conn_target, **kwargs)
+                except UserError as exc:
+                    if not on or at_end:
+                        raise
+                    # e.g. a connection target that has already closed: the fault had nothing
+                    # to act on. Say so in the trace rather than pretending it ran.
+                    self.trace.record(KIND_NOTE, text=f"step {step.name}: not applied: {exc}")
+                    return False
+        except UnsupportedByRealToxiproxy as exc:
+            self.trace.record(KIND_NOTE, text=f"step {step.name}: skipped: {exc}")
+            self.notes.append(f"{step.name}: {exc}")
+            return False
+        if on and not step.one_shot:
+            self._live_steps[step.name] = step
+        elif not on:
+            self._live_steps.pop(step.name, None)
+        if step.one_shot:
+            self.trace.record(KIND_FAULT, name=step.name, state="on", fault_kind=step.kind,
+                              params=params)
+            self.trace.record(KIND_FAULT, name=step.name, state="off", fault_kind=step.kind,
+                              params=params)
+        else:
+            self.trace.record(KIND_FAULT, name=step.name, state="on" if on else "off",
+                              fault_kind=step.kind, params=params,
+                              **({"at_end": True} if at_end else {}))
+        return True
+
+    # ---- results ---------------------------------------------------------------------------------
+
+    def _normalised_records(self) -> list[Record]:
+        """Trace records with times relative to the start of the run (0.0 = world started)."""
+        out = []
+        for rec in self.trace.records:
+            rec = dict(rec)
+            rec["ts"] = round(rec["ts"] - self.t0, 6)
+            out.append(rec)
+        return out
+
+    def _normalise_delivery(self, rec: Record) -> Record:
+        rec = dict(rec)
+        if isinstance(rec.get("rx"), int | float):
+            rec["rx"] = round(rec["rx"] - self.t0, 6)
+        return rec
+
+
+def _proxies_for(target: str) -> tuple[str, ...]:
+    return PROXY_NAMES if target == "both" else (target,)
+
+
+def _toxiproxy_backend(url: str) -> Any:
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def opened() -> Any:
+        backend = ToxiproxyBackend(url)
+        try:
+            for name in PROXY_NAMES:  # leftovers from an earlier run would clash
+                try:
+                    await backend.delete_proxy(name)
+                except FaultBackendError:
+                    pass
+            yield backend
+        finally:
+            with trio.CancelScope(shield=True):
+                for name in PROXY_NAMES:
+                    try:
+                        await backend.delete_proxy(name)
+                    except FaultBackendError:
+                        pass
+                await backend.close()
+
+    return opened()
+
+
+def client_starter(options: RunOptions) -> ClientStarter:
+    """The function that starts the client this run is about."""
+    if options.adapter is not None:
+        from harness.world_clients import adapter_starter
+
+        return adapter_starter(options.adapter)
+    from harness.world_clients import reference_starter
+
+    return reference_starter(options.client)
+
+
+def transcript_hash(records: list[Record]) -> str:
+    """A hash of the full transcript (what determinism checks compare)."""
+    h = hashlib.sha256()
+    for rec in records:
+        h.update(json.dumps(rec, sort_keys=True, separators=(",", ":")).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def default_jobs() -> int:
+    return max(1, min(4, os.cpu_count() or 1))

@@ -1,0 +1,130 @@
+"""Clients the world can run: the in-process reference client (and its planted-bug mutants) and
+third-party clients as processes under the adapter contract.
+
+Each starter starts its client inside the world's nursery and returns a ``stop`` coroutine that
+ends the client and hands back what the oracle needs (the delivery log, the stderr tail).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from harness.world import ClientEnv, ClientOutcome, ClientStarter, ClientStop
+
+
+def known_reference_clients() -> tuple[str, ...]:
+    """``reference`` plus the planted-bug mutants (when the mutants module exists)."""
+    try:
+        from harness.client.mutants import MUTANTS
+    except ModuleNotFoundError:
+        return ("reference",)
+    return ("reference", *MUTANTS)
+
+
+def reference_starter(name: str) -> ClientStarter:
+    async def start(nursery: trio.Nursery, env: ClientEnv) -> ClientStop:
+        return await _start_reference(nursery, env, name)
+
+    return start
+
+
+async def _start_reference(nursery: trio.Nursery, env: ClientEnv, name: str) -> ClientStop:
+    import random
+
+    from harness.client import ClientConfig, GatewayClient
+
+    config = ClientConfig(
+        token=env.token,
+        gateway_url=env.gateway_url,
+        rest_url=env.rest_url,
+        ca_file=env.ca_file,
+    )
+    rng = random.Random(f"{env.seed}:client")
+    kwargs: dict[str, Any] = {"rng": rng}
+    if env.open_stream is not None:
+        kwargs["open_stream"] = env.open_stream
+    if env.fetch_gateway_bot is not None:
+        kwargs["fetch_gateway_bot"] = env.fetch_gateway_bot
+    if name != "reference":
+        from harness.client.mutants import MUTANTS
+
+        kwargs["core_factory"] = MUTANTS[name]
+    client = GatewayClient(config, **kwargs)
+    delivered: list[dict[str, Any]] = []
+    client.on_delivery(lambda rec: delivered.append({**rec, "rx": trio.current_time()}))
+    scope = trio.CancelScope()
+    done = trio.Event()
+    errors: list[str] = []
+
+    async def runner() -> None:
+        with scope:
+            try:
+                await client.run()
+            except Exception as exc:  # the client's own bug: report it, keep the trace
+                errors.append(f"reference client crashed: {type(exc).__name__}: {exc}")
+        done.set()
+
+    nursery.start_soon(runner)
+
+    async def stop() -> ClientOutcome:
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(5):
+                await client.aclose()
+            scope.cancel()
+            await done.wait()
+        return ClientOutcome(delivery_log=delivered, error=errors[0] if errors else None,
+                             info={"counters": client.counters()})
+
+    return stop
+
+
+def adapter_starter(adapter: Any) -> ClientStarter:
+    """Run a third-party client (``harness.adapters.contract.Adapter``) as a process."""
+
+    async def start(nursery: trio.Nursery, env: ClientEnv) -> ClientStop:
+        from harness.adapters.contract import env_for
+        from harness.adapters.process import ClientProcess
+
+        if env.open_stream is not None:
+            from harness.errors import UserError
+
+            raise UserError(f"client {adapter.name}: third-party clients run in --mode real only")
+        log_dir = Path(tempfile.mkdtemp(prefix="gateway-harness-client-"))
+        log_path = env.delivery_log_path or log_dir / "delivery.jsonl"
+        contract = env_for(env.gateway_url, env.rest_url or "", env.token,
+                           env.ca_file or "", log_path)
+        proc = ClientProcess(adapter, contract)
+        entered = trio.Event()
+        finished = trio.Event()
+        release = trio.Event()
+
+        async def hold() -> None:
+            async with proc:
+                entered.set()
+                await release.wait()
+            finished.set()
+
+        nursery.start_soon(hold)
+        await entered.wait()
+
+        async def stop() -> ClientOutcome:
+            with trio.CancelScope(shield=True):
+                run = await proc.stop()
+                release.set()
+                await finished.wait()
+            tail = list(run.stderr_tail)
+            if run.ended_by != "stop":
+                # A crash or a hang is the client's failure, judged from the trace like any
+                # other; the report says how the process ended.
+                tail.append(f"[gateway-harness: client ended by {run.ended_by}, "
+                            f"exit code {run.exit_code}]")
+            return ClientOutcome(delivery_log=list(proc.delivery) or None,
+                                 stderr_tail="\n".join(tail), info=run.to_json())
+
+        return stop
+
+    return start
