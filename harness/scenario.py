@@ -51,6 +51,7 @@ with ``Step.fault_params()`` as ``params`` (the oracle reads ``target`` from it)
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
@@ -545,6 +546,9 @@ class _Fields:
     def choice(self, key: str, choices: Sequence[str], default: str | None = None, required: bool = False) -> Any:
         value = self.get(key, str, default, required)
         if value is not None and value not in choices:
+            guess = difflib.get_close_matches(value, choices, n=1)
+            if guess:
+                raise self.error(key, f"unknown value {value!r}; did you mean {guess[0]!r}?")
             raise self.error(key, f"must be one of {', '.join(choices)}; got {value!r}")
         return value
 
@@ -556,7 +560,9 @@ class _Fields:
         unknown = [k for k in self.table if k not in self.used]
         if unknown:
             where = f" in [{_dotted(self.path)}]" if self.path else ""
-            raise self.error(unknown[0], f"unknown field {unknown[0]!r}{where}")
+            guess = difflib.get_close_matches(unknown[0], sorted(self.used), n=1)
+            hint = f"; did you mean {guess[0]!r}?" if guess else ""
+            raise self.error(unknown[0], f"unknown field {unknown[0]!r}{where}{hint}")
 
 
 class _Loader:

@@ -132,13 +132,15 @@ def line_of(text: str, needle: str) -> int:
 
 BAD_CASES = [
     # (replace this, with this, the line holding this, message fragment)
-    ('action = "withhold_acks"', 'action = "withold_acks"', "withold_acks", "steps[1].action: must be one of"),
+    ('action = "withhold_acks"', 'action = "withold_acks"', "withold_acks",
+     "steps[1].action: unknown value 'withold_acks'; did you mean 'withhold_acks'?"),
+    ('action = "withhold_acks"', 'action = "zap"', "zap", "steps[1].action: must be one of withhold_acks,"),
     ('after = "client_op", op = 6', 'after = "client_op"', 'after = "client_op"', "steps[2].stop.after"),
     ("latency = 100", "latency = -5", "latency = -5", "steps[2].attributes.latency: must not be negative"),
     ("latency = 100", "latncy = 100", "latncy", "toxic 'latency' has no attribute 'latncy'"),
-    ("heartbeat_slack = 0.5", "heartbeat_slak = 0.5", "heartbeat_slak", "unknown field 'heartbeat_slak'"),
+    ("heartbeat_slack = 0.5", "heartbeat_slak = 0.5", "heartbeat_slak", "unknown field 'heartbeat_slak' in [expect.tolerances]; did you mean 'heartbeat_slack'?"),
     ("heartbeat_interval = 1000", 'heartbeat_interval = "1s"', "heartbeat_interval", "expected an integer"),
-    ('outcome = "resume"', 'outcome = "resumes"', "outcome", "expect.outcome: must be one of"),
+    ('outcome = "resume"', 'outcome = "resumes"', "outcome", "expect.outcome: unknown value 'resumes'"),
     ('source = "F11"', 'source = "F23"', "source", "source: must be 'seed', F1..F22"),
     ('target = "resume"', 'target = "resumes"', "resumes", "steps[2].target"),
     ("start = { at = 1.0 }", "start = { at = 1.0, after = \"ready\" }", "at = 1.0", "exactly one of"),
