@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -260,3 +261,57 @@ def test_env_for_rejects_urls_that_break_the_contract(tmp_path: Path) -> None:
         env_for("wss://127.0.0.1:1", "https://127.0.0.1:2/api", "t", tmp_path / "ca.pem")
     with pytest.raises(UserError, match="gateway URL must start with ws:// or wss://"):
         env_for("https://127.0.0.1:1", "https://127.0.0.1:2/api/v10", "t", tmp_path / "ca.pem")
+
+
+async def test_ctrl_c_in_the_harness_kills_the_client_group(tmp_path: Path) -> None:
+    # A harness process (as `gateway-harness validate` would be) running a client that spawned
+    # a child; Ctrl-C (SIGINT) to the harness must leave neither behind.
+    pids = tmp_path / "pids"
+    client = tmp_path / "client.py"
+    client.write_text(textwrap.dedent(f"""
+        import os, subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        open({str(pids)!r}, "w").write(f"{{os.getpid()}} {{child.pid}}\\n")
+        time.sleep(600)
+    """))
+    harness_script = tmp_path / "harness_main.py"
+    harness_script.write_text(textwrap.dedent(f"""
+        import sys, trio
+        from harness.adapters.contract import Adapter, env_for
+        from harness.adapters.process import ClientProcess
+
+        async def main():
+            adapter = Adapter("sleepy", (sys.executable, {str(client)!r}))
+            env = env_for("wss://127.0.0.1:1", "https://127.0.0.1:2/api/v10", "t", "ca.pem")
+            async with ClientProcess(adapter, env, stop_grace=0.5):
+                await trio.sleep_forever()
+
+        try:
+            trio.run(main)
+        except KeyboardInterrupt:
+            sys.exit(130)
+    """))
+    proc = await trio.lowlevel.open_process([sys.executable, str(harness_script)], cwd=tmp_path)
+    try:
+        client_pid, child_pid = map(int, (await wait_for_file(pids)).split())
+        proc.send_signal(signal.SIGINT)
+        with trio.fail_after(30):
+            assert await proc.wait() == 130
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    with trio.fail_after(10):
+        while alive(client_pid) or alive(child_pid):
+            await trio.sleep(0.05)
+
+
+async def test_an_error_in_the_runner_comes_out_as_itself_and_the_client_is_gone(
+    tmp_path: Path,
+) -> None:
+    adapter = py_adapter(tmp_path, "import time; time.sleep(600)")
+    proc = ClientProcess(adapter, contract_env(tmp_path), stop_grace=0.5)
+    with pytest.raises(LookupError, match="scenario step failed"):
+        async with proc:
+            raise LookupError("scenario step failed")
+    assert proc.result is not None and proc.result.ended_by == "stop"
+    assert not alive(proc.result.pid)

@@ -27,7 +27,7 @@ import re
 import signal
 import subprocess
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -72,6 +72,16 @@ def _signal_group(pgid: int, sig: int) -> bool:
     except PermissionError:  # a member changed credentials; nothing more we may do
         return False
     return True
+
+
+@contextlib.contextmanager
+def _unwrap_single_exception_group() -> Iterator[None]:
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 @dataclass
@@ -248,21 +258,24 @@ class ClientProcess:
         _LIVE_GROUPS.add(self._process.pid)
         self._started_at = trio.current_time()
         try:
-            async with trio.open_nursery() as nursery:
-                self._pipes_open = 2
-                nursery.start_soon(self._pump, self._process.stdout, "stdout")
-                nursery.start_soon(self._pump, self._process.stderr, "stderr")
-                nursery.start_soon(self._watch_exit)
-                if self.delivery_log_path is not None:
-                    nursery.start_soon(self._tail_delivery_log)
-                if self.deadline is not None:
-                    nursery.start_soon(self._watch_deadline, self.deadline)
-                try:
-                    yield self
-                finally:
-                    with trio.CancelScope(shield=True):
-                        await self._terminate("stop")
-                    nursery.cancel_scope.cancel()
+            # Exceptions leave as they came in (Ctrl-C as KeyboardInterrupt, a runner's own
+            # error as itself), not wrapped in the ExceptionGroup of our helper tasks' nursery.
+            with _unwrap_single_exception_group():
+                async with trio.open_nursery() as nursery:
+                    self._pipes_open = 2
+                    nursery.start_soon(self._pump, self._process.stdout, "stdout")
+                    nursery.start_soon(self._pump, self._process.stderr, "stderr")
+                    nursery.start_soon(self._watch_exit)
+                    if self.delivery_log_path is not None:
+                        nursery.start_soon(self._tail_delivery_log)
+                    if self.deadline is not None:
+                        nursery.start_soon(self._watch_deadline, self.deadline)
+                    try:
+                        yield self
+                    finally:
+                        with trio.CancelScope(shield=True):
+                            await self._terminate("stop")
+                        nursery.cancel_scope.cancel()
         finally:
             # Reached on every route out, including errors raised by our own tasks.
             with trio.CancelScope(shield=True):

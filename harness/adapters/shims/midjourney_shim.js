@@ -31,6 +31,7 @@ WsMessage.prototype.parseMessage = function (data) {
 };
 WsMessage.prototype.log = async function (...args) {
   const text = args.map(String).join(' ');
+  if (/^event [A-Z_]+$/.test(text)) return; // one per dispatch: the delivery log has them
   process.stderr.write(`${new Date().toISOString()} ${text}\n`);
   const m = /^(heartbeat|open\.time) (\d+)$/.exec(text);
   if (m) emit({ event: m[1] === 'heartbeat' ? 'heartbeat' : 'open', n: Number(m[2]) });
