@@ -102,7 +102,7 @@ class Tolerances:
     reidentify_delay_min: float = 1.0
     reidentify_delay_max: float = 5.0
     reidentify_slack: float = 1.5
-    """RS5: the IDENTIFY comes reidentify_delay_min .. max (+ slack for reconnecting) seconds after."""
+    """RS5: the IDENTIFY comes reidentify_delay_min .. max (+ slack for reconnecting) s after."""
     backoff_growth: float = 1.5
     """BO1: within a run of >= 4 failed attempts the gaps must grow by this factor ..."""
     backoff_flat_ok: float = 2.0
@@ -303,7 +303,9 @@ class RunView:
                 )
         self.windows.sort(key=lambda w: w.start)
 
-    def _switch(self, open_faults: dict[str, list[tuple[int, Record]]], idx: int, rec: Record) -> None:
+    def _switch(
+        self, open_faults: dict[str, list[tuple[int, Record]]], idx: int, rec: Record
+    ) -> None:
         """Pair a fault's on and off records (by name, first on with first off) into a window."""
         name = str(rec.get("name"))
         if rec.get("state") == "on":
@@ -410,8 +412,10 @@ def check_hb1(view: RunView, exp: Expectations) -> Verdict:
             if b.ts > deadline + 1e-9:
                 failures.append(
                     (
-                        f"conn {conn.id}: first heartbeat at {fmt(b.ts)}, {b.ts - conn.hello.ts:.2f} s "
-                        f"after HELLO at {fmt(conn.hello.ts)} (bound {interval * (1 + slack):.2f} s)",
+                        f"conn {conn.id}: first heartbeat at {fmt(b.ts)}, "
+                        f"{b.ts - conn.hello.ts:.2f} s "
+                        f"after HELLO at {fmt(conn.hello.ts)} (bound {interval * (1 + slack):.2f} "
+                        "s)",
                         [conn.hello.idx, b.idx],
                     )
                 )
@@ -423,8 +427,10 @@ def check_hb1(view: RunView, exp: Expectations) -> Verdict:
                 judged += 1
                 failures.append(
                     (
-                        f"conn {conn.id}: no heartbeat in the {end - conn.hello.ts:.2f} s after HELLO at "
-                        f"{fmt(conn.hello.ts)} (bound {interval * (1 + slack):.2f} s; {conn.describe_close()})",
+                        f"conn {conn.id}: no heartbeat in the {end - conn.hello.ts:.2f} s after "
+                        "HELLO at "
+                        f"{fmt(conn.hello.ts)} (bound {interval * (1 + slack):.2f} s; "
+                        f"{conn.describe_close()})",
                         [conn.hello.idx] + ([conn.close_idx] if conn.close_idx is not None else []),
                     )
                 )
@@ -494,7 +500,10 @@ def check_hb2(view: RunView, exp: Expectations) -> Verdict:
                 )
             elif worst is None or gap / interval > worst[0]:
                 worst = (gap / interval, f"conn {conn.id} {fmt(a)} .. {fmt(b)}", idx)
-    tol = f"tolerance heartbeat_slack={slack}; {excluded} gap(s) overlapping a fault window not judged"
+    tol = (
+        f"tolerance heartbeat_slack={slack}; {excluded} gap(s) overlapping a fault window "
+        "not judged"
+    )
     if failures:
         return _first_failure("HB2", failures, tol)
     if not judged or worst is None:
@@ -544,7 +553,8 @@ def check_hb3(view: RunView, exp: Expectations) -> Verdict:
                 if not isinstance(d, int) or isinstance(d, bool):
                     failures.append(
                         (
-                            f"conn {conn.id}: heartbeat at {fmt(beat.ts)} carries d={d!r}, not a seq",
+                            f"conn {conn.id}: heartbeat at {fmt(beat.ts)} carries d={d!r}, not a "
+                            "seq",
                             [beat.idx],
                         )
                     )
@@ -554,13 +564,14 @@ def check_hb3(view: RunView, exp: Expectations) -> Verdict:
                 if d not in seen:
                     failures.append(
                         (
-                            f"conn {conn.id}: heartbeat at {fmt(beat.ts)} carries d={d}, a seq the gateway "
+                            f"conn {conn.id}: heartbeat at {fmt(beat.ts)} carries d={d}, a seq the "
+                            "gateway "
                             f"never sent before it",
                             [beat.idx],
                         )
                     )
                     continue
-            # Lower bound: dispatches on this connection sent well before the beat must be reflected.
+            # Lower bound: dispatches sent on this connection well before the beat must show.
             floor: Frame | None = None
             for f in dispatched:
                 if f.idx < beat.idx and f.ts <= beat.ts - staleness:
@@ -574,12 +585,16 @@ def check_hb3(view: RunView, exp: Expectations) -> Verdict:
             if d is None or d < s_floor:
                 failures.append(
                     (
-                        f"conn {conn.id}: heartbeat at {fmt(beat.ts)} carries d={d}, but s={s_floor} was sent "
+                        f"conn {conn.id}: heartbeat at {fmt(beat.ts)} carries d={d}, but "
+                        f"s={s_floor} was sent "
                         f"at {fmt(floor.ts)}",
                         [floor.idx, beat.idx],
                     )
                 )
-    tol = f"tolerance seq_staleness={staleness} s; {skipped} beat(s) during fault windows not held to the lower bound"
+    tol = (
+        f"tolerance seq_staleness={staleness} s; {skipped} beat(s) during fault windows not "
+        "held to the lower bound"
+    )
     if failures:
         return _first_failure("HB3", failures, tol)
     if not judged:
@@ -671,7 +686,8 @@ def check_zb1(view: RunView, exp: Expectations) -> Verdict:
         if code in SESSION_KILLING_CLIENT_CODES:
             failures.append(
                 (
-                    f"conn {conn.id}: zombie close at {fmt(close['ts'])} used code {code}, which kills the session",
+                    f"conn {conn.id}: zombie close at {fmt(close['ts'])} used code {code}, which "
+                    "kills the session",
                     [unacked.idx, conn.close_idx or 0],
                 )
             )
@@ -686,19 +702,23 @@ def check_zb1(view: RunView, exp: Expectations) -> Verdict:
             )
             failures.append(
                 (
-                    f"conn {conn.id}: zombie closed at {fmt(close_ts)} but {when} (bound {tol.reconnect_within} s)",
+                    f"conn {conn.id}: zombie closed at {fmt(close_ts)} but {when} (bound "
+                    f"{tol.reconnect_within} s)",
                     [unacked.idx, conn.close_idx or 0],
                 )
             )
             continue
         proof = proof or [unacked.idx, conn.close_idx or 0, nxt_conn.open_idx or 0]
         proof_text = (
-            f"conn {conn.id}: heartbeat at {fmt(unacked.ts)} unACKed, client closed at {fmt(close_ts)} "
-            f"with {'code ' + str(code) if code is not None else 'no code'}, conn {nxt_conn.id} opened at "
+            f"conn {conn.id}: heartbeat at {fmt(unacked.ts)} unACKed, client closed at "
+            f"{fmt(close_ts)} "
+            f"with {'code ' + str(code) if code is not None else 'no code'}, conn {nxt_conn.id} "
+            "opened at "
             f"{fmt(nxt_conn.start_ts)}"
         )
     tol_text = (
-        f"tolerances heartbeat_slack={tol.heartbeat_slack}, zombie_close_grace={tol.zombie_close_grace} s, "
+        f"tolerances heartbeat_slack={tol.heartbeat_slack}, "
+        f"zombie_close_grace={tol.zombie_close_grace} s, "
         f"reconnect_within={tol.reconnect_within} s"
     )
     if failures:
@@ -805,7 +825,8 @@ def check_rs1(view: RunView, exp: Expectations) -> Verdict:
             if excuse is None:
                 failures.append(
                     (
-                        f"conn {loss.conn.id} lost at {fmt(loss.ts)} ({loss.why}) while resumable; the client "
+                        f"conn {loss.conn.id} lost at {fmt(loss.ts)} ({loss.why}) while resumable; "
+                        "the client "
                         f"then IDENTIFYd on conn {conn.id} at {fmt(nxt.ts)} instead of RESUMing",
                         [loss.idx, nxt.idx],
                     )
@@ -815,7 +836,8 @@ def check_rs1(view: RunView, exp: Expectations) -> Verdict:
         if conn.listener not in ("resume", None) and not same_socket:
             failures.append(
                 (
-                    f"conn {loss.conn.id} lost at {fmt(loss.ts)}; RESUME at {fmt(nxt.ts)} went to conn {conn.id} "
+                    f"conn {loss.conn.id} lost at {fmt(loss.ts)}; RESUME at {fmt(nxt.ts)} went to "
+                    f"conn {conn.id} "
                     f"on the {conn.listener!r} URL, not resume_gateway_url",
                     [loss.idx, nxt.idx],
                 )
@@ -898,7 +920,8 @@ def check_rs2(view: RunView, exp: Expectations) -> Verdict:
         if sid != session:
             failures.append(
                 (
-                    f"RESUME at {fmt(r.ts)} carries session_id {sid!r}, but the current session (READY at "
+                    f"RESUME at {fmt(r.ts)} carries session_id {sid!r}, but the current session "
+                    "(READY at "
                     f"{fmt(view.records[session_idx]['ts'])}) is {session!r}",
                     [session_idx, r.idx],
                 )
@@ -917,7 +940,8 @@ def check_rs2(view: RunView, exp: Expectations) -> Verdict:
         elif proven is not None and seq < int(proven.rec["d"]):
             failures.append(
                 (
-                    f"RESUME at {fmt(r.ts)} carries seq={seq}, but the client's heartbeat at {fmt(proven.ts)} "
+                    f"RESUME at {fmt(r.ts)} carries seq={seq}, but the client's heartbeat at "
+                    f"{fmt(proven.ts)} "
                     f"showed it had s={proven.rec['d']}",
                     [proven.idx, r.idx],
                 )
@@ -985,7 +1009,8 @@ def check_rs3(view: RunView, exp: Expectations, delivery_log: Sequence[Record] |
             missing = sorted(s for s in sent[key] if s < top and s not in seen)
             if missing:
                 failures.append(
-                    f"session {key}: s={missing[:5]} sent by the gateway but never delivered, while s={top} was"
+                    f"session {key}: s={missing[:5]} sent by the gateway but never delivered, "
+                    f"while s={top} was"
                 )
     if failures:
         more = f" (+{len(failures) - 1} more)" if len(failures) > 1 else ""
@@ -1106,7 +1131,8 @@ def check_rs5(view: RunView, exp: Expectations) -> Verdict:
             proof = proof or [idx, nxt.idx]
             last_ok = f"{what}: IDENTIFY on conn {conn.id} after {delay:.2f} s"
     tol_text = (
-        f"tolerances reidentify_delay_min={lo} s, reidentify_delay_max={tol.reidentify_delay_max} s "
+        f"tolerances reidentify_delay_min={lo} s, reidentify_delay_max={tol.reidentify_delay_max} "
+        "s "
         f"+ reidentify_slack={tol.reidentify_slack} s"
     )
     if failures:
@@ -1115,7 +1141,8 @@ def check_rs5(view: RunView, exp: Expectations) -> Verdict:
         return _skip("RS5", "no op 9 d=false and no server close 4003/4005/4007/4009 in the run")
     return _pass(
         "RS5",
-        f"{judged} invalidation(s) followed by an IDENTIFY on the discovery URL; last: {last_ok}; {tol_text}",
+        f"{judged} invalidation(s) followed by an IDENTIFY on the discovery URL; last: {last_ok}; "
+        f"{tol_text}",
         proof,
     )
 
@@ -1224,7 +1251,8 @@ def check_bo1(view: RunView, exp: Expectations) -> Verdict:
         if big:
             failures.append(
                 (
-                    f"uncapped: a gap of {max(big):.1f} s between attempts (cap {tol.backoff_cap} s)",
+                    f"uncapped: a gap of {max(big):.1f} s between attempts (cap {tol.backoff_cap} "
+                    "s)",
                     idx,
                 )
             )
@@ -1307,7 +1335,8 @@ def check_bo2(view: RunView, exp: Expectations) -> Verdict:
         return _first_failure("BO2", failures, tol_text)
     return _pass(
         "BO2",
-        f"{len(identifies)} IDENTIFY(s), none too close in its bucket, none over budget; {tol_text}",
+        f"{len(identifies)} IDENTIFY(s), none too close in its bucket, none over budget; "
+        f"{tol_text}",
         [identifies[0].idx],
     )
 
@@ -1500,7 +1529,8 @@ def check_lv1(view: RunView, exp: Expectations) -> Verdict:
     outcome = f"; outcome {exp.outcome} as expected" if exp.outcome else ""
     return _pass(
         "LV1",
-        f"{cleared_text}; {live_text} ({max(0.0, conn.live.ts - cleared):.2f} s later, bound {bound} s); "
+        f"{cleared_text}; {live_text} ({max(0.0, conn.live.ts - cleared):.2f} s later, bound "
+        f"{bound} s); "
         f"{len(acked)} ACKed heartbeat(s) after it, last at {fmt(last.ts)}{outcome}; "
         f"tolerance heartbeat_slack={slack}",
         idx_base + [conn.live.idx, last.idx],

@@ -31,13 +31,14 @@ A scenario is one TOML file (see the README section "Scenario files" for a full 
 Triggers (``start`` and ``stop``) are data, so the runner can execute them:
 
 - ``{at = 2.5}``: 2.5 s after the run starts (the runner's clock).
-- ``{after = EVENT, count = N, delay = D, ...filters}``: the Nth trace record (default 1st) that is an
-  EVENT and passes the filters, plus ``delay`` seconds (default 0). EVENT is one of ``EVENTS``:
-  ``connection`` (conn_open), ``hello``, ``ready``, ``resumed``, ``live`` (READY or RESUMED),
-  ``client_op`` (frame_in, needs ``op``: 1 heartbeat, 2 IDENTIFY, 6 RESUME), ``server_op`` (frame_out,
-  needs ``op``), ``seq`` (a dispatch with ``s >= seq``; needs ``seq``), ``close`` (conn_close;
-  optional ``code`` and ``by`` filters), ``rejected`` (ws_rejected). Every event takes the optional
-  filters ``listener`` ("discovery" | "resume") and ``conn`` (a connection id).
+- ``{after = EVENT, count = N, delay = D, ...filters}``: the Nth trace record (default 1st) that
+  is an EVENT and passes the filters, plus ``delay`` seconds (default 0). EVENT is one of
+  ``EVENTS``: ``connection`` (conn_open), ``hello``, ``ready``, ``resumed``, ``live`` (READY or
+  RESUMED), ``client_op`` (frame_in, needs ``op``: 1 heartbeat, 2 IDENTIFY, 6 RESUME),
+  ``server_op`` (frame_out, needs ``op``), ``seq`` (a dispatch with ``s >= seq``; needs ``seq``),
+  ``close`` (conn_close; optional ``code`` and ``by`` filters), ``rejected`` (ws_rejected). Every
+  event takes the optional filters ``listener`` ("discovery" | "resume") and ``conn`` (a
+  connection id).
 
 A step switches on when ``start`` fires and off after ``duration`` seconds, or when ``stop`` fires
 (a stop trigger counts only records after the step switched on), or never (it stays on until the
@@ -217,7 +218,7 @@ class TriggerWatch:
         self._listeners: dict[int, str] = {}
 
     def feed(self, record: Mapping[str, Any]) -> bool:
-        """Feed one trace record; True the moment the trigger fires (then wait ``trigger.delay``)."""
+        """Feed one trace record; True the moment the trigger fires (then wait trigger.delay)."""
         if self.fired or self.trigger.after is None:
             return False
         conn = record.get("conn")
@@ -520,7 +521,9 @@ class _Fields:
         path = self.path + ((key,) if key is not None else ())
         return self.loader.error(path, message)
 
-    def get(self, key: str, types: type | tuple[type, ...], default: Any = None, required: bool = False) -> Any:
+    def get(
+        self, key: str, types: type | tuple[type, ...], default: Any = None, required: bool = False
+    ) -> Any:
         self.used.add(key)
         if key not in self.table:
             if required:
@@ -531,7 +534,9 @@ class _Fields:
             raise self.error(key, f"expected {_type_name(types)}, got {_value_repr(value)}")
         return value
 
-    def number(self, key: str, default: float | None = None, minimum: float = 0.0, required: bool = False) -> Any:
+    def number(
+        self, key: str, default: float | None = None, minimum: float = 0.0, required: bool = False
+    ) -> Any:
         value = self.get(key, (int, float), default, required)
         if value is not None and value < minimum:
             raise self.error(key, f"must be at least {minimum:g}, got {value}")
@@ -543,7 +548,9 @@ class _Fields:
             raise self.error(key, f"must be at least {minimum}, got {value}")
         return value
 
-    def choice(self, key: str, choices: Sequence[str], default: str | None = None, required: bool = False) -> Any:
+    def choice(
+        self, key: str, choices: Sequence[str], default: str | None = None, required: bool = False
+    ) -> Any:
         value = self.get(key, str, default, required)
         if value is not None and value not in choices:
             guess = difflib.get_close_matches(value, choices, n=1)
@@ -574,7 +581,9 @@ class _Loader:
         line = locate(self.text, path)
         where = f"{self.path}:{line}" if line else str(self.path)
         field_name = _dotted(path)
-        prefix = f"{field_name}: " if field_name and not message.startswith("missing required") else ""
+        prefix = (
+            f"{field_name}: " if field_name and not message.startswith("missing required") else ""
+        )
         return UserError(f"{where}: {prefix}{message}")
 
     def load(self) -> Scenario:
@@ -587,7 +596,9 @@ class _Loader:
         top = _Fields(self, data, ())
         name = top.get("name", str, required=True)
         if not NAME_PATTERN.match(name):
-            raise top.error("name", f"use lower-case letters, digits, '.', '_' and '-'; got {name!r}")
+            raise top.error(
+                "name", f"use lower-case letters, digits, '.', '_' and '-'; got {name!r}"
+            )
         description = top.get("description", str, required=True).strip()
         if len(description.split()) < 5:
             raise top.error("description", "write a sentence or more on the failure this models")
@@ -597,7 +608,9 @@ class _Loader:
         tags = top.get("tags", list, [])
         for i, tag in enumerate(tags):
             if not isinstance(tag, str) or not NAME_PATTERN.match(tag):
-                raise top.error("tags", f"tag #{i + 1} must be a lower-case word; got {_value_repr(tag)}")
+                raise top.error(
+                    "tags", f"tag #{i + 1} must be a lower-case word; got {_value_repr(tag)}"
+                )
         seed = top.integer("seed")
         gateway = self._gateway(top.table_of("gateway"))
         expect = self._expect(top.table_of("expect"))
@@ -643,7 +656,9 @@ class _Loader:
             close_after_invalid_session=f.get(
                 "close_after_invalid_session", bool, d.close_after_invalid_session
             ),
-            bad_seq_response=f.choice("bad_seq_response", ("close_4007", "op9"), d.bad_seq_response),
+            bad_seq_response=f.choice(
+                "bad_seq_response", ("close_4007", "op9"), d.bad_seq_response
+            ),
             expired_resume_response=f.choice(
                 "expired_resume_response", ("op9", "close_4009"), d.expired_resume_response
             ),
@@ -660,7 +675,9 @@ class _Loader:
 
     def _expect(self, f: _Fields | None) -> ScenarioExpect:
         if f is None:
-            raise self.error((), "missing required table [expect] (at least duration and recovery_bound)")
+            raise self.error(
+                (), "missing required table [expect] (at least duration and recovery_bound)"
+            )
         d = ScenarioExpect()
         outcome = f.choice("outcome", OUTCOMES)
         recovery_bound = f.number("recovery_bound", required=True, minimum=0.0)
@@ -680,13 +697,17 @@ class _Loader:
             tol.finish()
             tolerances = Tolerances(**values)
         f.finish()
-        return ScenarioExpect(outcome, recovery_bound, duration, max_identifies, max_resumes, tolerances)
+        return ScenarioExpect(
+            outcome, recovery_bound, duration, max_identifies, max_resumes, tolerances
+        )
 
     def _trigger(self, f: _Fields) -> Trigger:
         at = f.number("at")
         after = f.choice("after", EVENTS)
         if (at is None) == (after is None):
-            raise f.error(None, f"{_dotted(f.path)} needs exactly one of 'at' (seconds) or 'after' (an event)")
+            raise f.error(
+                None, f"{_dotted(f.path)} needs exactly one of 'at' (seconds) or 'after' (an event)"
+            )
         count = f.integer("count", 1, minimum=1)
         delay = f.number("delay", 0.0)
         op = f.integer("op")
@@ -704,7 +725,10 @@ class _Loader:
         if seq is not None and after != "seq":
             raise f.error("seq", "'seq' only applies to the seq event")
         if (code is not None or by is not None) and after != "close":
-            raise f.error("code" if code is not None else "by", "'code' and 'by' only apply to the close event")
+            raise f.error(
+                "code" if code is not None else "by",
+                "'code' and 'by' only apply to the close event",
+            )
         if at is not None:
             for key in ("count", "delay", "listener", "conn"):
                 if key in f.table:
@@ -721,7 +745,11 @@ class _Loader:
         name = f.get("name", str, f"step{index + 1}")
         start_f = f.table_of("start")
         if start_f is None:
-            raise f.error(None, f"missing required field {_dotted(path + ('start',))!r} (e.g. start = {{at = 2.0}})")
+            raise f.error(
+                None,
+                f"missing required field {_dotted(path + ('start',))!r} (e.g. start = "
+                f"{{at = 2.0}})",
+            )
         start = self._trigger(start_f)
         duration = f.number("duration")
         stop_f = f.table_of("stop")
@@ -753,9 +781,15 @@ class _Loader:
             for key in list(attrs_f.table):
                 if key not in allowed:
                     names = ", ".join(allowed) or "none"
-                    raise attrs_f.error(key, f"toxic {toxic_type!r} has no attribute {key!r} (attributes: {names})")
+                    raise attrs_f.error(
+                        key, f"toxic {toxic_type!r} has no attribute {key!r} (attributes: {names})"
+                    )
                 attrs[key] = attrs_f.get(key, allowed[key])
-                if isinstance(attrs[key], int) and not isinstance(attrs[key], bool) and attrs[key] < 0:
+                if (
+                    isinstance(attrs[key], int)
+                    and not isinstance(attrs[key], bool)
+                    and attrs[key] < 0
+                ):
                     raise attrs_f.error(key, f"must not be negative, got {attrs[key]}")
             attrs_f.finish()
         if toxic_type == "slicer":
@@ -765,10 +799,14 @@ class _Loader:
             if attrs.get("size_variation", 0) > avg:
                 raise f.error("attributes", "slicer size_variation must not exceed average_size")
         if toxic_type == "bandwidth" and attrs.get("rate", 0) <= 0:
-            raise f.error("attributes", "bandwidth needs rate > 0 (KB/s; 0 stalls Toxiproxy forever)")
+            raise f.error(
+                "attributes", "bandwidth needs rate > 0 (KB/s; 0 stalls Toxiproxy forever)"
+            )
         if toxic_type == "reset_after":
             if attrs.get("mode", "rst") not in ("rst", "fin"):
-                raise f.error("attributes", f"reset_after mode must be 'rst' or 'fin', got {attrs['mode']!r}")
+                raise f.error(
+                    "attributes", f"reset_after mode must be 'rst' or 'fin', got {attrs['mode']!r}"
+                )
         stream = f.choice("stream", ("upstream", "downstream"), "downstream")
         toxicity = f.number("toxicity", 1.0)
         if toxicity is not None and toxicity > 1.0:
@@ -777,7 +815,9 @@ class _Loader:
         only = f.integer("only_connection", minimum=1)
         from_conn = f.integer("from_connection", minimum=1)
         if only is not None and from_conn is not None:
-            raise f.error("from_connection", "give either only_connection or from_connection, not both")
+            raise f.error(
+                "from_connection", "give either only_connection or from_connection, not both"
+            )
         return _replace(
             step,
             type=toxic_type,
@@ -793,7 +833,9 @@ class _Loader:
         action = f.choice("action", tuple(CONTROL_PARAMS), required=True)
         target = f.get("target", (int, str), "all")
         if isinstance(target, str) and target not in ("all", "next"):
-            raise f.error("target", f"a control targets a connection id, 'all' or 'next'; got {target!r}")
+            raise f.error(
+                "target", f"a control targets a connection id, 'all' or 'next'; got {target!r}"
+            )
         if isinstance(target, int) and target < 1:
             raise f.error("target", f"connection ids start at 1, got {target}")
         params_f = f.table_of("params")
@@ -803,16 +845,22 @@ class _Loader:
             for key in list(params_f.table):
                 if key not in allowed:
                     names = ", ".join(allowed) or "none"
-                    raise params_f.error(key, f"control {action!r} has no param {key!r} (params: {names})")
+                    raise params_f.error(
+                        key, f"control {action!r} has no param {key!r} (params: {names})"
+                    )
                 params[key] = params_f.get(key, allowed[key])
             params_f.finish()
         if "listener" in params and params["listener"] not in ("discovery", "resume"):
-            raise f.error("params", f"listener must be 'discovery' or 'resume', got {params['listener']!r}")
+            raise f.error(
+                "params", f"listener must be 'discovery' or 'resume', got {params['listener']!r}"
+            )
         if action == "close" and "code" in params and not (1000 <= params["code"] <= 4999):
             raise f.error("params", f"close code must be 1000-4999, got {params['code']}")
         if action in ONE_SHOT_CONTROLS and (step.duration is not None or step.stop is not None):
-            raise f.error("duration" if step.duration is not None else "stop",
-                          f"control {action!r} happens once; it takes no duration or stop")
+            raise f.error(
+                "duration" if step.duration is not None else "stop",
+                f"control {action!r} happens once; it takes no duration or stop",
+            )
         return _replace(step, action=action, params=params, conn_target=target)
 
 
@@ -832,8 +880,14 @@ def _is_type(value: Any, types: type | tuple[type, ...]) -> bool:
 
 
 def _type_name(types: type | tuple[type, ...]) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-             list: "a list", dict: "a table"}
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "true or false",
+        list: "a list",
+        dict: "a table",
+    }
     wanted = types if isinstance(types, tuple) else (types,)
     if set(wanted) == {int, float}:
         return "a number"
@@ -865,7 +919,7 @@ def _dotted(path: Sequence[str | int]) -> str:
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Load and validate one scenario file; any problem raises UserError naming file, line and field."""
+    """Load and validate one scenario file; a problem raises UserError naming file, line, field."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -884,8 +938,8 @@ def parse_scenario(text: str, path: str | Path = "<scenario>") -> Scenario:
 def scenario_files(paths: Iterable[str | Path]) -> list[Path]:
     """The scenario files in the given files and folders.
 
-    A folder is a suite: its own ``*.toml`` files, sorted, not those of its sub-folders (the built-in
-    ``scenarios/`` is the default suite, ``scenarios/extended/`` a second one).
+    A folder is a suite: its own ``*.toml`` files, sorted, not those of its sub-folders (the
+    built-in ``scenarios/`` is the default suite, ``scenarios/extended/`` a second one).
     """
     out: list[Path] = []
     for p in paths:
@@ -910,7 +964,9 @@ def load_scenarios(paths: Iterable[str | Path], tags: Iterable[str] = ()) -> lis
     for path in scenario_files(paths):
         scenario = load_scenario(path)
         if scenario.name in seen:
-            raise UserError(f"{path}: name {scenario.name!r} is already used by {seen[scenario.name]}")
+            raise UserError(
+                f"{path}: name {scenario.name!r} is already used by {seen[scenario.name]}"
+            )
         seen[scenario.name] = path
         if not wanted or wanted & set(scenario.tags):
             scenarios.append(scenario)
@@ -949,7 +1005,9 @@ def run_settled(scenario: Scenario, records: Sequence[Record], now: float, beats
     exp = scenario.expectations()
     if exp.outcome == "stop":
         interval = scenario.gateway.heartbeat_interval / 1000.0
-        return now >= cleared + exp.recovery_bound + interval and check_lv1(view, exp).status == "pass"
+        return (
+            now >= cleared + exp.recovery_bound + interval and check_lv1(view, exp).status == "pass"
+        )
     if check_lv1(view, exp).status != "pass":
         return False
     acked = 0

@@ -1,4 +1,4 @@
-"""Each invariant on small hand-made traces: ones that must pass, must fail, and cannot be judged."""
+"""Each invariant on small hand-made traces: ones that must pass, must fail, cannot be judged."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reports a user reads: the terminal table, JSON results, JUnit XML, the HTML run report, the matrix."""
+"""Reports a user reads: terminal table, JSON results, JUnit XML, the HTML report, the matrix."""
 
 from __future__ import annotations
 
@@ -32,17 +32,30 @@ EXP = Expectations(outcome="resume", recovery_bound=3.0)
 
 def result(name: str, run: Run, client: str = "reference", **kw) -> ScenarioResult:
     return ScenarioResult(
-        name=name, mode="real", client=client, verdicts=judge(run.records, None, EXP), records=run.records,
-        duration=6.5, **kw,
+        name=name,
+        mode="real",
+        client=client,
+        verdicts=judge(run.records, None, EXP),
+        records=run.records,
+        duration=6.5,
+        **kw,
     )
 
 
 def sample_results() -> list[ScenarioResult]:
     return [
-        result("seed-recovers", seed_failure_run(recovers=True), description="The seed, recovered."),
+        result(
+            "seed-recovers", seed_failure_run(recovers=True), description="The seed, recovered."
+        ),
         result("seed-stuck", seed_failure_run(recovers=False), source="seed", seed=7),
-        ScenarioResult(name="broken-run", mode="real", client="reference", error="client exited with 1",
-                       stderr_tail="ConnectionResetError: [Errno 104]", duration=0.3),
+        ScenarioResult(
+            name="broken-run",
+            mode="real",
+            client="reference",
+            error="client exited with 1",
+            stderr_tail="ConnectionResetError: [Errno 104]",
+            duration=0.3,
+        ),
     ]
 
 
@@ -119,7 +132,9 @@ def test_html_report_is_self_contained_and_every_violation_links_to_its_evidence
     parser = _Collect()
     parser.feed(page)
     assert "script" not in parser.tags and "link" not in parser.tags and not parser.srcs
-    assert re.findall(r"https?://[^\s\"<]*", page) == ["http://www.w3.org/2000/svg"] * page.count("<svg")
+    assert re.findall(r"https?://[^\s\"<]*", page) == ["http://www.w3.org/2000/svg"] * page.count(
+        "<svg"
+    )
     assert page.count("<svg") == 2  # the broken run has no trace to draw
     assert all(h.startswith("#") for h in parser.hrefs)
     missing = [h for h in parser.hrefs if h[1:] not in parser.ids]
@@ -140,7 +155,7 @@ def test_timeline_draws_lanes_faults_heartbeats_and_closes():
     beats = sum(1 for r in run.records if r["kind"] == "frame_in" and r["op"] == 1)
     assert svg.count("client heartbeat d=") == beats
     assert "RST (network)" in svg
-    assert "tls-reset" in svg and "fill-opacity=\"0.13\"" in svg
+    assert "tls-reset" in svg and 'fill-opacity="0.13"' in svg
     assert "RESUME seq=3" in svg and "RESUMED" in svg
     assert 'class="violation"' not in svg  # the recovered run violates nothing
 
@@ -155,7 +170,13 @@ def test_html_loads_records_from_the_trace_file_when_not_in_memory(tmp_path):
     run = healthy_run()
     path = tmp_path / "trace.jsonl"
     write_jsonl(path, run.records)
-    r = ScenarioResult(name="from-file", mode="sim", client="reference", verdicts=judge(run.records), trace_path=path)
+    r = ScenarioResult(
+        name="from-file",
+        mode="sim",
+        client="reference",
+        verdicts=judge(run.records),
+        trace_path=path,
+    )
     assert records_of(r) == run.records
     assert "<svg" in render_html([r])
 

@@ -1,4 +1,4 @@
-"""Scenario files: the built-in suites load; bad files fail with one line naming file, line and field."""
+"""Scenario files: built-in suites load; a bad file fails with one line naming file, line, field."""
 
 from __future__ import annotations
 
@@ -88,7 +88,10 @@ def test_the_builtin_suite_covers_the_seed_and_every_failure_mode():
     seed = next(s for s in scenarios if s.name == "seed-tls-reset-on-resume")
     toxic = next(st for st in seed.steps if st.kind == "toxic")
     assert (toxic.type, toxic.attributes["bytes"], toxic.target, toxic.only_connection) == (
-        "reset_after", 1, "resume", 1,
+        "reset_after",
+        1,
+        "resume",
+        1,
     )
     assert seed.gateway.tls is True
 
@@ -132,19 +135,58 @@ def line_of(text: str, needle: str) -> int:
 
 BAD_CASES = [
     # (replace this, with this, the line holding this, message fragment)
-    ('action = "withhold_acks"', 'action = "withold_acks"', "withold_acks",
-     "steps[1].action: unknown value 'withold_acks'; did you mean 'withhold_acks'?"),
-    ('action = "withhold_acks"', 'action = "zap"', "zap", "steps[1].action: must be one of withhold_acks,"),
-    ('after = "client_op", op = 6', 'after = "client_op"', 'after = "client_op"', "steps[2].stop.after"),
-    ("latency = 100", "latency = -5", "latency = -5", "steps[2].attributes.latency: must not be negative"),
+    (
+        'action = "withhold_acks"',
+        'action = "withold_acks"',
+        "withold_acks",
+        "steps[1].action: unknown value 'withold_acks'; did you mean 'withhold_acks'?",
+    ),
+    (
+        'action = "withhold_acks"',
+        'action = "zap"',
+        "zap",
+        "steps[1].action: must be one of withhold_acks,",
+    ),
+    (
+        'after = "client_op", op = 6',
+        'after = "client_op"',
+        'after = "client_op"',
+        "steps[2].stop.after",
+    ),
+    (
+        "latency = 100",
+        "latency = -5",
+        "latency = -5",
+        "steps[2].attributes.latency: must not be negative",
+    ),
     ("latency = 100", "latncy = 100", "latncy", "toxic 'latency' has no attribute 'latncy'"),
-    ("heartbeat_slack = 0.5", "heartbeat_slak = 0.5", "heartbeat_slak", "unknown field 'heartbeat_slak' in [expect.tolerances]; did you mean 'heartbeat_slack'?"),
-    ("heartbeat_interval = 1000", 'heartbeat_interval = "1s"', "heartbeat_interval", "expected an integer"),
-    ('outcome = "resume"', 'outcome = "resumes"', "outcome", "expect.outcome: unknown value 'resumes'"),
+    (
+        "heartbeat_slack = 0.5",
+        "heartbeat_slak = 0.5",
+        "heartbeat_slak",
+        "unknown field 'heartbeat_slak' in [expect.tolerances]; did you mean 'heartbeat_slack'?",
+    ),
+    (
+        "heartbeat_interval = 1000",
+        'heartbeat_interval = "1s"',
+        "heartbeat_interval",
+        "expected an integer",
+    ),
+    (
+        'outcome = "resume"',
+        'outcome = "resumes"',
+        "outcome",
+        "expect.outcome: unknown value 'resumes'",
+    ),
     ('source = "F11"', 'source = "F23"', "source", "source: must be 'seed', F1..F22"),
     ('target = "resume"', 'target = "resumes"', "resumes", "steps[2].target"),
-    ("start = { at = 1.0 }", "start = { at = 1.0, after = \"ready\" }", "at = 1.0", "exactly one of"),
-    ("duration = 2.0", "duration = 2.0\nstop = { after = \"ready\" }", 'stop = { after = "ready" }', "not both"),
+    ("start = { at = 1.0 }", 'start = { at = 1.0, after = "ready" }', "at = 1.0", "exactly one of"),
+    (
+        "duration = 2.0",
+        'duration = 2.0\nstop = { after = "ready" }',
+        'stop = { after = "ready" }',
+        "not both",
+    ),
 ]
 
 
@@ -171,7 +213,9 @@ def test_missing_fields_point_at_their_table(tmp_path):
 def test_one_shot_controls_take_no_duration(tmp_path):
     text = GOOD.replace('action = "withhold_acks"', 'action = "reconnect"')
     message = error_for(text, tmp_path)
-    assert "happens once" in message and int(message.split(":")[0]) == line_of(text, "duration = 2.0")
+    assert "happens once" in message and int(message.split(":")[0]) == line_of(
+        text, "duration = 2.0"
+    )
 
 
 def test_toml_syntax_errors_and_missing_files_are_one_line(tmp_path):
@@ -198,11 +242,13 @@ def test_cli_style_error_for_bad_builtin_copy(tmp_path):
 def test_locate_handles_arrays_of_tables_and_inline_tables():
     assert locate(GOOD, ("steps", 1, "start", "at")) == line_of(GOOD, "start = { at = 1.0 }")
     assert locate(GOOD, ("steps", 0, "kind")) == 21
-    assert locate(GOOD, ("expect", "tolerances", "heartbeat_slack")) == line_of(GOOD, "heartbeat_slack")
+    assert locate(GOOD, ("expect", "tolerances", "heartbeat_slack")) == line_of(
+        GOOD, "heartbeat_slack"
+    )
     assert locate(GOOD, ("description",)) == 4
 
 
-# Triggers ------------------------------------------------------------------------------------------
+# Triggers -----------------------------------------------------------------------------------------
 
 
 def test_trigger_watch_fires_on_the_nth_matching_record_once():
@@ -237,7 +283,9 @@ def test_run_settled_waits_for_steps_and_recovery():
     # Rename the hand-made trace's faults to the scenario's steps.
     run = healthy_start().beats(1, 0.5, 0.9, d=3)
     run.fault("tls-handshake-reset", 0.1, "on", target="resume")
-    run.fault("drop-after-ready", 0.9, "on", kind="control", action="reset").close(1, 0.9, "network", None, "reset")
+    run.fault("drop-after-ready", 0.9, "on", kind="control", action="reset").close(
+        1, 0.9, "network", None, "reset"
+    )
     assert not run_settled(scenario, run.records, 1.0)
     run.fault("tls-handshake-reset", 2.1, "off", target="resume")
     run.open(2, 2.3, "resume").hello(2, 2.31).resume(2, 2.4, "sess-a", 3).resumed(2, 2.45)

@@ -12,7 +12,11 @@ from fake_gateway.controls import validate
 from harness.faults.toxics import build_toxic
 from harness.scenario import builtin_scenarios_dir, load_scenario, scenario_files
 
-FILES = [p for d in (builtin_scenarios_dir(), builtin_scenarios_dir() / "extended") for p in scenario_files([d])]
+FILES = [
+    p
+    for d in (builtin_scenarios_dir(), builtin_scenarios_dir() / "extended")
+    for p in scenario_files([d])
+]
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)

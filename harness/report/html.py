@@ -21,12 +21,14 @@ CSS = """
 :root{--pass:#137333;--pass-bg:#e6f4ea;--fail:#a50e0e;--fail-bg:#fce8e6;--nj:#5f6368;--nj-bg:#f1f3f4;
 --err:#681da8;--err-bg:#f3e8fd;--line:#d0d7de;--muted:#57606a}
 *{box-sizing:border-box}
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1f2328;background:#f6f8fa}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1f2328;
+background:#f6f8fa}
 header{background:#24292f;color:#fff;padding:18px 28px}
 header h1{margin:0 0 4px;font-size:21px}
 header .meta{color:#c9d1d9;font-size:13px}
 main{padding:18px 28px;max-width:1240px}
-.card{background:#fff;border:1px solid var(--line);border-radius:8px;padding:16px 18px;margin:0 0 18px}
+.card{background:#fff;border:1px solid var(--line);border-radius:8px;padding:16px 18px;
+margin:0 0 18px}
 .totals{display:flex;gap:14px;margin:6px 0 0}
 .total{padding:8px 14px;border-radius:6px;font-weight:600}
 .total.pass{background:var(--pass-bg);color:var(--pass)}.total.fail{background:var(--fail-bg);color:var(--fail)}
@@ -34,7 +36,8 @@ main{padding:18px 28px;max-width:1240px}
 table{border-collapse:collapse;width:100%}
 th,td{border-bottom:1px solid var(--line);padding:6px 8px;text-align:left;vertical-align:top}
 th{background:#f6f8fa;font-weight:600;font-size:13px}
-.badge{display:inline-block;border-radius:10px;padding:1px 9px;font-size:12px;font-weight:700;white-space:nowrap}
+.badge{display:inline-block;border-radius:10px;padding:1px 9px;font-size:12px;font-weight:700;
+white-space:nowrap}
 .badge.pass,.badge.PASS{background:var(--pass-bg);color:var(--pass)}
 .badge.fail,.badge.FAIL{background:var(--fail-bg);color:var(--fail)}
 .badge.not_judged{background:var(--nj-bg);color:var(--nj)}
@@ -94,18 +97,21 @@ def render_html(
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>",
-        f"<header><h1>{_esc(title)}</h1><div class=\"meta\">{_esc(meta_text)}</div></header><main>",
+        f'<header><h1>{_esc(title)}</h1><div class="meta">{_esc(meta_text)}</div></header><main>',
         '<section class="card"><div class="totals">',
         f'<span class="total pass">{s.passed} passed</span>',
         f'<span class="total fail">{s.failed} failed</span>',
         f'<span class="total all">{s.total} scenario(s) · {s.duration:.1f} s</span></div>',
-        '<table class="index" style="margin-top:12px"><thead><tr><th>scenario</th><th>client</th><th>mode</th>'
-        "<th>outcome</th><th>failed invariants</th><th>not judged</th><th>time</th></tr></thead><tbody>",
+        '<table class="index" '
+        'style="margin-top:12px"><thead><tr><th>scenario</th><th>client</th><th>mode</th>'
+        "<th>outcome</th><th>failed invariants</th><th>not "
+        "judged</th><th>time</th></tr></thead><tbody>",
     ]
     for i, r in enumerate(results):
         failed = ", ".join(r.failed_invariants) or ("error" if r.error else "–")
         out.append(
-            f'<tr><td class="name"><a href="#{_anchor(r, i)}">{_esc(r.name)}</a></td><td>{_esc(r.client)}</td>'
+            '<tr><td class="name"><a '
+            f'href="#{_anchor(r, i)}">{_esc(r.name)}</a></td><td>{_esc(r.client)}</td>'
             f'<td>{_esc(r.mode)}</td><td><span class="badge {r.outcome}">{r.outcome}</span></td>'
             f"<td>{_esc(failed)}</td><td>{len(r.not_judged)}</td><td>{r.duration:.1f} s</td></tr>"
         )
@@ -113,9 +119,12 @@ def render_html(
     for i, r in enumerate(results):
         out.append(_scenario_section(r, _anchor(r, i)))
     out.append(
-        '<p class="sub">Invariants are judged from the gateway\'s trace alone (client frames in, server frames '
-        "out); evidence cites trace times, connection ids and trace lines (1-based lines of the JSON-lines "
-        "trace). <em>not judged</em> means the run gave that invariant nothing to judge, never that it held."
+        '<p class="sub">Invariants are judged from the gateway\'s trace alone (client frames in, '
+        "server frames "
+        "out); evidence cites trace times, connection ids and trace lines (1-based lines of the "
+        "JSON-lines "
+        "trace). <em>not judged</em> means the run gave that invariant nothing to judge, never "
+        "that it held."
         "</p></main></body></html>\n"
     )
     return "".join(out)
@@ -124,7 +133,10 @@ def render_html(
 def _scenario_section(r: ScenarioResult, anchor: str) -> str:
     records = records_of(r)
     out = [f'<section class="card" id="{anchor}">']
-    out.append(f'<h2><span class="badge {r.outcome}">{r.outcome}</span><a href="#{anchor}">{_esc(r.name)}</a></h2>')
+    out.append(
+        f'<h2><span class="badge {r.outcome}">{r.outcome}</span><a '
+        f'href="#{anchor}">{_esc(r.name)}</a></h2>'
+    )
     bits = [f"client {r.client}", f"mode {r.mode}", f"{r.duration:.1f} s"]
     if r.source:
         bits.append(f"source {r.source}")
@@ -147,7 +159,8 @@ def _scenario_section(r: ScenarioResult, anchor: str) -> str:
         out.append('<p class="sub">No trace records to draw.</p>')
     if r.verdicts:
         out.append(
-            "<table><thead><tr><th>invariant</th><th>status</th><th>evidence</th><th>trace lines</th></tr>"
+            "<table><thead><tr><th>invariant</th><th>status</th><th>evidence</th><th>trace "
+            "lines</th></tr>"
             "</thead><tbody>"
         )
         order = {"fail": 0, "pass": 1, "not_judged": 2}
@@ -156,14 +169,18 @@ def _scenario_section(r: ScenarioResult, anchor: str) -> str:
             if len(v.record_indices) > 12:
                 lines += ", …"
             out.append(
-                f'<tr id="{anchor}-{_esc(v.invariant)}" class="{v.status}"><td class="inv">{_esc(v.invariant)}'
+                f'<tr id="{anchor}-{_esc(v.invariant)}" class="{v.status}"><td '
+                f'class="inv">{_esc(v.invariant)}'
                 f"<small>{_esc(invariant_title(v.invariant))}</small></td>"
                 f'<td><span class="badge {v.status}">{v.status.replace("_", " ")}</span></td>'
-                f"<td>{_esc(v.evidence)}</td><td class=\"lines\">{_esc(lines)}</td></tr>"
+                f'<td>{_esc(v.evidence)}</td><td class="lines">{_esc(lines)}</td></tr>'
             )
         out.append("</tbody></table>")
     if r.stderr_tail:
-        out.append(f"<details><summary>client stderr (tail)</summary><pre>{_esc(r.stderr_tail)}</pre></details>")
+        out.append(
+            "<details><summary>client stderr "
+            f"(tail)</summary><pre>{_esc(r.stderr_tail)}</pre></details>"
+        )
     out.append("</section>")
     return "".join(out)
 

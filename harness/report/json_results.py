@@ -14,7 +14,9 @@ from harness.report.model import ScenarioResult, summarize
 SCHEMA = "gateway-harness/results/1"
 
 
-def results_to_dict(results: Sequence[ScenarioResult], meta: dict[str, Any] | None = None) -> dict[str, Any]:
+def results_to_dict(
+    results: Sequence[ScenarioResult], meta: dict[str, Any] | None = None
+) -> dict[str, Any]:
     s = summarize(list(results))
     return {
         "schema": SCHEMA,
@@ -59,18 +61,24 @@ def _scenario(r: ScenarioResult) -> dict[str, Any]:
     }
 
 
-def write_json(results: Sequence[ScenarioResult], path: str | Path, meta: dict[str, Any] | None = None) -> None:
-    Path(path).write_text(json.dumps(results_to_dict(results, meta), indent=2) + "\n", encoding="utf-8")
+def write_json(
+    results: Sequence[ScenarioResult], path: str | Path, meta: dict[str, Any] | None = None
+) -> None:
+    Path(path).write_text(
+        json.dumps(results_to_dict(results, meta), indent=2) + "\n", encoding="utf-8"
+    )
 
 
 def results_from_dict(data: dict[str, Any], source: str = "<results>") -> list[ScenarioResult]:
-    """Rebuild results from a results JSON document (records are not stored; load them from `trace`)."""
+    """Rebuild results from a results document (records are not stored: load them from `trace`)."""
     try:
         scenarios = data["scenarios"]
         out: list[ScenarioResult] = []
         for i, s in enumerate(scenarios):
             verdicts = [
-                Verdict(v["invariant"], v["status"], v["evidence"], tuple(v.get("record_indices", ())))
+                Verdict(
+                    v["invariant"], v["status"], v["evidence"], tuple(v.get("record_indices", ()))
+                )
                 for v in s.get("verdicts", [])
             ]
             out.append(

@@ -36,11 +36,17 @@ def junit_xml(results: Sequence[ScenarioResult], suite_name: str = "gateway-harn
         )
         for r in group:
             case = ET.SubElement(
-                suite, "testcase", classname=f"{suite_name}.{client}.{mode}", name=r.name, time=f"{r.duration:.3f}"
+                suite,
+                "testcase",
+                classname=f"{suite_name}.{client}.{mode}",
+                name=r.name,
+                time=f"{r.duration:.3f}",
             )
             if r.error is not None:
                 err = ET.SubElement(case, "error", message=r.error, type="RunError")
-                err.text = r.error + ("\n\nstderr (tail):\n" + r.stderr_tail if r.stderr_tail else "")
+                err.text = r.error + (
+                    "\n\nstderr (tail):\n" + r.stderr_tail if r.stderr_tail else ""
+                )
             elif r.failed_invariants:
                 failed = [v for v in r.verdicts if v.status == "fail"]
                 fail = ET.SubElement(
@@ -57,7 +63,9 @@ def junit_xml(results: Sequence[ScenarioResult], suite_name: str = "gateway-harn
             if r.stderr_tail:
                 ET.SubElement(case, "system-err").text = r.stderr_tail
     ET.indent(suites)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+    )
 
 
 def write_junit(results: Sequence[ScenarioResult], path: str | Path) -> None:

@@ -78,7 +78,11 @@ def matrix_markdown(results: Sequence[ScenarioResult]) -> str:
                 text = "❌ " + text
             row.append(text.replace("|", "\\|"))
         lines.append(f"| {s} | " + " | ".join(row) + " |")
-    lines.append("| **passed** | " + " | ".join(f"**{m.pass_count(c)}/{len(m.scenarios)}**" for c in m.clients) + " |")
+    lines.append(
+        "| **passed** | "
+        + " | ".join(f"**{m.pass_count(c)}/{len(m.scenarios)}**" for c in m.clients)
+        + " |"
+    )
     lines.append("")
     lines.append("nj = invariants not judged in that run (nothing in the trace to judge them by).")
     return "\n".join(lines) + "\n"
@@ -106,7 +110,9 @@ def matrix_table_html(results: Sequence[ScenarioResult]) -> str:
         out.append(f"<tr><th>{esc(s)}</th>")
         for c in m.clients:
             cell = m.cell(s, c)
-            tip = cell.error or (("not judged: " + ", ".join(cell.not_judged)) if cell.not_judged else "")
+            tip = cell.error or (
+                ("not judged: " + ", ".join(cell.not_judged)) if cell.not_judged else ""
+            )
             out.append(f'<td class="{cell.status}" title="{esc(tip)}">{esc(cell.short())}</td>')
         out.append("</tr>")
     out.append("<tr><th>passed</th>")
@@ -115,12 +121,17 @@ def matrix_table_html(results: Sequence[ScenarioResult]) -> str:
     return "".join(out)
 
 
-def matrix_html(results: Sequence[ScenarioResult], title: str = "Gateway client conformance") -> str:
+def matrix_html(
+    results: Sequence[ScenarioResult], title: str = "Gateway client conformance"
+) -> str:
     """A self-contained HTML page holding the matrix."""
     return (
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>body{{font:14px system-ui,sans-serif;margin:24px}}{MATRIX_CSS}</style></head><body>"
+        '<!DOCTYPE html><html lang="en"><head><meta '
+        f'charset="utf-8"><title>{html.escape(title)}</title>'
+        "<style>body{font:14px system-ui,sans-serif;margin:24px}"
+        f"{MATRIX_CSS}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>{matrix_table_html(results)}"
-        "<p>Cells: pass, FAIL with the failed invariants (see the run reports for evidence), ERROR when the "
+        "<p>Cells: pass, FAIL with the failed invariants (see the run reports for evidence), ERROR "
+        "when the "
         "run itself broke. nj = invariants not judged.</p></body></html>\n"
     )

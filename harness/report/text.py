@@ -23,12 +23,18 @@ def summary_table(results: Sequence[ScenarioResult], color: bool = False, width:
             detail = ", ".join(r.failed_invariants)
         else:
             detail = f"- ({len(r.not_judged)} not judged)" if r.not_judged else "-"
-        who = r.name if len({(x.client, x.mode) for x in results}) == 1 else f"{r.name} [{r.client}/{r.mode}]"
+        who = (
+            r.name
+            if len({(x.client, x.mode) for x in results}) == 1
+            else f"{r.name} [{r.client}/{r.mode}]"
+        )
         rows.append((who, r.outcome, detail, f"{r.duration:.1f}s"))
     name_w = max([len("scenario")] + [len(row[0]) for row in rows])
     fixed = name_w + 2 + 7 + 2 + 2 + 7
     detail_w = max(20, width - fixed)
-    lines = [f"{'scenario':<{name_w}}  {'outcome':<7}  {'failed invariants':<{detail_w}}  {'time':>7}"]
+    lines = [
+        f"{'scenario':<{name_w}}  {'outcome':<7}  {'failed invariants':<{detail_w}}  {'time':>7}"
+    ]
     lines.append("-" * len(lines[0]))
     for name, outcome, detail, took in rows:
         if len(detail) > detail_w:

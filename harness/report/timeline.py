@@ -1,10 +1,11 @@
 """The timeline picture of one run as inline SVG (no scripts, no external resources).
 
-One lane per connection (opened .. closed, coloured by URL); on it the client's heartbeats (blue dots
-above the line), the gateway's ACKs (green ticks below), dispatches with their seqs, HELLO, READY /
-RESUMED, IDENTIFY / RESUME, op 7 / op 9, and the close with its code. Faults are shaded spans across
-all lanes (one-shot controls are dashed lines), named in the fault rows above the lanes. Every
-failed verdict marks the trace records it cites with a red ring linked to its evidence row.
+One lane per connection (opened .. closed, coloured by URL); on it the client's heartbeats (blue
+dots above the line), the gateway's ACKs (green ticks below), dispatches with their seqs, HELLO,
+READY / RESUMED, IDENTIFY / RESUME, op 7 / op 9, and the close with its code. Faults are shaded
+spans across all lanes (one-shot controls are dashed lines), named in the fault rows above the
+lanes. Every failed verdict marks the trace records it cites with a red ring linked to its
+evidence row.
 """
 
 from __future__ import annotations
@@ -63,11 +64,21 @@ class _Svg:
     def add(self, s: str) -> None:
         self.parts.append(s)
 
-    def text(self, x: float, y: float, s: str, size: int = 10, fill: str = COLORS["text"], anchor: str = "start",
-             weight: str = "normal", title: str | None = None) -> None:
+    def text(
+        self,
+        x: float,
+        y: float,
+        s: str,
+        size: int = 10,
+        fill: str = COLORS["text"],
+        anchor: str = "start",
+        weight: str = "normal",
+        title: str | None = None,
+    ) -> None:
         tip = f"<title>{_esc(title)}</title>" if title else ""
         self.add(
-            f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" fill="{fill}" text-anchor="{anchor}" '
+            f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" fill="{fill}" '
+            f'text-anchor="{anchor}" '
             f'font-weight="{weight}">{tip}{_esc(s)}</text>'
         )
 
@@ -79,7 +90,8 @@ def timeline_svg(
     width: int = 1100,
     end_time: float | None = None,
 ) -> str:
-    """The run's timeline as an <svg> element. Violations link to ``#{anchor_prefix}-{invariant}``."""
+    """The run's timeline as an <svg> element; violations link to ``#{anchor_prefix}-{invariant}``.
+    """
     view = RunView(records)
     conns = view.ordered_conns()
     t0 = min((float(r["ts"]) for r in records if "ts" in r), default=0.0)
@@ -113,8 +125,10 @@ def timeline_svg(
     height = lanes_top + lanes_h + 8 + LEGEND_H
     svg = _Svg()
     svg.add(
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="timeline" width="100%" style="min-width:{width // 2}px" '
-        f'viewBox="0 0 {width} {height}" font-family="system-ui, -apple-system, Segoe UI, sans-serif" '
+        '<svg xmlns="http://www.w3.org/2000/svg" class="timeline" width="100%" '
+        f'style="min-width:{width // 2}px" '
+        f'viewBox="0 0 {width} {height}" font-family="system-ui, -apple-system, Segoe UI, '
+        'sans-serif" '
         f'role="img" aria-label="timeline of the run">'
     )
     svg.add(f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>')
@@ -124,8 +138,10 @@ def timeline_svg(
     tick = math.ceil(t0 / step) * step
     while tick <= t1 + 1e-9:
         xt = x(tick)
-        svg.add(f'<line x1="{xt:.1f}" y1="{AXIS_H - 4}" x2="{xt:.1f}" y2="{lanes_top + lanes_h}" '
-                f'stroke="{COLORS["grid"]}" stroke-width="1"/>')
+        svg.add(
+            f'<line x1="{xt:.1f}" y1="{AXIS_H - 4}" x2="{xt:.1f}" y2="{lanes_top + lanes_h}" '
+            f'stroke="{COLORS["grid"]}" stroke-width="1"/>'
+        )
         svg.text(xt, AXIS_H - 8, f"{tick:g} s", size=10, fill=COLORS["muted"], anchor="middle")
         tick += step
     svg.text(8, AXIS_H + 12, "faults", size=11, fill=COLORS["muted"], weight="600")
@@ -135,23 +151,33 @@ def timeline_svg(
         y = AXIS_H + row * FAULT_ROW_H + 2
         x0 = x(w.start)
         tip = f"{w.kind} fault {w.name!r} on at {w.start:.2f} s" + (
-            f", off at {w.end:.2f} s" if w.end is not None and w.end > w.start else
-            " (never switched off)" if w.end is None else " (one-shot)"
+            f", off at {w.end:.2f} s"
+            if w.end is not None and w.end > w.start
+            else " (never switched off)"
+            if w.end is None
+            else " (one-shot)"
         )
         params = {k: v for k, v in w.params.items() if k not in ("attributes",)}
         if params:
             tip += " " + ", ".join(f"{k}={v}" for k, v in params.items())
         if w.end is not None and w.end <= w.start:
-            svg.add(f'<line x1="{x0:.1f}" y1="{y}" x2="{x0:.1f}" y2="{lanes_top + lanes_h}" '
-                    f'stroke="{COLORS["warn"]}" stroke-width="1.2" stroke-dasharray="4 3"><title>{_esc(tip)}</title></line>')
+            svg.add(
+                f'<line x1="{x0:.1f}" y1="{y}" x2="{x0:.1f}" y2="{lanes_top + lanes_h}" '
+                f'stroke="{COLORS["warn"]}" stroke-width="1.2" stroke-dasharray="4 '
+                f'3"><title>{_esc(tip)}</title></line>'
+            )
             svg.text(x0 + 4, y + 11, f"⚡ {w.name}", size=10, fill=COLORS["warn"], title=tip)
             continue
         x1 = x(w.end if w.end is not None else t1)
         span = max(2.0, x1 - x0)
-        svg.add(f'<rect x="{x0:.1f}" y="{lanes_top}" width="{span:.1f}" height="{lanes_h}" '
-                f'fill="{COLORS["fault"]}" fill-opacity="0.13"><title>{_esc(tip)}</title></rect>')
-        svg.add(f'<rect x="{x0:.1f}" y="{y}" width="{span:.1f}" height="{FAULT_ROW_H - 4}" rx="3" '
-                f'fill="{COLORS["fault"]}" fill-opacity="0.55"><title>{_esc(tip)}</title></rect>')
+        svg.add(
+            f'<rect x="{x0:.1f}" y="{lanes_top}" width="{span:.1f}" height="{lanes_h}" '
+            f'fill="{COLORS["fault"]}" fill-opacity="0.13"><title>{_esc(tip)}</title></rect>'
+        )
+        svg.add(
+            f'<rect x="{x0:.1f}" y="{y}" width="{span:.1f}" height="{FAULT_ROW_H - 4}" rx="3" '
+            f'fill="{COLORS["fault"]}" fill-opacity="0.55"><title>{_esc(tip)}</title></rect>'
+        )
         svg.text(x0 + 4, y + 10, w.name + ("" if w.end is not None else " →"), size=10, title=tip)
 
     # Connection lanes.
@@ -159,7 +185,13 @@ def timeline_svg(
     for i, conn in enumerate(conns):
         _lane(svg, view, conn, lanes_top + i * lane_h, lane_h, x, t1)
     if not conns:
-        svg.text(LEFT + 8, lanes_top + 20, "no connection reached the gateway", size=11, fill=COLORS["muted"])
+        svg.text(
+            LEFT + 8,
+            lanes_top + 20,
+            "no connection reached the gateway",
+            size=11,
+            fill=COLORS["muted"],
+        )
 
     # Violations: red rings on the records each failed verdict cites, linked to its evidence.
     for v in verdicts:
@@ -179,11 +211,15 @@ def timeline_svg(
             shown += 1
             svg.add(
                 f'<a href="#{_esc(anchor_prefix)}-{_esc(v.invariant)}"><g class="violation">'
-                f"<title>{_esc(v.invariant)} failed: {_esc(v.evidence)} (trace line {idx + 1})</title>"
-                f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="9" fill="none" stroke="{COLORS["bad"]}" stroke-width="2.2"/>'
-                f'<rect x="{cx + 7:.1f}" y="{cy - 22:.1f}" width="{len(v.invariant) * 7 + 6}" height="13" rx="3" '
+                f"<title>{_esc(v.invariant)} failed: {_esc(v.evidence)} (trace line "
+                f"{idx + 1})</title>"
+                f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="9" fill="none" stroke="{COLORS["bad"]}" '
+                'stroke-width="2.2"/>'
+                f'<rect x="{cx + 7:.1f}" y="{cy - 22:.1f}" width="{len(v.invariant) * 7 + 6}" '
+                'height="13" rx="3" '
                 f'fill="{COLORS["bad"]}"/>'
-                f'<text x="{cx + 10:.1f}" y="{cy - 12:.1f}" font-size="10" font-weight="700" fill="#fff">'
+                f'<text x="{cx + 10:.1f}" y="{cy - 12:.1f}" font-size="10" font-weight="700" '
+                'fill="#fff">'
                 f"{_esc(v.invariant)}</text></g></a>"
             )
 
@@ -192,26 +228,36 @@ def timeline_svg(
     return "".join(svg.parts)
 
 
-def _lane(svg: _Svg, view: RunView, conn: Connection, top: float, h: float, x: Any, t1: float) -> None:
+def _lane(
+    svg: _Svg, view: RunView, conn: Connection, top: float, h: float, x: Any, t1: float
+) -> None:
     mid = top + h / 2
     start = conn.start_ts
     end = conn.close_ts if conn.close_ts is not None else t1
     listener = conn.listener or "other"
     fill = COLORS.get(listener, COLORS["other"])
-    svg.add(f'<line x1="0" y1="{top + h:.1f}" x2="{LEFT + 9999}" y2="{top + h:.1f}" stroke="{COLORS["grid"]}"/>')
+    svg.add(
+        f'<line x1="0" y1="{top + h:.1f}" x2="{LEFT + 9999}" y2="{top + h:.1f}" '
+        f'stroke="{COLORS["grid"]}"/>'
+    )
     svg.text(8, mid - 2, f"conn {conn.id}", size=12, weight="600")
-    state = conn.live.rec.get("t") if conn.live is not None else ("rejected" if conn.rejected else "no session")
+    state = (
+        conn.live.rec.get("t")
+        if conn.live is not None
+        else ("rejected" if conn.rejected else "no session")
+    )
     svg.text(8, mid + 12, f"{listener} · {state}", size=10, fill=COLORS["muted"])
     bar_h = min(22.0, h - 14)
     svg.add(
-        f'<rect x="{x(start):.1f}" y="{mid - bar_h / 2:.1f}" width="{max(2.0, x(end) - x(start)):.1f}" '
+        f'<rect x="{x(start):.1f}" y="{mid - bar_h / 2:.1f}" '
+        f'width="{max(2.0, x(end) - x(start)):.1f}" '
         f'height="{bar_h:.1f}" rx="4" fill="{fill}" stroke="#94a3b8" stroke-width="0.6">'
         f"<title>conn {conn.id} on the {listener} URL, open {start:.2f} s .. "
-        f"{'%.2f s' % end if conn.close_ts is not None else 'end'}</title></rect>"
+        f"{f'{end:.2f} s' if conn.close_ts is not None else 'end'}</title></rect>"
     )
     small = h < 40
     last_seq_x = -1e9
-    # Labels above the bar (IDENTIFY, READY, op 7 ...): neighbours closer than a label merge into one.
+    # Labels above the bar (IDENTIFY, READY, op 7 ...): close neighbours merge into one label.
     above: list[tuple[float, list[tuple[str, str]]]] = []
 
     def label_above(fx: float, text: str, color: str) -> None:
@@ -221,6 +267,7 @@ def _lane(svg: _Svg, view: RunView, conn: Connection, top: float, h: float, x: A
             above[-1][1].append((text, color))
         else:
             above.append((fx, [(text, color)]))
+
     frames = sorted(conn.frames_in + conn.frames_out, key=lambda f: f.idx)
     for f in frames:
         rec = f.rec
@@ -229,49 +276,86 @@ def _lane(svg: _Svg, view: RunView, conn: Connection, top: float, h: float, x: A
         line = f"trace line {f.idx + 1}"
         if rec["kind"] == "frame_in":
             if op == 1:
-                svg.add(f'<circle cx="{fx:.1f}" cy="{mid - 5:.1f}" r="2.8" fill="{COLORS["beat"]}">'
-                        f'<title>client heartbeat d={rec.get("d")} at {f.ts:.2f} s ({line})</title></circle>')
+                svg.add(
+                    f'<circle cx="{fx:.1f}" cy="{mid - 5:.1f}" r="2.8" fill="{COLORS["beat"]}">'
+                    f"<title>client heartbeat d={rec.get('d')} at {f.ts:.2f} s "
+                    f"({line})</title></circle>"
+                )
             elif op in (2, 6):
                 label = "IDENTIFY" if op == 2 else f"RESUME seq={rec.get('seq')}"
-                svg.add(f'<rect x="{fx - 3.5:.1f}" y="{mid - 3.5:.1f}" width="7" height="7" fill="{COLORS["session"]}">'
-                        f"<title>client {label} at {f.ts:.2f} s ({line})</title></rect>")
+                svg.add(
+                    f'<rect x="{fx - 3.5:.1f}" y="{mid - 3.5:.1f}" width="7" height="7" '
+                    f'fill="{COLORS["session"]}">'
+                    f"<title>client {label} at {f.ts:.2f} s ({line})</title></rect>"
+                )
                 label_above(fx, label, COLORS["session"])
             else:
-                svg.add(f'<circle cx="{fx:.1f}" cy="{mid - 5:.1f}" r="2" fill="{COLORS["muted"]}">'
-                        f"<title>client op {op} at {f.ts:.2f} s ({line})</title></circle>")
+                svg.add(
+                    f'<circle cx="{fx:.1f}" cy="{mid - 5:.1f}" r="2" fill="{COLORS["muted"]}">'
+                    f"<title>client op {op} at {f.ts:.2f} s ({line})</title></circle>"
+                )
         else:
             if op == 11:
-                svg.add(f'<rect x="{fx - 0.8:.1f}" y="{mid + 3:.1f}" width="1.6" height="6" fill="{COLORS["ack"]}">'
-                        f"<title>ACK at {f.ts:.2f} s ({line})</title></rect>")
+                svg.add(
+                    f'<rect x="{fx - 0.8:.1f}" y="{mid + 3:.1f}" width="1.6" height="6" '
+                    f'fill="{COLORS["ack"]}">'
+                    f"<title>ACK at {f.ts:.2f} s ({line})</title></rect>"
+                )
             elif op == 10:
-                svg.add(f'<path d="M{fx:.1f},{mid - 11:.1f} l4,-6 h-8 z" fill="{COLORS["muted"]}">'
-                        f'<title>HELLO heartbeat_interval={rec.get("heartbeat_interval")} at {f.ts:.2f} s ({line})</title></path>')
+                svg.add(
+                    f'<path d="M{fx:.1f},{mid - 11:.1f} l4,-6 h-8 z" fill="{COLORS["muted"]}">'
+                    f"<title>HELLO heartbeat_interval={rec.get('heartbeat_interval')} at "
+                    f"{f.ts:.2f} s ({line})</title></path>"
+                )
             elif op == 0 and rec.get("t") in ("READY", "RESUMED"):
                 t = rec.get("t")
-                svg.add(f'<path d="M{fx:.1f},{mid - 6:.1f} l6,6 l-6,6 l-6,-6 z" fill="{COLORS["live"]}">'
-                        f"<title>{t} s={rec.get('s')} at {f.ts:.2f} s ({line})</title></path>")
+                svg.add(
+                    f'<path d="M{fx:.1f},{mid - 6:.1f} l6,6 l-6,6 l-6,-6 z" '
+                    f'fill="{COLORS["live"]}">'
+                    f"<title>{t} s={rec.get('s')} at {f.ts:.2f} s ({line})</title></path>"
+                )
                 label_above(fx, str(t), COLORS["live"])
             elif op == 0:
-                svg.add(f'<line x1="{fx:.1f}" y1="{mid - 2:.1f}" x2="{fx:.1f}" y2="{mid + 2:.1f}" '
-                        f'stroke="{COLORS["dispatch"]}" stroke-width="1"><title>dispatch {rec.get("t")} '
-                        f"s={rec.get('s')} at {f.ts:.2f} s ({line})</title></line>")
+                svg.add(
+                    f'<line x1="{fx:.1f}" y1="{mid - 2:.1f}" x2="{fx:.1f}" y2="{mid + 2:.1f}" '
+                    f'stroke="{COLORS["dispatch"]}" stroke-width="1"><title>dispatch '
+                    f"{rec.get('t')} "
+                    f"s={rec.get('s')} at {f.ts:.2f} s ({line})</title></line>"
+                )
                 if not small and fx - last_seq_x > 16:
-                    svg.text(fx, mid + h / 2 - 3, str(rec.get("s")), size=8, fill=COLORS["muted"], anchor="middle")
+                    svg.text(
+                        fx,
+                        mid + h / 2 - 3,
+                        str(rec.get("s")),
+                        size=8,
+                        fill=COLORS["muted"],
+                        anchor="middle",
+                    )
                     last_seq_x = fx
             elif op == 1:
-                svg.add(f'<circle cx="{fx:.1f}" cy="{mid - 5:.1f}" r="3.2" fill="#fff" stroke="{COLORS["warn"]}" '
-                        f'stroke-width="1.6"><title>server op 1 (heartbeat request) at {f.ts:.2f} s ({line})</title></circle>')
+                svg.add(
+                    f'<circle cx="{fx:.1f}" cy="{mid - 5:.1f}" r="3.2" fill="#fff" '
+                    f'stroke="{COLORS["warn"]}" '
+                    f'stroke-width="1.6"><title>server op 1 (heartbeat request) at {f.ts:.2f} s '
+                    f"({line})</title></circle>"
+                )
             elif op in (7, 9):
                 label = "op 7" if op == 7 else f"op 9 d={str(rec.get('d')).lower()}"
                 color = COLORS["warn"] if op == 7 else COLORS["bad"]
-                svg.add(f'<path d="M{fx:.1f},{mid - 7:.1f} v14" stroke="{color}" stroke-width="2.2">'
-                        f"<title>server {label} at {f.ts:.2f} s ({line})</title></path>")
+                svg.add(
+                    f'<path d="M{fx:.1f},{mid - 7:.1f} v14" stroke="{color}" stroke-width="2.2">'
+                    f"<title>server {label} at {f.ts:.2f} s ({line})</title></path>"
+                )
                 label_above(fx, label, color)
     for lx, parts in above:
         spans = "".join(
-            f'<tspan fill="{color}">{_esc((" · " if i else "") + text)}</tspan>' for i, (text, color) in enumerate(parts)
+            f'<tspan fill="{color}">{_esc((" · " if i else "") + text)}</tspan>'
+            for i, (text, color) in enumerate(parts)
         )
-        svg.add(f'<text x="{lx - 4:.1f}" y="{top + 10:.1f}" font-size="9" font-weight="700">{spans}</text>')
+        svg.add(
+            f'<text x="{lx - 4:.1f}" y="{top + 10:.1f}" font-size="9" '
+            f'font-weight="700">{spans}</text>'
+        )
     rejected_status: object = None
     for idx, rec in enumerate(view.records):
         if rec.get("conn") != conn.id:
@@ -279,12 +363,28 @@ def _lane(svg: _Svg, view: RunView, conn: Connection, top: float, h: float, x: A
         if rec.get("kind") == "ws_rejected":
             rejected_status = rec.get("status")
             fx = x(float(rec["ts"]))
-            svg.text(fx, mid + 4, "✕", size=12, fill=COLORS["bad"], anchor="middle",
-                     title=f"upgrade rejected with HTTP {rec.get('status')} ({rec.get('reason')}), trace line {idx + 1}")
+            svg.text(
+                fx,
+                mid + 4,
+                "✕",
+                size=12,
+                fill=COLORS["bad"],
+                anchor="middle",
+                title=f"upgrade rejected with HTTP {rec.get('status')} ({rec.get('reason')}), "
+                f"trace line {idx + 1}",
+            )
         elif rec.get("kind") == "frame_bad":
             fx = x(float(rec["ts"]))
-            svg.text(fx, mid + 4, "!", size=12, fill=COLORS["bad"], anchor="middle", weight="700",
-                     title=f"bad client frame: {rec.get('reason')}, trace line {idx + 1}")
+            svg.text(
+                fx,
+                mid + 4,
+                "!",
+                size=12,
+                fill=COLORS["bad"],
+                anchor="middle",
+                weight="700",
+                title=f"bad client frame: {rec.get('reason')}, trace line {idx + 1}",
+            )
     if conn.close is not None:
         c = conn.close
         cx = x(float(c["ts"]))
@@ -295,13 +395,23 @@ def _lane(svg: _Svg, view: RunView, conn: Connection, top: float, h: float, x: A
             label = f"HTTP {rejected_status}"
         by = c.get("by")
         color = COLORS["bad"] if by == "network" else COLORS["text"]
-        tip = (f"closed by {by} at {float(c['ts']):.2f} s, code {code}, {how}"
-               f"{', ' + str(c.get('reason')) if c.get('reason') else ''} (trace line {(conn.close_idx or 0) + 1})")
-        svg.add(f'<line x1="{cx:.1f}" y1="{mid - 11:.1f}" x2="{cx:.1f}" y2="{mid + 11:.1f}" stroke="{color}" '
-                f'stroke-width="2.5"><title>{_esc(tip)}</title></line>')
+        tip = (
+            f"closed by {by} at {float(c['ts']):.2f} s, code {code}, {how}"
+            f"{', ' + str(c.get('reason')) if c.get('reason') else ''} (trace line "
+            f"{(conn.close_idx or 0) + 1})"
+        )
+        svg.add(
+            f'<line x1="{cx:.1f}" y1="{mid - 11:.1f}" x2="{cx:.1f}" y2="{mid + 11:.1f}" '
+            f'stroke="{color}" '
+            f'stroke-width="2.5"><title>{_esc(tip)}</title></line>'
+        )
         text = f"{label} ({by})"
-        if cx + 8 + len(text) * CHAR_W > x(t1) + RIGHT - 2:  # no room on the right: write it leftwards
-            svg.text(cx - 6, mid + 4, text, size=10, fill=color, weight="600", anchor="end", title=tip)
+        if (
+            cx + 8 + len(text) * CHAR_W > x(t1) + RIGHT - 2
+        ):  # no room on the right: write it leftwards
+            svg.text(
+                cx - 6, mid + 4, text, size=10, fill=color, weight="600", anchor="end", title=tip
+            )
         else:
             svg.text(cx + 8, mid + 4, text, size=10, fill=color, weight="600", title=tip)
 
@@ -310,14 +420,34 @@ def _legend(svg: _Svg, y: float, width: int) -> None:
     items = [
         (f'<circle cx="0" cy="-3" r="2.8" fill="{COLORS["beat"]}"/>', "heartbeat"),
         (f'<rect x="-0.8" y="-7" width="1.6" height="7" fill="{COLORS["ack"]}"/>', "ACK"),
-        (f'<line x1="0" y1="-6" x2="0" y2="0" stroke="{COLORS["dispatch"]}"/>', "dispatch (seq below)"),
+        (
+            f'<line x1="0" y1="-6" x2="0" y2="0" stroke="{COLORS["dispatch"]}"/>',
+            "dispatch (seq below)",
+        ),
         (f'<path d="M0,-9 l5,5 l-5,5 l-5,-5 z" fill="{COLORS["live"]}"/>', "READY / RESUMED"),
-        (f'<rect x="-3.5" y="-7" width="7" height="7" fill="{COLORS["session"]}"/>', "IDENTIFY / RESUME"),
-        (f'<circle cx="0" cy="-3" r="3.2" fill="#fff" stroke="{COLORS["warn"]}" stroke-width="1.6"/>', "server op 1"),
+        (
+            f'<rect x="-3.5" y="-7" width="7" height="7" fill="{COLORS["session"]}"/>',
+            "IDENTIFY / RESUME",
+        ),
+        (
+            f'<circle cx="0" cy="-3" r="3.2" fill="#fff" stroke="{COLORS["warn"]}" '
+            'stroke-width="1.6"/>',
+            "server op 1",
+        ),
         (f'<path d="M0,-9 l4,-0 l-4,6 l-4,-6 z" fill="{COLORS["muted"]}"/>', "HELLO"),
-        (f'<rect x="-6" y="-9" width="12" height="10" fill="{COLORS["fault"]}" fill-opacity="0.45"/>', "fault"),
-        (f'<line x1="0" y1="-9" x2="0" y2="2" stroke="{COLORS["text"]}" stroke-width="2.5"/>', "close (code, by)"),
-        (f'<circle cx="0" cy="-3" r="6" fill="none" stroke="{COLORS["bad"]}" stroke-width="2"/>', "violation"),
+        (
+            f'<rect x="-6" y="-9" width="12" height="10" fill="{COLORS["fault"]}" '
+            'fill-opacity="0.45"/>',
+            "fault",
+        ),
+        (
+            f'<line x1="0" y1="-9" x2="0" y2="2" stroke="{COLORS["text"]}" stroke-width="2.5"/>',
+            "close (code, by)",
+        ),
+        (
+            f'<circle cx="0" cy="-3" r="6" fill="none" stroke="{COLORS["bad"]}" stroke-width="2"/>',
+            "violation",
+        ),
     ]
     cx = 10.0
     for symbol, label in items:
