@@ -95,6 +95,9 @@ class Tolerances:
     """HB3: seconds a dispatch may take to reach the client before its heartbeat must cite it."""
     op1_reply_within: float = 1.0
     """HB4: seconds to answer a server op 1."""
+    ack_wait: float = 0.5
+    """ZB1/RS4: a heartbeat counts as unACKed only if its connection stayed open this fraction of
+    the interval after it without an ACK (a client closing right after a beat is not a zombie)."""
     zombie_close_grace: float = 0.5
     """ZB1: seconds beyond one (slackened) interval after an unACKed beat to close the socket."""
     reconnect_within: float = 5.0
@@ -114,6 +117,9 @@ class Tolerances:
     """BO1: more than storm_max_attempts failed attempts in storm_window seconds is a storm."""
     identify_window: float = 5.0
     """BO2: the max_concurrency window in seconds."""
+    teardown_window: float = 1.0
+    """LV1/RS1: closes in the trace's last this-many seconds, after every fault cleared, are the
+    run ending, not a loss."""
     rate_window: float = 60.0
     rate_max_frames: int = 120
     max_payload: int = 4096
@@ -657,10 +663,11 @@ def check_zb1(view: RunView, exp: Expectations) -> Verdict:
         acks = conn.acks()
         beats = conn.beats()
         unacked: Frame | None = None
+        open_until = conn.close_ts if conn.close_ts is not None else view.end_ts
         for i, beat in enumerate(beats):
             nxt = beats[i + 1].idx if i + 1 < len(beats) else None
             answered = any(a.idx > beat.idx and (nxt is None or a.idx < nxt) for a in acks)
-            if not answered:
+            if not answered and open_until - beat.ts >= interval * tol.ack_wait:
                 unacked = beat
                 break
         if unacked is None:
@@ -852,8 +859,13 @@ def check_rs1(view: RunView, exp: Expectations) -> Verdict:
             if not losses
             else "no IDENTIFY/RESUME followed the resumable loss"
         )
-        if losses and exp.outcome == "resume":
-            loss = losses[-1]
+        due = [
+            loss
+            for loss in losses
+            if view.end_ts - loss.ts > max(exp.recovery_bound, exp.tolerances.teardown_window)
+        ]
+        if due and exp.outcome == "resume":
+            loss = due[-1]
             return _fail(
                 "RS1",
                 f"conn {loss.conn.id} lost at {fmt(loss.ts)} ({loss.why}); the client never "
@@ -1034,8 +1046,12 @@ def check_rs4(view: RunView, exp: Expectations) -> Verdict:
         resuming = nxt is not None and nxt.op == OP_RESUME
         beats, acks = conn.beats(), conn.acks()
         # A zombie close: the session was live and the last heartbeat went unanswered.
+        interval = view.interval_for(conn) or 0.0
         zombie = (
-            conn.live is not None and bool(beats) and not any(a.idx > beats[-1].idx for a in acks)
+            conn.live is not None
+            and bool(beats)
+            and not any(a.idx > beats[-1].idx for a in acks)
+            and float(close["ts"]) - beats[-1].ts >= interval * exp.tolerances.ack_wait
         )
         if not (op7 or resuming or zombie):
             continue
@@ -1451,7 +1467,10 @@ def check_lv1(view: RunView, exp: Expectations) -> Verdict:
         if conn.live is None or conn.live.ts > check_at:
             continue
         if conn.close_ts is not None and conn.close_ts < check_at:
-            continue
+            # A close in the trace's last moments, after every fault cleared, is the run ending.
+            teardown = conn.close_ts >= max(cleared, view.end_ts - exp.tolerances.teardown_window)
+            if not teardown:
+                continue
         candidates.append(conn)
     if not candidates and too_short:
         return _skip(

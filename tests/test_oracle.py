@@ -457,3 +457,22 @@ def test_verdicts_serialize_with_their_record_indices():
     assert (
         d["invariant"] == "LV1" and d["status"] == "fail" and isinstance(d["record_indices"], list)
     )
+
+
+def test_the_run_ending_is_not_a_zombie_a_loss_or_an_outage():
+    # The runner stops the client right after a heartbeat: it closes with 1000, then the trace ends.
+    run = (
+        healthy_start()
+        .beats(1, 0.5, 5.0, d=3)
+        .beat(1, 5.5, 3, ack=False)
+        .close(1, 5.6, "client", 1000)
+    )
+    run.rec("note", 5.7, text="end")
+    for inv in ("ZB1", "RS4"):
+        assert_status(verdict(run, inv, outcome="resume"), "not_judged")
+    assert_status(verdict(run, "LV1", outcome="resume", recovery_bound=3.0), "pass")
+    # The client process is killed instead: the gateway sees the network end the connection.
+    killed = healthy_start().beats(1, 0.5, 5.0, d=3).close(1, 5.1, "network", None, "eof")
+    killed.rec("note", 5.2, text="end")
+    assert_status(verdict(killed, "RS1", outcome="resume"), "not_judged")
+    assert_status(verdict(killed, "LV1", outcome="resume", recovery_bound=3.0), "pass")
