@@ -283,12 +283,19 @@ class RunView:
                 params = dict(rec.get("params") or {})
                 if action in ONE_SHOT_CONTROLS:
                     ts = float(rec["ts"])
+                    params = {**params, "action": action, CONTROL_RECORD: True}
                     self.windows.append(FaultWindow(action, "control", ts, ts, idx, idx, params))
                 elif action not in POLICY_CONTROLS and isinstance(params.get("on"), bool):
                     # A persistent switch applied directly (the runner also writes fault records).
                     key = f"control {action} -> {rec.get('target')}"
                     state = "on" if params["on"] else "off"
-                    switch = {**rec, "name": key, "state": state, "fault_kind": "control"}
+                    switch = {
+                        **rec,
+                        "name": key,
+                        "state": state,
+                        "fault_kind": "control",
+                        "params": {**params, "action": action, CONTROL_RECORD: True},
+                    }
                     self._switch(open_faults, idx, switch)
         for pending in open_faults.values():
             for on_idx, on in pending:
@@ -307,6 +314,7 @@ class RunView:
                         dict(on.get("params") or {}),
                     )
                 )
+        self.windows = _without_echoes(self.windows)
         self.windows.sort(key=lambda w: w.start)
 
     def _switch(
@@ -352,6 +360,29 @@ class RunView:
             return conn.interval
         intervals = [c.interval for c in self.ordered_conns() if c.interval is not None]
         return intervals[0] if intervals else None
+
+
+CONTROL_RECORD = "_from_control_record"
+
+
+def _without_echoes(windows: list[FaultWindow]) -> list[FaultWindow]:
+    """Drop windows read from the gateway's control records that echo a runner fault record.
+
+    The runner writes a fault record for a control step and the gateway a control record when it
+    applies it: the same fault, seen twice. Each still counts when it stands alone.
+    """
+    stated = [w for w in windows if not w.params.get(CONTROL_RECORD)]
+    kept = list(stated)
+    for w in windows:
+        if not w.params.get(CONTROL_RECORD):
+            continue
+        echoed = any(
+            s.params.get("action") == w.params.get("action") and abs(s.start - w.start) <= 0.25
+            for s in stated
+        )
+        if not echoed:
+            kept.append(w)
+    return kept
 
 
 def is_live_frame(rec: Record) -> bool:
@@ -817,7 +848,16 @@ def _resume_path_failing(view: RunView, a: float, b: float, a_idx: int, b_idx: i
 
 
 def check_rs1(view: RunView, exp: Expectations) -> Verdict:
-    losses = _resumable_losses(view)
+    cleared, _, _ = last_fault_cleared(view)
+    ending = max(cleared or 0.0, view.end_ts - exp.tolerances.teardown_window)
+    last_open = max((c.open_idx for c in view.conns.values() if c.open_idx is not None), default=-1)
+    # A loss in the run's last moments, after every fault cleared, with no connection after it, is
+    # the run ending.
+    losses = [
+        loss
+        for loss in _resumable_losses(view)
+        if loss.ts < ending or cleared is None or last_open > loss.idx
+    ]
     failures: list[tuple[str, list[int]]] = []
     judged = 0
     proof: list[int] = []
@@ -1497,7 +1537,14 @@ def check_lv1(view: RunView, exp: Expectations) -> Verdict:
             "LV1",
             f"{cleared_text}; no live session (READY/RESUMED sent, connection open) by "
             f"{fmt(check_at)} (bound {bound} s){tail}{beat_text}",
-            idx_base + ([last_beat.idx] if last_beat else []),
+            idx_base
+            + (
+                [late.live.idx]
+                if late is not None and late.live is not None
+                else [last_beat.idx]
+                if last_beat
+                else []
+            ),
         )
     conn = candidates[-1]
     assert conn.live is not None

@@ -476,3 +476,21 @@ def test_the_run_ending_is_not_a_zombie_a_loss_or_an_outage():
     killed.rec("note", 5.2, text="end")
     assert_status(verdict(killed, "RS1", outcome="resume"), "not_judged")
     assert_status(verdict(killed, "LV1", outcome="resume", recovery_bound=3.0), "pass")
+
+
+def test_gateway_control_records_count_alone_and_do_not_double_the_runners_fault_records():
+    from harness.oracle import RunView
+
+    run = healthy_start().beats(1, 0.5, 6.0, d=3)
+    run.control("withhold_acks", 1.0, on=True).control("withhold_acks", 2.0, on=False)
+    run.control("reset", 3.0)
+    alone = RunView(run.records).windows
+    assert [(w.start, w.end) for w in alone] == [(1.0, 2.0), (3.0, 3.0)]
+    run.fault("withhold-acks", 1.0, "on", kind="control", action="withhold_acks")
+    run.fault("withhold-acks", 2.0, "off", kind="control", action="withhold_acks")
+    run.fault("drop", 3.0, "on", kind="control", action="reset")
+    both = RunView(run.records).windows
+    assert [(w.name, w.start, w.end) for w in both] == [
+        ("withhold-acks", 1.0, 2.0),
+        ("drop", 3.0, 3.0),
+    ]

@@ -24,7 +24,8 @@ RIGHT = 24
 AXIS_H = 26
 FAULT_ROW_H = 17
 LEGEND_H = 30
-CHAR_W = 6.2  # average width of an 10-11 px sans-serif character
+CHAR_W = 6.2  # average width of a 10-11 px sans-serif character
+ONE_SHOT_SPAN = 0.05  # s: a fault on for less than this is drawn as a one-shot (a dashed line)
 
 COLORS = {
     "discovery": "#dbeafe",
@@ -90,8 +91,7 @@ def timeline_svg(
     width: int = 1100,
     end_time: float | None = None,
 ) -> str:
-    """The run's timeline as an <svg> element; violations link to ``#{anchor_prefix}-{invariant}``.
-    """
+    """The run's timeline as an <svg> element; violations link to ``#{anchor_prefix}-{inv}``."""
     view = RunView(records)
     conns = view.ordered_conns()
     t0 = min((float(r["ts"]) for r in records if "ts" in r), default=0.0)
@@ -160,7 +160,7 @@ def timeline_svg(
         params = {k: v for k, v in w.params.items() if k not in ("attributes",)}
         if params:
             tip += " " + ", ".join(f"{k}={v}" for k, v in params.items())
-        if w.end is not None and w.end <= w.start:
+        if w.end is not None and w.end - w.start < ONE_SHOT_SPAN:
             svg.add(
                 f'<line x1="{x0:.1f}" y1="{y}" x2="{x0:.1f}" y2="{lanes_top + lanes_h}" '
                 f'stroke="{COLORS["warn"]}" stroke-width="1.2" stroke-dasharray="4 '
@@ -194,6 +194,7 @@ def timeline_svg(
         )
 
     # Violations: red rings on the records each failed verdict cites, linked to its evidence.
+    badges: dict[tuple[int, int], int] = {}
     for v in verdicts:
         if v.status != "fail":
             continue
@@ -209,16 +210,23 @@ def timeline_svg(
                 cy = AXIS_H + 8
             cx = x(float(rec.get("ts", t0)))
             shown += 1
+            # The badge sits below-right of the ring (left of it at the right edge); badges of
+            # several invariants on one spot stack downwards.
+            badge_w = len(v.invariant) * 7 + 6
+            spot = (round(cx / 6), round(cy))
+            stack = badges.get(spot, 0)
+            badges[spot] = stack + 1
+            bx = cx + 7 if cx + 7 + badge_w <= width - 2 else cx - 7 - badge_w
+            by = cy + 6 + stack * 14
             svg.add(
                 f'<a href="#{_esc(anchor_prefix)}-{_esc(v.invariant)}"><g class="violation">'
                 f"<title>{_esc(v.invariant)} failed: {_esc(v.evidence)} (trace line "
                 f"{idx + 1})</title>"
                 f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="9" fill="none" stroke="{COLORS["bad"]}" '
                 'stroke-width="2.2"/>'
-                f'<rect x="{cx + 7:.1f}" y="{cy - 22:.1f}" width="{len(v.invariant) * 7 + 6}" '
-                'height="13" rx="3" '
+                f'<rect x="{bx:.1f}" y="{by:.1f}" width="{badge_w}" height="13" rx="3" '
                 f'fill="{COLORS["bad"]}"/>'
-                f'<text x="{cx + 10:.1f}" y="{cy - 12:.1f}" font-size="10" font-weight="700" '
+                f'<text x="{bx + 3:.1f}" y="{by + 10:.1f}" font-size="10" font-weight="700" '
                 'fill="#fff">'
                 f"{_esc(v.invariant)}</text></g></a>"
             )
