@@ -6,14 +6,16 @@ print a conformance matrix (clients x scenarios).
     gateway-harness validate --all                       # every built-in client
     gateway-harness validate --command 'node bot.js' --name mybot   # your own client
 
-Each client runs in wall-clock mode behind the fault proxy, over wss with the generated CA, once
-per scenario, under the adapter contract (``harness/adapters/contract.py``). The default suite is
-``DEFAULT_SUITE`` below; ``--suite PATH`` (files or folders, repeatable) replaces it.
+Each client runs in wall-clock mode behind the fault proxy, over wss with the generated CA
+(every scenario is switched to TLS unless ``--no-tls``), once per scenario, under the adapter
+contract (``harness/adapters/contract.py``). The default suite is ``DEFAULT_SUITE`` below plus
+the files in ``validation/``; ``--suite PATH`` (files or folders, repeatable) replaces it.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import sys
 from pathlib import Path
@@ -47,13 +49,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("clients", nargs="*", metavar="CLIENT",
                    help=f"built-in clients, NAME or NAME@VERSION: {', '.join(ADAPTERS)}")
     p.add_argument("--all", action="store_true", help="every built-in client")
-    p.add_argument("--command", help="your own client: a command line run under the contract")
+    # dest differs from "command": the top-level parser keeps the subcommand name there
+    p.add_argument("--command", dest="client_command", metavar="CMD",
+                   help="your own client: a command line run under the contract")
     p.add_argument("--name", help="the name --command's client gets in results")
     p.add_argument("--ignores-hello-interval", action="store_true",
                    help="--command's client beats on its own clock: give it the real 41.25 s")
     p.add_argument("--suite", action="append", default=[], metavar="PATH",
                    help="scenario files or folders (default: the built-in validation suite)")
     p.add_argument("--tag", action="append", default=[], help="only scenarios with this tag")
+    p.add_argument("--no-tls", action="store_true",
+                   help="keep each scenario's own tls setting (default: wss/https for every run)")
     p.add_argument("--seed", type=int, default=0, help="the run seed (a scenario's own seed wins)")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel")
     p.add_argument("--json", metavar="FILE", help="results as JSON, each entry with its client")
@@ -75,6 +81,9 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"--jobs: must be at least 1, got {args.jobs}")
     adapters = _adapters(args)
     scenarios = _suite(args.suite, args.tag)
+    if not args.no_tls:  # real clients meet the gateway as in production: over TLS
+        scenarios = [dataclasses.replace(s, gateway=dataclasses.replace(s.gateway, tls=True))
+                     for s in scenarios]
     out_dir = Path(args.report) if args.report else None
     results: list[ScenarioResult] = []
     for adapter in adapters:
@@ -101,9 +110,9 @@ def _adapters(args: argparse.Namespace) -> list[Adapter]:
     names: list[str] = list(args.clients)
     if args.all:
         names += [n for n in ADAPTERS if n not in names]
-    if args.name and not args.command:
+    if args.name and not args.client_command:
         raise UserError("--name: only applies to --command")
-    if not names and not args.command:
+    if not names and not args.client_command:
         raise UserError("name a client (e.g. discord.py), or use --all or --command 'CMD'")
     clients_dir = Path(args.clients_dir).resolve() if args.clients_dir else None
     adapters: list[Adapter] = []
@@ -120,9 +129,9 @@ def _adapters(args: argparse.Namespace) -> list[Adapter]:
             print(f"installing {spec.requirement(version or None)} into {where} (first use)",
                   file=sys.stderr, flush=True)
         adapters.append(spec.install(version or None, clients_dir))
-    if args.command:
+    if args.client_command:
         adapters.append(Adapter.from_command(
-            args.command, args.name, honours_hello_interval=not args.ignores_hello_interval))
+            args.client_command, args.name, honours_hello_interval=not args.ignores_hello_interval))
     return adapters
 
 

@@ -13,7 +13,8 @@ these variables set (on top of its own environment):
     The bot token the fake accepts (``base64(user_id).x.y``, the shape hikari insists on).
 ``GATEWAY_HARNESS_CA_FILE``
     PEM file of the CA that signed the fake's certificate. Also exported as ``SSL_CERT_FILE``
-    (OpenSSL, so Python's default context) and ``NODE_EXTRA_CA_CERTS`` (Node.js).
+    (OpenSSL, so Python's default context) and ``NODE_EXTRA_CA_CERTS`` (Node.js). Not set when
+    a scenario runs without TLS (``ws://`` and ``http://`` URLs).
 ``GATEWAY_HARNESS_DELIVERY_LOG``
     Optional. A path where the client appends one JSON line per dispatch it handed to its
     application: ``{"s": 12, "t": "MESSAGE_CREATE", "session_id": "...", "ts": 1700000000.0}``
@@ -55,23 +56,25 @@ def env_for(
     gateway_url: str,
     rest_url: str,
     token: str,
-    ca_file: str | os.PathLike[str],
+    ca_file: str | os.PathLike[str] | None,
     delivery_log: str | os.PathLike[str] | None = None,
 ) -> dict[str, str]:
-    """The contract's variables for one client run (only these; the runner adds nothing else)."""
+    """The contract's variables for one client run (only these; the runner adds nothing else).
+
+    ``ca_file`` None (or "") means plain ws:// and http://: no CA variables are set.
+    """
     if not gateway_url.startswith(("ws://", "wss://")):
         raise UserError(f"gateway URL must start with ws:// or wss://, got {gateway_url!r}")
     if not rest_url.rstrip("/").endswith("/api/v10"):
         raise UserError(f"REST URL must end in /api/v10, got {rest_url!r}")
-    ca = str(Path(ca_file).resolve())
     env = {
         ENV_GATEWAY_URL: gateway_url.rstrip("/"),
         ENV_REST_URL: rest_url.rstrip("/"),
         ENV_TOKEN: token,
-        ENV_CA_FILE: ca,
-        "SSL_CERT_FILE": ca,
-        "NODE_EXTRA_CA_CERTS": ca,
     }
+    if ca_file:
+        ca = str(Path(ca_file).resolve())
+        env.update({ENV_CA_FILE: ca, "SSL_CERT_FILE": ca, "NODE_EXTRA_CA_CERTS": ca})
     if delivery_log is not None:
         env[ENV_DELIVERY_LOG] = str(Path(delivery_log).resolve())
     return env
