@@ -299,7 +299,7 @@ READY_AT = 0.3  # when a healthy client typically has READY in wall-clock mode
 
 
 def estimated_last_clear(scenario) -> float | None:
-    """When the last fault clears if READY comes at READY_AT (None: a step waits on later events)."""
+    """When the last fault clears if READY comes at READY_AT (None: a step awaits a later event)."""
     end = 0.0
     for step in scenario.steps:
         start = step.start
