@@ -104,7 +104,7 @@ async def test_toxiproxy_backend_over_http() -> None:
             echo_port = listeners[0].socket.getsockname()[1]
             nursery.start_soon(echo_forever, listeners[0])
             async with open_embedded_backend(api_port=0, seed=1) as embedded:
-                backend = ToxiproxyBackend(embedded.api_url)  # type: ignore[attr-defined]
+                backend = ToxiproxyBackend(embedded.api_url)
                 info = await backend.create_proxy("db", f"localhost:{echo_port}")
                 host, port = info.listen.rsplit(":", 1)
                 stream = await trio.open_tcp_stream(host, int(port))

@@ -174,6 +174,7 @@ class EmbeddedBackend(FaultBackend):
 
     def __init__(self, collection: ProxyCollection) -> None:
         self.collection = collection
+        self.api_url: str | None = None  # set when the HTTP API is served too
 
     def proxy(self, name: str) -> Proxy:
         try:
@@ -262,10 +263,9 @@ async def open_embedded_backend(
     async with trio.open_nursery() as nursery:
         transport = MemoryTransport(network) if network is not None else TcpTransport()
         backend = EmbeddedBackend(ProxyCollection(nursery, transport, seed))
-        backend.api_url = None  # type: ignore[attr-defined]
         if api_port is not None:
             port = await nursery.start(serve_api, backend.collection, api_host, api_port)
-            backend.api_url = f"http://{api_host}:{port}"  # type: ignore[attr-defined]
+            backend.api_url = f"http://{api_host}:{port}"
         try:
             yield backend
         finally:

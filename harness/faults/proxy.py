@@ -206,7 +206,8 @@ class Proxy:
                         except (trio.ClosedResourceError, trio.BrokenResourceError):
                             break
                         except OSError:
-                            continue  # e.g. EMFILE, ECONNABORTED: keep serving
+                            await trio.sleep(0.01)  # e.g. EMFILE: back off, keep serving
+                            continue
                         self.accepted += 1
                         nursery.start_soon(self._handle, self.accepted, stream)
                     # listener closed: the connections are closed by the scope's cancellation
