@@ -440,3 +440,20 @@ def test_toxics_during_traffic_keep_data_intact(api: httpx.Client, proxy: str) -
                 got += sock.recv(100)
             assert got == message
             api.delete(f"{proxy}/n{i}")
+
+
+def test_metrics_only_with_the_flag(api: httpx.Client, echo_port: int) -> None:  # 59
+    assert api.get("/metrics").text == "404 page not found\n"
+    with ToxiproxyServerThread(metrics=True) as with_metrics:
+        client = httpx.Client(base_url=with_metrics.url, timeout=20)
+        body = {"name": "shopify_http", "upstream": f"127.0.0.1:{echo_port}"}
+        listen = client.post("/proxies", json=body).json()["listen"]
+        assert echo_through(listen, b"x" * 1000) == b"x" * 1000
+        client.post("/proxies/shopify_http", json={"enabled": False})  # links end: counted
+        text = client.get("/metrics").text
+        labels = f'listener="{listen}",proxy="shopify_http",upstream="127.0.0.1:{echo_port}"'
+        for metric in ("received", "sent"):
+            for direction in ("upstream", "downstream"):
+                line = f'toxiproxy_proxy_{metric}_bytes_total{{direction="{direction}",{labels}}}'
+                assert f"{line} 1000\n" in text, text
+        client.close()

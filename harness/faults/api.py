@@ -121,6 +121,7 @@ def spec_from(fields: dict[str, Any]) -> ProxySpec:
 
 
 Handler = Callable[["Request"], Awaitable[Response]]
+_ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 class Request:
@@ -169,6 +170,11 @@ class ToxiproxyApp:
                 },
             ),
         ]
+
+        if collection.metrics.enabled:  # like Go: the route exists only with -proxy-metrics
+            self.routes.append(
+                (re.compile(r"^/metrics$"), dict.fromkeys(_ALL_METHODS, self.metrics))
+            )
 
     # -- ASGI ------------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -235,6 +241,10 @@ class ToxiproxyApp:
     async def version_(self, request: Request) -> Response:
         body = json.dumps({"version": self.version}).encode() + b"\n"
         return Response(200, body, "application/json;charset=utf-8")
+
+    async def metrics(self, request: Request) -> Response:
+        body = self.collection.metrics.exposition().encode()
+        return Response(200, body, "text/plain; version=0.0.4; charset=utf-8")
 
     async def reset(self, request: Request) -> Response:
         await self.collection.reset()

@@ -33,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, help="seed for toxic randomness (default: random)")
     parser.add_argument(
+        "--proxy-metrics",
+        action="store_true",
+        help="serve Toxiproxy's byte counters at /metrics (Prometheus text)",
+    )
+    parser.add_argument(
         "--version", action="version", version=f"toxiproxy-server version {TOXIPROXY_VERSION}"
     )
 
@@ -68,9 +73,11 @@ def _first_os_error(exc: BaseException) -> OSError | None:
     return None
 
 
-async def run_server(host: str, port: int, seed: int, specs: list[ProxySpec], source: str) -> None:
+async def run_server(
+    host: str, port: int, seed: int, specs: list[ProxySpec], source: str, metrics: bool = False
+) -> None:
     async with trio.open_nursery() as nursery:
-        collection = ProxyCollection(nursery, TcpTransport(), seed)
+        collection = ProxyCollection(nursery, TcpTransport(), seed, metrics=metrics)
         try:
             proxies = await collection.populate(specs)
         except ProxyError as exc:
@@ -107,7 +114,9 @@ def main(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port {args.port}: must be 0..65535")
     try:
-        trio.run(run_server, args.host, args.port, seed, specs, args.config or "")
+        trio.run(
+            run_server, args.host, args.port, seed, specs, args.config or "", args.proxy_metrics
+        )
     except BaseExceptionGroup as group:
         user_errors = [e for e in group.exceptions if isinstance(e, UserError)]
         if user_errors:

@@ -228,6 +228,9 @@ class Link:
         self.out = ChunkQueue(1)
         self.finished = False
         self.silenced = False  # deliver nothing more (see SilencePeer)
+        self.received_bytes = 0  # read from the source
+        self.sent_bytes = 0  # written to the destination
+        self.write_failed = False
         self._sending = False  # someone (writer, or the reader on the fast path) is writing
         self._send_done = ParkingLot()
         self._nursery: trio.Nursery | None = None
@@ -316,6 +319,7 @@ class Link:
             finally:
                 self._nursery = None  # closing: live toxic changes no longer apply here
                 self.finished = True
+                self.connection.link_done(self)
             nursery.cancel_scope.cancel()
 
     async def _push(self, position: object, item: Item) -> None:
@@ -328,6 +332,7 @@ class Link:
                 data = await self._source_io.receive_some(READ_SIZE)
                 if not data:
                     break
+                self.received_bytes += len(data)
                 if self.silenced:
                     continue
                 if self.stages or self.out.items or self._sending or self.finished:
@@ -345,8 +350,10 @@ class Link:
         self._sending = True
         try:
             await self._dest_io.send_all(data)
+            self.sent_bytes += len(data)
             return True
         except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.write_failed = True
             return False
         finally:
             self._sending = False
@@ -428,7 +435,9 @@ class Link:
             self._sending = True
             try:
                 await self.dest.send_all(item.data)
+                self.sent_bytes += len(item.data)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.write_failed = True
                 break
             finally:
                 self._sending = False
@@ -448,8 +457,10 @@ class ProxiedConnection:
         client: trio.abc.Stream,
         seed: int | str,
         toxics: Callable[[], list[Toxic]],
+        on_link_done: Callable[[Link], None] | None = None,
     ) -> None:
         self.number = number
+        self._on_link_done = on_link_done
         self.client = client
         self.upstream: trio.abc.Stream | None = None
         self.seed = seed
@@ -513,6 +524,11 @@ class ProxiedConnection:
         await close_stream(link.dest)
         if all(other.finished for other in self.links.values()):
             self._scope.cancel()
+
+    def link_done(self, link: Link) -> None:
+        """A link stopped (its byte counts are final): tell whoever counts them."""
+        if self._on_link_done is not None:
+            self._on_link_done(link)
 
     def silence_other(self, link: Link) -> None:
         for other in self.links.values():

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import trio
 
-from harness.faults.link import ProxiedConnection
+from harness.faults.link import Link, ProxiedConnection
 from harness.faults.memnet import MemoryNetwork, close_stream, format_address, parse_address
 from harness.faults.toxics import Toxic, ToxicError, ToxicExists, build_toxic, update_toxic
 
@@ -218,7 +218,13 @@ class Proxy:
             stopped.set()
 
     async def _handle(self, number: int, client: trio.abc.Stream) -> None:
-        connection = ProxiedConnection(number, client, self.seed, lambda: self.toxics)
+        connection = ProxiedConnection(
+            number,
+            client,
+            self.seed,
+            lambda: self.toxics,
+            lambda link: self._collection.metrics.count_link(self, link),
+        )
         self.connections.append(connection)
         try:
             upstream: trio.abc.Stream | None = None
@@ -288,6 +294,51 @@ class ProxySpec:
     enabled: bool = True
 
 
+class ProxyMetrics:
+    """Toxiproxy's two byte counters (``-proxy-metrics``), added once per link when it ends.
+
+    ``count_link`` is given each finished link; ``exposition()`` is the Prometheus text
+    (exact label order and names as Toxiproxy's ``collectors/proxy.go``).
+    """
+
+    NAMES = (
+        (
+            "toxiproxy_proxy_received_bytes_total",
+            "The total bytes received from the source",
+        ),
+        ("toxiproxy_proxy_sent_bytes_total", "The total bytes sent to the destination"),
+    )
+
+    def __init__(self, enabled: bool = False) -> None:
+        self.enabled = enabled
+        # (metric, direction, listener, proxy, upstream) -> bytes
+        self.counters: dict[tuple[str, str, str, str, str], int] = {}
+
+    def count_link(self, proxy: Proxy, link: Link) -> None:
+        if not self.enabled:
+            return
+        labels = (link.direction, proxy.listen, proxy.name, proxy.upstream)
+        received, sent = self.NAMES[0][0], self.NAMES[1][0]
+        self.counters[(received, *labels)] = (
+            self.counters.get((received, *labels), 0) + link.received_bytes
+        )
+        if not link.write_failed:
+            self.counters[(sent, *labels)] = self.counters.get((sent, *labels), 0) + link.sent_bytes
+
+    def exposition(self) -> str:
+        lines = []
+        for metric, help_text in self.NAMES:
+            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+            for key in sorted(k for k in self.counters if k[0] == metric):
+                _, direction, listener, proxy, upstream = key
+                labels = (
+                    f'direction="{direction}",listener="{listener}",proxy="{proxy}",'
+                    f'upstream="{upstream}"'
+                )
+                lines.append(f"{metric}{{{labels}}} {self.counters[key]}")
+        return "\n".join(lines) + "\n"
+
+
 class ProxyCollection:
     """Named proxies with Toxiproxy's create/update/delete/populate/reset semantics.
 
@@ -295,10 +346,18 @@ class ProxyCollection:
     Operations are serialized (like Toxiproxy's collection mutex).
     """
 
-    def __init__(self, nursery: trio.Nursery, transport: Transport, seed: int | str = 0):
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        transport: Transport,
+        seed: int | str = 0,
+        *,
+        metrics: bool = False,
+    ):
         self.nursery = nursery
         self.transport = transport
         self.seed = seed
+        self.metrics = ProxyMetrics(metrics)
         self.proxies: dict[str, Proxy] = {}
         self.lock = trio.Lock()
 

@@ -21,8 +21,11 @@ from harness.faults.proxy import ProxyCollection, TcpTransport
 
 
 class ToxiproxyServerThread:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, seed: int | str = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, seed: int | str = 0, metrics: bool = False
+    ) -> None:
         self.host = host
+        self.metrics = metrics
         self.requested_port = port
         self.seed = seed
         self.port = 0
@@ -47,7 +50,7 @@ class ToxiproxyServerThread:
         self._token = trio.lowlevel.current_trio_token()
         async with trio.open_nursery() as nursery:
             self._cancel = nursery.cancel_scope
-            collection = ProxyCollection(nursery, TcpTransport(), self.seed)
+            collection = ProxyCollection(nursery, TcpTransport(), self.seed, metrics=self.metrics)
             self.port = await nursery.start(serve_api, collection, self.host, self.requested_port)
             self._ready.set()
             try:

@@ -8,7 +8,9 @@ current time, and executes the ``Step`` list it returns:
 - ``WaitUntil(t)`` / ``Sleep(seconds)``: wait (absolute trio time / relative to when the step
   starts); an interrupt (toxic updated or removed) skips waits and flushes pending forwards;
 - ``End(mode)``: end the stream here: ``"fin"`` (graceful close of the whole connection, as
-  Toxiproxy's stage close) or ``"rst"`` (reset both sides).
+  Toxiproxy's stage close) or ``"rst"`` (reset both sides);
+- ``SilencePeer()``: from now on the other direction delivers nothing (so a reply cannot slip
+  through between a forwarded chunk and the reset that follows it).
 
 Randomness comes only from the ``random.Random`` the driver passes in (derived from the run seed).
 Semantics follow Shopify/toxiproxy 2.12 (``toxics/*.go``) except where noted in
@@ -44,7 +46,11 @@ class End(NamedTuple):
     mode: str  # "fin" | "rst"
 
 
-Step = Forward | WaitUntil | Sleep | End
+class SilencePeer(NamedTuple):
+    """Deliver nothing more in the other direction of this connection (from now on)."""
+
+
+Step = Forward | WaitUntil | Sleep | End | SilencePeer
 
 FIN = "fin"
 RST = "rst"
@@ -216,7 +222,8 @@ class ResetAfterCore(ToxicCore):
 
     ``bytes: 0`` fires as soon as the connection is set up. With ``forward`` the chunk that
     reached the count is passed on first (chunk granularity: the whole first write of a client,
-    e.g. a TLS ClientHello, goes up), otherwise it is dropped.
+    e.g. a TLS ClientHello, goes up), otherwise it is dropped. From the moment it fires nothing
+    more is delivered in the other direction, so no reply gets through before the reset.
     """
 
     def __init__(self, attributes: dict[str, Any], rng: random.Random) -> None:
@@ -224,13 +231,14 @@ class ResetAfterCore(ToxicCore):
         self.seen = 0
         self.fired = False
 
-    def _fire(self) -> list[Step]:
+    def _fire(self, forward: list[Step]) -> list[Step]:
         self.fired = True
-        return [End(RST if self.attributes["mode"] == RST else FIN)]
+        end = End(RST if self.attributes["mode"] == RST else FIN)
+        return [SilencePeer(), *forward, end]
 
     def on_start(self, now: float) -> list[Step]:
         if not self.fired and self.attributes["bytes"] <= self.seen:
-            return self._fire()
+            return self._fire([])
         return []
 
     def on_chunk(self, data: bytes, ts: float, now: float) -> list[Step]:
@@ -239,8 +247,7 @@ class ResetAfterCore(ToxicCore):
         self.seen += len(data)
         if self.seen < self.attributes["bytes"]:
             return [Forward(data, ts)]
-        head: list[Step] = [Forward(data, ts)] if self.attributes["forward"] else []
-        return head + self._fire()
+        return self._fire([Forward(data, ts)] if self.attributes["forward"] else [])
 
 
 class BlackholeCore(ToxicCore):
