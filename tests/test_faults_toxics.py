@@ -137,6 +137,23 @@ async def test_latency_each_direction_and_both(
     assert trio.current_time() - start == pytest.approx(0.2)
 
 
+@pytest.mark.parametrize("up_ms,down_ms", [(100, 0), (0, 100), (1000, 100), (100, 1000)])
+async def test_latency_bias(
+    world: World, autojump_clock: trio.testing.MockClock, up_ms: int, down_ms: int
+) -> None:  # 45
+    for stream, ms in (("upstream", up_ms), ("downstream", down_ms)):
+        if ms:
+            world.proxy.add_toxic(
+                {"type": "latency", "stream": stream, "attributes": {"latency": ms}}
+            )
+    client = await world.connect()
+    start = trio.current_time()
+    await client.send_all(b"line of 32 KiB " * 2200)
+    await read_exactly(client, 15 * 2200)
+    assert world.upstream.received[0][0] - start == pytest.approx(up_ms / 1000)
+    assert trio.current_time() - start == pytest.approx((up_ms + down_ms) / 1000)
+
+
 async def test_two_latency_toxics_add_up(
     world: World, autojump_clock: trio.testing.MockClock
 ) -> None:  # 46
