@@ -243,7 +243,10 @@ def test_populate_errors(api: httpx.Client) -> None:  # 18, 19
         "/populate", json=[{"name": "a", "upstream": "x:1"}, {"name": "", "upstream": "x:1"}]
     )
     assert bad_name.status_code == 400
-    assert bad_name.json()["error"] == "missing required field: name at proxy 2"
+    assert bad_name.headers["content-type"] == "application/json"  # api.go Populate
+    assert bad_name.content == (
+        b'{"error":"missing required field: name at proxy 2","status":400,"proxies":null}'
+    )
     assert api.get("/proxies").json() == {}
     bad_listen = api.post(
         "/populate",
@@ -275,6 +278,8 @@ def test_update_listen_restarts_or_not(api: httpx.Client, echo_port: int) -> Non
     assert moved != old and not moved.endswith(":0") and accepts(moved)
     api.post("/proxies/p", json={"enabled": False})
     assert not accepts(moved)
+    bad = api.patch("/proxies/p", json={"listen": "local373"})
+    assert bad.json() == {"error": "address local373: missing port in address", "status": 500}
 
 
 def test_disable_closes_live_connections(api: httpx.Client, echo_port: int) -> None:  # 42

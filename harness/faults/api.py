@@ -64,8 +64,8 @@ def text_error(status: int, text: str) -> Response:
     )
 
 
-def api_error(status: int, message: str, **extra: Any) -> Response:
-    return text_error(status, compact({"error": message, "status": status, **extra}).decode())
+def api_error(status: int, message: str) -> Response:
+    return text_error(status, compact({"error": message, "status": status}).decode())
 
 
 class BadBody(Exception):
@@ -230,8 +230,10 @@ class ToxiproxyApp:
         try:
             return await handler(request)
         except PopulateError as exc:
+            # api.go Populate: a plain JSON response (not http.Error): no newline, JSON type.
             created = [p.to_json() for p in exc.created] or None
-            return api_error(exc.status, exc.message, proxies=created)
+            body = {"error": exc.message, "status": exc.status, "proxies": created}
+            return json_response(exc.status, body)
         except ProxyError as exc:
             return api_error(exc.status, exc.message)
         except BadBody as exc:

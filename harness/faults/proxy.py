@@ -385,7 +385,10 @@ class ProxyCollection:
             return proxy
 
     async def _differs(self, proxy: Proxy, listen: str, upstream: str) -> bool:
-        resolved = await self.transport.resolve(listen or DEFAULT_LISTEN)
+        try:
+            resolved = await self.transport.resolve(listen or DEFAULT_LISTEN)
+        except ProxyError as exc:  # Go reports the bare resolve error here
+            raise ProxyError(exc.status, exc.message.removeprefix("listen tcp: ")) from None
         return resolved != proxy.listen or upstream != proxy.upstream
 
     async def update(
