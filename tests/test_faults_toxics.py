@@ -477,6 +477,21 @@ async def test_reset_after_first_bytes_on_second_connection_only(
     assert await read_exactly(first, 0) == b""
 
 
+async def test_reset_after_zero_bytes_added_live_resets_open_connections_now(
+    world: World, autojump_clock: trio.testing.MockClock
+) -> None:
+    idle = await world.connect()
+    await idle.send_all(b"hi")
+    await read_exactly(idle, 2)
+    world.proxy.add_toxic({"name": "now", "type": "reset_after", "attributes": {"bytes": 0}})
+    with trio.fail_after(1):  # no traffic needed (unlike reset_peer, which waits for a chunk)
+        assert await read_to_end(idle) == (b"", "reset")
+    world.proxy.remove_toxic("now")
+    fresh = await world.connect()
+    await fresh.send_all(b"ok")
+    assert await read_exactly(fresh, 2) == b"ok"
+
+
 async def test_reset_after_without_forward_and_fin_mode(
     world: World, autojump_clock: trio.testing.MockClock
 ) -> None:
