@@ -614,3 +614,38 @@ async def test_reset_after_on_tcp_targets_only_the_reconnect() -> None:
             third = await trio.to_thread.run_sync(_blocking_exchange, proxy.listen, b"three")
             assert third == (b"three", None)
             nursery.cancel_scope.cancel()
+
+
+async def test_no_data_dropped_on_tcp_while_toxics_change() -> None:  # TestNoDataDropped
+    count = 5000
+    payload = b"".join(i.to_bytes(2, "big") for i in range(count))
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            proxy = await _tcp_proxy(nursery)
+            host, port = proxy.listen.rsplit(":", 1)
+            client = await trio.open_tcp_stream(host, int(port))
+
+            async def write() -> None:
+                for i in range(count):
+                    await client.send_all(payload[2 * i : 2 * i + 2])
+
+            async def churn(done: trio.Event) -> None:
+                while not done.is_set():
+                    proxy.add_toxic(
+                        {"name": "lat", "type": "latency", "attributes": {"latency": 2}}
+                    )
+                    await trio.sleep(0.002)
+                    proxy.remove_toxic("lat")
+                    await trio.sleep(0.001)
+
+            done = trio.Event()
+            nursery.start_soon(write)
+            nursery.start_soon(churn, done)
+            received = b""
+            while len(received) < len(payload):
+                chunk = await client.receive_some()
+                assert chunk
+                received += chunk
+            done.set()
+            assert received == payload
+            nursery.cancel_scope.cancel()
