@@ -277,6 +277,7 @@ async def open_embedded_backend(
 # ---------------------------------------------------------------------------------------------
 
 
+REQUEST_TIMEOUT = 30.0  # seconds; toxiproxy-python itself sets none
 _CLIENT_LOCK = threading.Lock()  # toxiproxy-python keeps host/port in class attributes
 
 
@@ -333,10 +334,10 @@ class ToxiproxyBackend(FaultBackend):
 
         def call() -> Any:
             if method == "GET":
-                return APIConsumer.get(path)
+                return APIConsumer.get(path, timeout=REQUEST_TIMEOUT)
             if method == "DELETE":
-                return APIConsumer.delete(path)
-            return APIConsumer.post(path, json=body)
+                return APIConsumer.delete(path, timeout=REQUEST_TIMEOUT)
+            return APIConsumer.post(path, json=body, timeout=REQUEST_TIMEOUT)
 
         return self._checked(await self._call(call))
 
