@@ -649,3 +649,30 @@ async def test_no_data_dropped_on_tcp_while_toxics_change() -> None:  # TestNoDa
             done.set()
             assert received == payload
             nursery.cancel_scope.cancel()
+
+
+async def test_toxics_between_two_plain_streams(autojump_clock: trio.testing.MockClock) -> None:
+    """The transformer on its own: no proxy, no listener, just two stream pairs."""
+    from harness.faults.link import ProxiedConnection
+    from harness.faults.toxics import build_toxic
+
+    net = MemoryNetwork()
+    client_side = net.listen("a:1")
+    server_side = net.listen("b:1")
+    client = await net.connect("a:1")
+    near = await client_side.accept()  # what the client talks to
+    far = await net.connect("b:1")  # what the server is reached through
+    server = await server_side.accept()
+    toxics = [build_toxic({"type": "latency", "attributes": {"latency": 40}})]
+    connection = ProxiedConnection(1, near, seed="plain", toxics=lambda: toxics)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(connection.serve, far)
+        await client.send_all(b"up")
+        assert await server.receive_some() == b"up"
+        start = trio.current_time()
+        await server.send_all(b"down")
+        assert await client.receive_some() == b"down"
+        assert trio.current_time() - start == pytest.approx(0.04)
+        connection.abort()
+    assert (await read_to_end(client))[1] == "reset"
+    assert (await read_to_end(server))[1] == "reset"
