@@ -358,6 +358,32 @@ async def test_reset_peer_resets_client(
     assert trio.current_time() - start == pytest.approx(0.1)
 
 
+async def test_reset_peer_downstream_with_timeout(
+    world: World, autojump_clock: trio.testing.MockClock
+) -> None:  # 58
+    world.proxy.add_toxic({"type": "reset_peer", "attributes": {"timeout": 100}})
+    client = await world.connect()
+    start = trio.current_time()
+    await client.send_all(b"echo me")  # the echo is the first downstream chunk: it fires
+    assert await read_to_end(client) == (b"", "reset")
+    assert trio.current_time() - start == pytest.approx(0.1)
+
+
+async def test_message_then_eof_reaches_upstream(
+    world: World, autojump_clock: trio.testing.MockClock
+) -> None:  # 37
+    world.upstream.echo = False
+    client = await world.connect()
+    await client.send_all(b"hello ")
+    await client.send_all(b"world")
+    await client.send_eof()
+    with trio.fail_after(1):
+        while not world.upstream.ends:
+            await trio.sleep(0.01)
+    assert (world.upstream.data, world.upstream.ends) == (b"hello world", ["eof"])
+    assert await read_to_end(client) == (b"", "eof")
+
+
 async def test_slow_close_delays_the_close(
     world: World, autojump_clock: trio.testing.MockClock
 ) -> None:
