@@ -134,6 +134,9 @@ class Expectations:
     """resume: it ends on the session it started; reidentify: on a new one; stop: not connected."""
     recovery_bound: float = 10.0
     """LV1: seconds after the last fault clears by which the client must be live again."""
+    run_duration: float | None = None
+    """How long the run lasted (trace times start at 0 with the run). A trace whose last record is
+    earlier (a client that never connected leaves next to nothing) still covers the whole run."""
     max_concurrency: int = 1
     max_identifies: int | None = None
     """BO2: total IDENTIFYs allowed in the run (F3: 1; F19: a small number)."""
@@ -1499,8 +1502,9 @@ def check_lv1(view: RunView, exp: Expectations) -> Verdict:
     if cleared is None:
         return _skip("LV1", cleared_text)
     bound = exp.recovery_bound
-    check_at = min(cleared + bound, view.end_ts)
-    too_short = view.end_ts < cleared + bound
+    run_end = max(view.end_ts, exp.run_duration or 0.0)
+    check_at = min(cleared + bound, run_end)
+    too_short = run_end < cleared + bound
     idx_base = [cleared_idx] if cleared_idx is not None else []
     candidates = []
     for conn in conns:
@@ -1515,7 +1519,7 @@ def check_lv1(view: RunView, exp: Expectations) -> Verdict:
     if not candidates and too_short:
         return _skip(
             "LV1",
-            f"{cleared_text}; the trace ends at {fmt(view.end_ts)}, before the "
+            f"{cleared_text}; the run ends at {fmt(run_end)}, before the "
             f"{bound} s recovery bound ran out and before the client was live",
         )
     if not candidates:

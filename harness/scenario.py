@@ -419,6 +419,7 @@ class Scenario:
         return Expectations(
             outcome=outcome,  # type: ignore[arg-type]
             recovery_bound=self.expect.recovery_bound,
+            run_duration=self.expect.duration,
             max_concurrency=self.gateway.max_concurrency,
             max_identifies=self.expect.max_identifies,
             max_resumes=self.expect.max_resumes,

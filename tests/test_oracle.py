@@ -494,3 +494,12 @@ def test_gateway_control_records_count_alone_and_do_not_double_the_runners_fault
         ("withhold-acks", 1.0, 2.0),
         ("drop", 3.0, 3.0),
     ]
+
+
+def test_a_client_that_never_connects_fails_liveness_even_with_an_empty_trace():
+    # The runner's start note is all a client that crashed at start-up leaves behind.
+    run = Run().rec("note", 0.002, text="world: real mode")
+    v = verdict(run, "LV1", recovery_bound=2.0, run_duration=5.0)
+    assert_status(v, "fail", "never became live again")
+    # Without knowing how long the run lasted the oracle cannot tell.
+    assert_status(verdict(run, "LV1", recovery_bound=2.0), "not_judged", "the run ends at 0.00 s")

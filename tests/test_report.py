@@ -199,3 +199,21 @@ def test_conformance_matrix_in_markdown_and_html():
     assert "**1/3**" in md and "**2/3**" in md
     page = matrix_html(results + other)
     assert '<td class="fail"' in page and '<td class="error"' in page and "http" not in page
+
+
+def test_a_run_that_judged_nothing_is_not_a_pass():
+    empty = Run().rec("note", 0.0, text="world: real mode")
+    r = ScenarioResult(name="never-started", mode="real", client="x", verdicts=judge(empty.records))
+    assert all(v.status == "not_judged" for v in r.verdicts)
+    assert r.outcome == "UNJUDGED" and not r.passed
+    assert "UNJUDGED" in summary_table([r]) and "did the client run?" in summary_table([r])
+    case = ET.fromstring(junit_xml([r])).find(".//testcase")
+    assert case is not None and case.find("failure") is not None
+    assert results_to_dict([r])["summary"] == {
+        "passed": 0,
+        "failed": 1,
+        "errors": 0,
+        "total": 1,
+        "duration": 0.0,
+    }
+    assert conformance_matrix([r]).cell("never-started", "x").status == "unjudged"

@@ -42,6 +42,7 @@ white-space:nowrap}
 .badge.fail,.badge.FAIL{background:var(--fail-bg);color:var(--fail)}
 .badge.not_judged{background:var(--nj-bg);color:var(--nj)}
 .badge.ERROR{background:var(--err-bg);color:var(--err)}
+.badge.UNJUDGED{background:#fff8c5;color:#7d4e00}
 h2{font-size:18px;margin:0 0 4px;display:flex;align-items:center;gap:10px}
 h2 a{color:inherit;text-decoration:none}
 .sub{color:var(--muted);font-size:13px;margin:0 0 8px}

@@ -47,6 +47,11 @@ def junit_xml(results: Sequence[ScenarioResult], suite_name: str = "gateway-harn
                 err.text = r.error + (
                     "\n\nstderr (tail):\n" + r.stderr_tail if r.stderr_tail else ""
                 )
+            elif r.outcome == "UNJUDGED":
+                fail = ET.SubElement(
+                    case, "failure", message="nothing could be judged", type="NothingJudged"
+                )
+                fail.text = "\n".join(f"{v.invariant}: {v.evidence}" for v in r.verdicts)
             elif r.failed_invariants:
                 failed = [v for v in r.verdicts if v.status == "fail"]
                 fail = ET.SubElement(

@@ -14,7 +14,7 @@ from harness.report.model import ScenarioResult
 
 @dataclass(frozen=True)
 class Cell:
-    status: str  # "pass" | "fail" | "error" | "missing"
+    status: str  # "pass" | "fail" | "unjudged" | "error" | "missing"
     failed: tuple[str, ...] = ()
     not_judged: tuple[str, ...] = ()
     error: str | None = None
@@ -26,6 +26,8 @@ class Cell:
             return "FAIL " + ", ".join(self.failed)
         if self.status == "error":
             return "ERROR"
+        if self.status == "unjudged":
+            return "UNJUDGED"
         return "-"
 
 
@@ -56,9 +58,8 @@ def conformance_matrix(results: Sequence[ScenarioResult]) -> Matrix:
         if r.error is not None:
             cell = Cell("error", error=r.error)
         else:
-            cell = Cell(
-                "pass" if r.passed else "fail", tuple(r.failed_invariants), tuple(r.not_judged)
-            )
+            status = {"PASS": "pass", "FAIL": "fail"}.get(r.outcome, "unjudged")
+            cell = Cell(status, tuple(r.failed_invariants), tuple(r.not_judged))
         cells[(r.name, column)] = cell
     return Matrix(tuple(clients), tuple(scenarios), cells)
 
@@ -74,7 +75,7 @@ def matrix_markdown(results: Sequence[ScenarioResult]) -> str:
             text = cell.short()
             if cell.status == "pass":
                 text = "✅ " + text
-            elif cell.status in ("fail", "error"):
+            elif cell.status in ("fail", "error", "unjudged"):
                 text = "❌ " + text
             row.append(text.replace("|", "\\|"))
         lines.append(f"| {s} | " + " | ".join(row) + " |")
@@ -95,6 +96,7 @@ table.matrix th{background:#f6f8fa;position:sticky;top:0}
 table.matrix td.pass{background:#e6f4ea;color:#137333}
 table.matrix td.fail{background:#fce8e6;color:#a50e0e;font-weight:600}
 table.matrix td.error{background:#f3e8fd;color:#681da8;font-weight:600}
+table.matrix td.unjudged{background:#fff8c5;color:#7d4e00;font-weight:600}
 table.matrix td.missing{color:#8c959f}
 """
 

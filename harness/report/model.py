@@ -33,7 +33,13 @@ class ScenarioResult:
 
     @property
     def passed(self) -> bool:
-        return self.error is None and all(v.status != "fail" for v in self.verdicts)
+        """No verdict failed, at least one held, and the run itself did not break."""
+        return self.outcome == "PASS"
+
+    @property
+    def judged_nothing(self) -> bool:
+        """Every invariant was not judged: the run proves nothing (a client that never started)."""
+        return not any(v.status == "pass" for v in self.verdicts)
 
     @property
     def failed_invariants(self) -> list[str]:
@@ -45,10 +51,13 @@ class ScenarioResult:
 
     @property
     def outcome(self) -> str:
-        """PASS, FAIL or ERROR: the one word a summary shows."""
+        """The one word a summary shows: ERROR (the run broke), FAIL (a verdict failed),
+        UNJUDGED (nothing could be judged, which is not a pass) or PASS."""
         if self.error is not None:
             return "ERROR"
-        return "PASS" if self.passed else "FAIL"
+        if any(v.status == "fail" for v in self.verdicts):
+            return "FAIL"
+        return "UNJUDGED" if self.judged_nothing else "PASS"
 
 
 @dataclass

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from harness.report.model import ScenarioResult, summarize
 
-_COLORS = {"PASS": "\x1b[32m", "FAIL": "\x1b[31m", "ERROR": "\x1b[35m"}
+_COLORS = {"PASS": "\x1b[32m", "FAIL": "\x1b[31m", "ERROR": "\x1b[35m", "UNJUDGED": "\x1b[33m"}
 _RESET = "\x1b[0m"
 
 
@@ -21,6 +21,8 @@ def summary_table(results: Sequence[ScenarioResult], color: bool = False, width:
             detail = f"error: {r.error}"
         elif r.failed_invariants:
             detail = ", ".join(r.failed_invariants)
+        elif r.outcome == "UNJUDGED":
+            detail = "nothing could be judged (did the client run?)"
         else:
             detail = f"- ({len(r.not_judged)} not judged)" if r.not_judged else "-"
         who = (
@@ -30,16 +32,16 @@ def summary_table(results: Sequence[ScenarioResult], color: bool = False, width:
         )
         rows.append((who, r.outcome, detail, f"{r.duration:.1f}s"))
     name_w = max([len("scenario")] + [len(row[0]) for row in rows])
-    fixed = name_w + 2 + 7 + 2 + 2 + 7
+    fixed = name_w + 2 + 8 + 2 + 2 + 7
     detail_w = max(20, width - fixed)
     lines = [
-        f"{'scenario':<{name_w}}  {'outcome':<7}  {'failed invariants':<{detail_w}}  {'time':>7}"
+        f"{'scenario':<{name_w}}  {'outcome':<8}  {'failed invariants':<{detail_w}}  {'time':>7}"
     ]
     lines.append("-" * len(lines[0]))
     for name, outcome, detail, took in rows:
         if len(detail) > detail_w:
             detail = detail[: detail_w - 3] + "..."
-        shown = f"{outcome:<7}"
+        shown = f"{outcome:<8}"
         if color:
             shown = f"{_COLORS[outcome]}{shown}{_RESET}"
         lines.append(f"{name:<{name_w}}  {shown}  {detail:<{detail_w}}  {took:>7}")
@@ -58,6 +60,8 @@ def failure_details(results: Sequence[ScenarioResult]) -> str:
     for r in results:
         if r.error is not None:
             out.append(f"{r.name}: ERROR {r.error}")
+        elif r.outcome == "UNJUDGED":
+            out.append(f"{r.name}: UNJUDGED every invariant was not judged; the trace may be empty")
         for v in r.verdicts:
             if v.status == "fail":
                 out.append(f"{r.name}: {v.invariant} {v.evidence}")
