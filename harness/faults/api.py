@@ -238,6 +238,8 @@ class ToxiproxyApp:
             return api_error(exc.status, exc.message)
         except BadBody as exc:
             return api_error(400, str(exc))
+        except Exception as exc:  # like Go: an error without a status is a 500 with its text
+            return api_error(500, f"{type(exc).__name__}: {exc}")
 
     # -- handlers --------------------------------------------------------------------------------
     async def version_(self, request: Request) -> Response:
