@@ -1480,6 +1480,21 @@ def check_lv1(view: RunView, exp: Expectations) -> Verdict:
     cleared, cleared_text, cleared_idx = last_fault_cleared(view)
     conns = view.ordered_conns()
     if exp.outcome == "stop":
+        fatal = [
+            c
+            for c in conns
+            if c.close is not None
+            and c.close.get("by") == "server"
+            and c.close.get("code") in FATAL_CLOSE_CODES
+        ]
+        if not fatal:
+            if not any(c.live is not None for c in conns):
+                return _fail(
+                    "LV1",
+                    "expected a fatal close and then silence, but the client never got a session "
+                    "(no READY or RESUMED), so the fatal close never came",
+                )
+            return _skip("LV1", "expected the client to stop, but no fatal close happened")
         after = [
             c
             for c in conns

@@ -503,3 +503,12 @@ def test_a_client_that_never_connects_fails_liveness_even_with_an_empty_trace():
     assert_status(v, "fail", "never became live again")
     # Without knowing how long the run lasted the oracle cannot tell.
     assert_status(verdict(run, "LV1", recovery_bound=2.0), "not_judged", "the run ends at 0.00 s")
+
+
+def test_stop_scenarios_need_the_client_to_get_as_far_as_the_fatal_close():
+    never = Run().rec("note", 0.0, text="world: real mode")
+    assert_status(
+        verdict(never, "LV1", outcome="stop", run_duration=4.0), "fail", "never got a session"
+    )
+    live = healthy_run()
+    assert_status(verdict(live, "LV1", outcome="stop"), "not_judged", "no fatal close happened")
