@@ -58,6 +58,10 @@ td.lines{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px;
 font-family:ui-monospace,monospace;white-space:pre-wrap}
 details pre{background:#f6f8fa;padding:8px;border-radius:6px;overflow-x:auto;font-size:12px}
 .index td.name a{font-weight:600}
+.index th,.index td.name,.index td:nth-child(6),.index td:nth-child(7){white-space:nowrap}
+.why{color:var(--muted);font-size:12px;max-width:520px}
+.tally{margin:10px 0 0;color:var(--muted)}
+.tally b{color:var(--fail)}
 """
 
 
@@ -103,6 +107,7 @@ def render_html(
         f'<span class="total pass">{s.passed} passed</span>',
         f'<span class="total fail">{s.failed} failed</span>',
         f'<span class="total all">{s.total} scenario(s) · {s.duration:.1f} s</span></div>',
+        _tally(results),
         '<table class="index" '
         'style="margin-top:12px"><thead><tr><th>scenario</th><th>client</th><th>mode</th>'
         "<th>outcome</th><th>failed invariants</th><th>not "
@@ -110,11 +115,16 @@ def render_html(
     ]
     for i, r in enumerate(results):
         failed = ", ".join(r.failed_invariants) or ("error" if r.error else "–")
+        why = r.error or next((v.evidence for v in r.verdicts if v.status == "fail"), "")
+        if len(why) > 140:
+            why = why[:137] + "…"
+        why_html = f'<div class="why">{_esc(why)}</div>' if why else ""
         out.append(
             '<tr><td class="name"><a '
             f'href="#{_anchor(r, i)}">{_esc(r.name)}</a></td><td>{_esc(r.client)}</td>'
             f'<td>{_esc(r.mode)}</td><td><span class="badge {r.outcome}">{r.outcome}</span></td>'
-            f"<td>{_esc(failed)}</td><td>{len(r.not_judged)}</td><td>{r.duration:.1f} s</td></tr>"
+            f"<td>{_esc(failed)}{why_html}</td><td>{len(r.not_judged)}</td>"
+            f"<td>{r.duration:.1f} s</td></tr>"
         )
     out.append("</tbody></table></section>")
     for i, r in enumerate(results):
@@ -129,6 +139,21 @@ def render_html(
         "</p></main></body></html>\n"
     )
     return "".join(out)
+
+
+def _tally(results: Sequence[ScenarioResult]) -> str:
+    """Which invariants failed, and in how many scenarios (most first)."""
+    counts: dict[str, int] = {}
+    for r in results:
+        for inv in r.failed_invariants:
+            counts[inv] = counts.get(inv, 0) + 1
+    if not counts:
+        return ""
+    parts = [
+        f'<span title="{_esc(invariant_title(inv))}"><b>{_esc(inv)}</b> × {n}</span>'
+        for inv, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
+    return f'<p class="tally">failed invariants: {" · ".join(parts)}</p>'
 
 
 def _scenario_section(r: ScenarioResult, anchor: str) -> str:
