@@ -1,0 +1,252 @@
+"""Planted-bug variants of the reference client's decision core, for proving the harness finds bugs.
+
+Each mutant is a subclass of :class:`~harness.client.core.GatewayClientCore` that reintroduces one
+real-world gateway-client bug (the seed failure, or a row of the failure-mode table F1-F22 in
+``shared/reference/gateway-protocol.md`` section 15). ``MUTANTS`` maps the name users pass to
+``--client`` to a factory with the core's constructor signature, ``factory(config, rng)``; the
+world hands it to the client driver as ``core_factory``.
+
+A fuzz campaign against each must find a failing schedule, shrink it to a few faults and name
+the invariant it breaks (``gateway-harness fuzz --client NAME``); ``EXPECTED_INVARIANTS`` says
+which invariants each bug is expected to break.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from harness.client.core import (
+    OP_HEARTBEAT,
+    OP_INVALID_SESSION,
+    OP_RECONNECT,
+    OP_RESUME,
+    Action,
+    CancelTimer,
+    ClientConfig,
+    CloseConnection,
+    CloseHow,
+    GatewayClientCore,
+    Purpose,
+    Stage,
+    StartTimer,
+    _Connection,
+)
+
+
+class HeartbeatDiesOnTlsReset(GatewayClientCore):
+    """The seed: a connection reset during a TLS handshake kills the heartbeat task.
+
+    The bot reconnects and even RESUMEs, but never heartbeats again: the gateway drops it after
+    every deadline and it never recovers until restarted ("Client network socket disconnected
+    before secure TLS connection was established", then silence).
+    """
+
+    heartbeat_dead = False
+
+    def connect_failed(self, gen: int, stage: Stage, error: str, now: float) -> list[Action]:
+        if stage == "tls" and self._live(gen) is not None:
+            self.heartbeat_dead = True
+        return super().connect_failed(gen, stage, error, now)
+
+    def connection_closed(
+        self, gen: int, code: int | None, reason: str, how: CloseHow, now: float
+    ) -> list[Action]:
+        conn = self._live(gen)
+        if conn is not None and conn.stage == "tls":
+            self.heartbeat_dead = True
+        return super().connection_closed(gen, code, reason, how, now)
+
+    def _start_timer(self, name: str, gen: int | None, deadline: float) -> None:
+        if name == "heartbeat" and self.heartbeat_dead:
+            return  # the task that would have run this timer died with the handshake
+        super()._start_timer(name, gen, deadline)
+
+
+class StaleResumeSeq(GatewayClientCore):
+    """RESUME carries the seq the session had when it started (a snapshot taken at READY and
+    never updated), not the last seq received."""
+
+    _seq_at_live: int | None = None
+
+    def _established(self, conn: _Connection, what: str, now: float) -> None:
+        super()._established(conn, what, now)
+        if self.session is not None and self._seq_at_live is None:
+            self._seq_at_live = self.session.seq
+
+    def _forget_session(self) -> None:
+        super()._forget_session()
+        self._seq_at_live = None
+
+    def _send(self, conn: _Connection, op: int, payload: Mapping[str, Any], now: float) -> None:
+        if op == OP_RESUME and self._seq_at_live is not None:
+            d = dict(payload["d"])
+            d["seq"] = self._seq_at_live
+            payload = {**payload, "d": d}
+        super()._send(conn, op, payload, now)
+
+
+class Close1000OnReconnect(GatewayClientCore):
+    """On op 7 the client closes with 1000, which ends the session it means to resume (F16)."""
+
+    _op7 = False
+
+    def frame_received(self, gen: int, frame: Mapping[str, Any], now: float) -> list[Action]:
+        self._op7 = frame.get("op") == OP_RECONNECT
+        try:
+            return super().frame_received(gen, frame, now)
+        finally:
+            self._op7 = False
+
+    def _emit(self, action: Action) -> None:
+        if self._op7 and isinstance(action, CloseConnection):
+            action = replace(action, code=1000)
+        super()._emit(action)
+
+
+class NoZombieDetection(GatewayClientCore):
+    """Missing heartbeat ACKs are never noticed: the client keeps beating into a dead connection
+    (F11, F18: "Missed 2 heartbeats" for hours while the status said CONNECTED)."""
+
+    def _heartbeat_due(self, conn: _Connection, now: float) -> None:
+        conn.acked = True
+        super()._heartbeat_due(conn, now)
+
+
+class IdentifyStormAfterInvalidSession(GatewayClientCore):
+    """After op 9 the client re-IDENTIFYs at once, with no 1-5 s wait and no identify slot (F1,
+    F19: identify storms that burn the daily session budget)."""
+
+    def __init__(self, config: ClientConfig, rng: random.Random):
+        super().__init__(replace(config, invalid_session_wait=(0.0, 0.0)), rng)
+        self._after_op9 = False
+
+    def frame_received(self, gen: int, frame: Mapping[str, Any], now: float) -> list[Action]:
+        self._after_op9 = frame.get("op") == OP_INVALID_SESSION
+        try:
+            return super().frame_received(gen, frame, now)
+        finally:
+            self._after_op9 = False
+
+    def _backoff_delay(self) -> float:
+        return 0.0 if self._after_op9 else super()._backoff_delay()
+
+    def _next_identify_slot(self) -> float:
+        return -math.inf
+
+
+class StaleHeartbeatTimer(GatewayClientCore):
+    """The heartbeat timer is not tied to its socket: after a reconnect the old connection's timer
+    fires once more, on the new socket, before its HELLO (F8, twilight PR #1974; F6)."""
+
+    LOOSE = "heartbeat_loose"
+
+    def _start_timer(self, name: str, gen: int | None, deadline: float) -> None:
+        if name != "heartbeat":
+            super()._start_timer(name, gen, deadline)
+            return
+        for tid, entry in list(self._timers.items()):
+            if entry == (self.LOOSE, gen):
+                del self._timers[tid]
+                self._emit(CancelTimer(tid))
+        self._next_timer_id += 1
+        tid = self._next_timer_id
+        self._timers[tid] = (self.LOOSE, gen)
+        # The bug: the timer belongs to no connection, so nothing cancels it with its socket.
+        self._emit(StartTimer(tid, "heartbeat", None, deadline))
+
+    def _cancel_timers(self, *, gen: int | None = None, name: str | None = None) -> None:
+        loose = {tid: e for tid, e in self._timers.items() if e[0] == self.LOOSE}
+        for tid in loose:
+            del self._timers[tid]
+        try:
+            super()._cancel_timers(gen=gen, name=name)
+        finally:
+            self._timers.update(loose)  # survives its connection
+
+    def timer_expired(self, timer_id: int, now: float) -> list[Action]:
+        entry = self._timers.get(timer_id)
+        if entry is None or entry[0] != self.LOOSE or self.stopped:
+            return super().timer_expired(timer_id, now)
+        del self._timers[timer_id]
+        conn = self._conn
+        gen = entry[1]
+        if conn is None:
+            return self._flush()
+        if conn.gen == gen:
+            self._heartbeat_due(conn, now)
+        elif conn.stage in ("hello", "session"):
+            # A beat from the previous socket's timer, on whatever socket is open now.
+            self._send(conn, OP_HEARTBEAT, {"op": OP_HEARTBEAT, "d": self.seq}, now)
+        return self._flush()
+
+
+class StuckOnStaleResumeUrl(GatewayClientCore):
+    """The resume_gateway_url is used for everything once known: failed resumes never fall back to
+    the discovery URL, and even a new IDENTIFY goes to the stale resume host (F12: 41 shards
+    stuck on a dead resume URL)."""
+
+    def __init__(self, config: ClientConfig, rng: random.Random):
+        super().__init__(replace(config, max_failed_resumes=10**9), rng)
+        self._stale_resume_url: str | None = None
+
+    def _established(self, conn: _Connection, what: str, now: float) -> None:
+        super()._established(conn, what, now)
+        if self.session is not None and self.session.resume_url:
+            self._stale_resume_url = self.session.resume_url
+
+    def _connect(self, purpose: Purpose, now: float) -> None:
+        if purpose == "identify" and self._stale_resume_url is not None:
+            saved = self.discovery_url
+            self.discovery_url = self._stale_resume_url
+            try:
+                super()._connect(purpose, now)
+            finally:
+                self.discovery_url = saved
+            return
+        super()._connect(purpose, now)
+
+
+class NewSessionIdNotStored(GatewayClientCore):
+    """After re-IDENTIFYing into a new session the old session_id is kept, so the next RESUME
+    names a dead session and every other resume fails (F9, twilight #95)."""
+
+    _first_session_id: str | None = None
+
+    def _established(self, conn: _Connection, what: str, now: float) -> None:
+        super()._established(conn, what, now)
+        if self.session is None:
+            return
+        if self._first_session_id is None:
+            self._first_session_id = self.session.session_id
+        else:
+            self.session.session_id = self._first_session_id
+
+
+CoreFactory = Callable[[ClientConfig, random.Random], GatewayClientCore]
+
+MUTANTS: dict[str, CoreFactory] = {
+    "heartbeat-dies-on-tls-reset": HeartbeatDiesOnTlsReset,
+    "stale-resume-seq": StaleResumeSeq,
+    "close-1000-on-op7": Close1000OnReconnect,
+    "no-zombie-detection": NoZombieDetection,
+    "identify-storm-after-op9": IdentifyStormAfterInvalidSession,
+    "stale-heartbeat-timer": StaleHeartbeatTimer,
+    "stuck-on-stale-resume-url": StuckOnStaleResumeUrl,
+    "new-session-id-not-stored": NewSessionIdNotStored,
+}
+
+# The invariants each planted bug is expected to break (any one of them counts as found).
+EXPECTED_INVARIANTS: dict[str, frozenset[str]] = {
+    "heartbeat-dies-on-tls-reset": frozenset({"HB1", "HB2", "LV1"}),
+    "stale-resume-seq": frozenset({"RS2"}),
+    "close-1000-on-op7": frozenset({"RS4"}),
+    "no-zombie-detection": frozenset({"ZB1"}),
+    "identify-storm-after-op9": frozenset({"RS5", "BO2"}),
+    "stale-heartbeat-timer": frozenset({"HB1"}),
+    "stuck-on-stale-resume-url": frozenset({"RS5", "RS1", "LV1"}),
+    "new-session-id-not-stored": frozenset({"RS2"}),
+}

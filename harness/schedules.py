@@ -1,0 +1,544 @@
+"""Fault schedules, and the Hypothesis strategies that generate them.
+
+A generated schedule is an ordinary :class:`harness.scenario.Scenario`: a handful of fault steps
+(byte-level toxics, a proxy going down, protocol-level gateway controls) with start times or
+protocol-event triggers, durations and targets, all inside a time horizon, followed by quiet time
+in which a correct client must recover. Being a Scenario, a schedule runs through the normal
+runner and oracle, and a failing one is written out as a scenario TOML file that replays exactly
+(:func:`scenario_toml`).
+
+Use from pytest (sim mode, the reference client or your own ``core_factory`` variant)::
+
+    from hypothesis import given, settings
+    from harness.schedules import schedules, run_schedule
+
+    @settings(max_examples=50, deadline=None)
+    @given(schedules(horizon=15.0))
+    def test_client_survives(scenario):
+        result = run_schedule(scenario)
+        assert result.passed, result.failed_invariants
+
+Shrinking: every part is drawn so that Hypothesis's simplest choice is the smallest fault. Lists
+shrink by deleting steps; times shrink towards 0 s (earlier), durations towards 0.1 s (shorter),
+each ``one_of`` towards its first branch (a time trigger rather than an event trigger, a one-shot
+control rather than a persistent fault, no connection filter), numbers towards the least
+disruptive value, the run seed towards 0.
+
+Fairness (a correct client can pass every schedule this module generates):
+
+- no fatal close codes (4004, 4010-4014) and no identify-budget depletion: those demand that the
+  client stop, which a generated schedule does not expect;
+- the total time persistent faults are switched on is capped (``max_fault_time``) and every
+  time-triggered fault ends inside the horizon; the run then lasts ``quiet`` more seconds so the
+  client can back off, reconnect and heartbeat again before the run ends;
+- the liveness bound (``recovery_bound``) allows a full backoff at the reference client's cap
+  (60 s) plus the 1-5 s re-identify wait and one identify slot; a fault triggered by a protocol
+  event may still fire late, in which case LV1 is reported not judged rather than failed;
+- heartbeat-deadline policy changes and session-start-limit changes are not generated (they
+  change what "correct" means rather than inject a fault).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from hypothesis import strategies as st
+
+from harness.oracle import Tolerances
+from harness.report.model import ScenarioResult
+from harness.scenario import (
+    ONE_SHOT_CONTROLS,
+    GatewayKnobs,
+    Scenario,
+    ScenarioExpect,
+    Step,
+    Trigger,
+    parse_scenario,
+)
+
+DEFAULT_HORIZON = 20.0
+DEFAULT_MAX_FAULTS = 4
+DEFAULT_MAX_FAULT_TIME = 12.0
+DEFAULT_MAX_DURATION = 6.0
+# The reference client's backoff cap (60 s), the re-identify wait (<= 5 s), an identify slot (5 s)
+# and a connection's handshakes: the longest a correct client may take to be live again.
+DEFAULT_RECOVERY_BOUND = 75.0
+DEFAULT_QUIET = 20.0
+TICK = 0.1  # generated times are whole tenths of a second (readable scenario files)
+
+# Close codes a generated `close` may use: every non-fatal class (resume and new-session), and an
+# empty close frame (None).
+SAFE_CLOSE_CODES: tuple[int | None, ...] = (
+    4000, None, 1000, 1001, 4001, 4002, 4003, 4005, 4007, 4008, 4009,
+)
+# Event triggers a step may start on (protocol phases), simplest first.
+EVENT_TRIGGERS: tuple[dict[str, Any], ...] = (
+    {"after": "ready"},
+    {"after": "live"},
+    {"after": "hello"},
+    {"after": "connection"},
+    {"after": "connection", "listener": "resume"},
+    {"after": "client_op", "op": 6},  # the client sends RESUME
+    {"after": "client_op", "op": 2},  # the client sends IDENTIFY
+    {"after": "resumed"},
+    {"after": "close"},
+)
+ONE_SHOT_ACTIONS = (
+    "reset",
+    "reconnect",
+    "close",
+    "invalid_session",
+    "heartbeat_request",
+    "burst",
+    "expire_session",
+    "invalidate_session",
+)
+PERSISTENT_ACTIONS = (
+    "withhold_acks",
+    "go_silent",
+    "delay_hello",
+    "reject_upgrade",
+    "withhold_ready",
+    "withhold_resumed",
+    "ignore_client_close",
+)
+TOXIC_TYPES = (
+    "reset_after",
+    "blackhole",
+    "latency",
+    "timeout",
+    "reset_peer",
+    "limit_data",
+    "slicer",
+    "bandwidth",
+    "slow_close",
+)
+
+
+@dataclass(frozen=True)
+class ScheduleLimits:
+    """The bounds every generated schedule keeps (see the module docstring on fairness)."""
+
+    horizon: float = DEFAULT_HORIZON
+    max_faults: int = DEFAULT_MAX_FAULTS
+    max_fault_time: float = DEFAULT_MAX_FAULT_TIME
+    max_duration: float = DEFAULT_MAX_DURATION
+    recovery_bound: float = DEFAULT_RECOVERY_BOUND
+    quiet: float = DEFAULT_QUIET
+
+    def __post_init__(self) -> None:
+        if self.horizon <= 0:
+            raise ValueError(f"horizon must be positive, got {self.horizon}")
+        if self.max_faults < 1:
+            raise ValueError(f"max_faults must be at least 1, got {self.max_faults}")
+        if self.max_duration < TICK or self.max_fault_time < TICK:
+            raise ValueError("max_duration and max_fault_time must be at least 0.1 s")
+
+    @property
+    def run_duration(self) -> float:
+        return self.horizon + self.quiet
+
+
+def _ticks(low: float, high: float) -> st.SearchStrategy[float]:
+    """A time in whole ticks between low and high; shrinks towards low."""
+    lo, hi = round(low / TICK), max(round(low / TICK), round(high / TICK))
+    return st.integers(lo, hi).map(lambda n: round(n * TICK, 1))
+
+
+def triggers(horizon: float = DEFAULT_HORIZON) -> st.SearchStrategy[Trigger]:
+    """Start triggers: a time in the horizon (simplest), or a protocol event plus a delay."""
+    at = _ticks(0.0, horizon).map(lambda t: Trigger(at=t))
+    event = st.builds(
+        lambda ev, count, delay: Trigger(count=count, delay=delay, **ev),
+        st.sampled_from(EVENT_TRIGGERS),
+        st.integers(1, 3),
+        _ticks(0.0, 5.0),
+    )
+    return st.one_of(at, event)
+
+
+def _toxic_attributes(toxic_type: str) -> st.SearchStrategy[dict[str, Any]]:
+    ints = st.integers
+    if toxic_type == "reset_after":
+        return st.fixed_dictionaries(
+            {"bytes": ints(1, 4096)},
+            optional={"mode": st.sampled_from(["rst", "fin"]), "forward": st.booleans()},
+        )
+    if toxic_type == "blackhole":
+        return st.just({})
+    if toxic_type == "latency":
+        return ints(100, 5000).flatmap(
+            lambda ms: st.fixed_dictionaries({"latency": st.just(ms), "jitter": ints(0, ms // 2)})
+        )
+    if toxic_type in ("timeout", "reset_peer"):
+        return st.fixed_dictionaries({"timeout": ints(0, 5000)})
+    if toxic_type == "limit_data":
+        return st.fixed_dictionaries({"bytes": ints(1, 20000)})
+    if toxic_type == "slicer":
+        return ints(1, 512).flatmap(
+            lambda avg: st.fixed_dictionaries(
+                {
+                    "average_size": st.just(avg),
+                    "size_variation": ints(0, avg),
+                    "delay": ints(0, 20000),
+                }
+            )
+        )
+    if toxic_type == "bandwidth":
+        return st.fixed_dictionaries({"rate": ints(1, 64)})
+    if toxic_type == "slow_close":
+        return st.fixed_dictionaries({"delay": ints(0, 5000)})
+    raise ValueError(f"no attribute strategy for toxic {toxic_type!r}")
+
+
+def _connection_filter() -> st.SearchStrategy[tuple[int | None, int | None]]:
+    """(only_connection, from_connection): no filter, the Nth connection, or the Nth and later."""
+    return st.one_of(
+        st.just((None, None)),
+        st.integers(1, 4).map(lambda n: (n, None)),
+        st.integers(1, 4).map(lambda n: (None, n)),
+    )
+
+
+_URL_TARGETS = st.sampled_from(["both", "resume", "discovery"])
+
+
+def toxic_steps(limits: ScheduleLimits) -> st.SearchStrategy[Step]:
+    """A toxic on the discovery and/or resume proxy (Toxiproxy semantics plus our extensions)."""
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Step:
+        toxic_type = draw(st.sampled_from(TOXIC_TYPES))
+        only, from_conn = draw(_connection_filter())
+        return Step(
+            name="",
+            kind="toxic",
+            start=draw(triggers(limits.horizon)),
+            duration=draw(_ticks(TICK, limits.max_duration)),
+            type=toxic_type,
+            attributes=draw(_toxic_attributes(toxic_type)),
+            stream=draw(st.sampled_from(["upstream", "downstream"])),
+            toxicity=draw(st.sampled_from([1.0, 0.5])),
+            target=draw(_URL_TARGETS),
+            only_connection=only,
+            from_connection=from_conn,
+        )
+
+    return build()
+
+
+def proxy_steps(limits: ScheduleLimits) -> st.SearchStrategy[Step]:
+    """A proxy going down (connections refused and cut) for a while."""
+    return st.builds(
+        lambda start, duration, target: Step(
+            name="", kind="proxy", action="down", start=start, duration=duration, target=target
+        ),
+        triggers(limits.horizon),
+        _ticks(TICK, limits.max_duration),
+        _URL_TARGETS,
+    )
+
+
+def _control_params(action: str) -> st.SearchStrategy[dict[str, Any]]:
+    if action == "close":
+        # No code param: an empty close frame (the gateway's default).
+        return st.sampled_from(SAFE_CLOSE_CODES).map(lambda c: {} if c is None else {"code": c})
+    if action == "invalid_session":
+        return st.fixed_dictionaries(
+            {"resumable": st.booleans()}, optional={"close": st.booleans()}
+        )
+    if action == "reconnect":
+        return st.fixed_dictionaries({}, optional={"close_after_ms": st.integers(0, 5000)})
+    if action == "heartbeat_request":
+        return st.fixed_dictionaries(
+            {}, optional={"d": st.one_of(st.none(), st.integers(-1, 1000), st.just("garbage"))}
+        )
+    if action == "burst":
+        return st.fixed_dictionaries({"count": st.integers(1, 50)})
+    if action == "delay_hello":
+        return st.fixed_dictionaries(
+            {"ms": st.integers(100, 10000)},
+            optional={"listener": st.sampled_from(["resume", "discovery"])},
+        )
+    if action == "reject_upgrade":
+        return st.fixed_dictionaries(
+            {"status": st.sampled_from([503, 502, 500, 429, 404])},
+            optional={"listener": st.sampled_from(["resume", "discovery"])},
+        )
+    return st.just({})
+
+
+def control_steps(limits: ScheduleLimits) -> st.SearchStrategy[Step]:
+    """A protocol-level fault: one-shot (op 7, op 9, close, reset, ...) or switched on and off."""
+
+    @st.composite
+    def one_shot(draw: st.DrawFn) -> Step:
+        action = draw(st.sampled_from(ONE_SHOT_ACTIONS))
+        return Step(
+            name="",
+            kind="control",
+            action=action,
+            start=draw(triggers(limits.horizon)),
+            params=draw(_control_params(action)),
+            conn_target=draw(st.sampled_from(["all", "next"])),
+        )
+
+    @st.composite
+    def persistent(draw: st.DrawFn) -> Step:
+        action = draw(st.sampled_from(PERSISTENT_ACTIONS))
+        return Step(
+            name="",
+            kind="control",
+            action=action,
+            start=draw(triggers(limits.horizon)),
+            duration=draw(_ticks(TICK, limits.max_duration)),
+            params=draw(_control_params(action)),
+            conn_target="all",
+        )
+
+    return st.one_of(one_shot(), persistent())
+
+
+def fault_steps(limits: ScheduleLimits | None = None) -> st.SearchStrategy[Step]:
+    """One fault step of any kind (one-shot controls first: they are the simplest)."""
+    limits = limits or ScheduleLimits()
+    return st.one_of(control_steps(limits), proxy_steps(limits), toxic_steps(limits))
+
+
+def schedules(
+    horizon: float = DEFAULT_HORIZON,
+    *,
+    max_faults: int = DEFAULT_MAX_FAULTS,
+    max_fault_time: float = DEFAULT_MAX_FAULT_TIME,
+    max_duration: float = DEFAULT_MAX_DURATION,
+    recovery_bound: float = DEFAULT_RECOVERY_BOUND,
+    quiet: float = DEFAULT_QUIET,
+    tls: bool | None = None,
+    seeds: st.SearchStrategy[int] | None = None,
+    steps: st.SearchStrategy[Step] | None = None,
+    gateway: GatewayKnobs | None = None,
+    name: str = "fuzz",
+) -> st.SearchStrategy[Scenario]:
+    """Generated disconnect schedules as runnable Scenarios (see the module docstring).
+
+    ``tls``: None draws it (TLS handshakes are where the seed failure lives), True/False fixes it.
+    ``seeds``: the run seed strategy (default: any 32-bit seed, shrinking to 0).
+    ``steps``: a custom step strategy (default: :func:`fault_steps`).
+    """
+    limits = ScheduleLimits(horizon, max_faults, max_fault_time, max_duration, recovery_bound,
+                            quiet)
+    step_strategy = steps if steps is not None else fault_steps(limits)
+    seed_strategy = seeds if seeds is not None else st.integers(0, 2**32 - 1)
+    tls_strategy = st.booleans() if tls is None else st.just(tls)
+    knobs = gateway or GatewayKnobs()
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Scenario:
+        drawn = draw(st.lists(step_strategy, max_size=limits.max_faults))
+        use_tls = draw(tls_strategy)
+        seed = draw(seed_strategy)
+        return make_schedule(drawn, limits, seed=seed, gateway=replace(knobs, tls=use_tls),
+                             name=name)
+
+    return build()
+
+
+def make_schedule(
+    steps: Iterable[Step],
+    limits: ScheduleLimits | None = None,
+    *,
+    seed: int = 0,
+    gateway: GatewayKnobs | None = None,
+    name: str = "fuzz",
+    description: str | None = None,
+    tags: Sequence[str] = ("fuzz",),
+) -> Scenario:
+    """A runnable Scenario from fault steps, applying the fairness limits.
+
+    Steps are named f1, f2, ... in order; time-triggered steps are cut to end inside the horizon
+    and durations are cut so their sum stays within ``max_fault_time``.
+    """
+    limits = limits or ScheduleLimits()
+    fitted: list[Step] = []
+    budget = limits.max_fault_time
+    for i, step in enumerate(steps):
+        step = replace(step, name=f"f{i + 1}")
+        if step.kind == "control" and step.action in ONE_SHOT_CONTROLS:
+            fitted.append(replace(step, duration=None, stop=None))
+            continue
+        duration = min(step.duration or TICK, limits.max_duration)
+        if step.start.at is not None:
+            duration = min(duration, max(TICK, limits.horizon - step.start.at))
+        duration = round(max(TICK, min(duration, budget)), 1)
+        budget = max(0.0, budget - duration)
+        fitted.append(replace(step, duration=duration, stop=None))
+    scenario = Scenario(
+        name=name,
+        description=description or _describe(fitted, seed),
+        source="protocol §13",
+        tags=tuple(tags),
+        seed=seed,
+        gateway=gateway or GatewayKnobs(),
+        steps=tuple(fitted),
+        expect=ScenarioExpect(
+            outcome=None,
+            recovery_bound=limits.recovery_bound,
+            duration=limits.run_duration,
+            tolerances=Tolerances(),
+        ),
+    )
+    return scenario
+
+
+def _describe(steps: Sequence[Step], seed: int) -> str:
+    if not steps:
+        return f"A generated schedule with no faults (run seed {seed}): a quiet session."
+    faults = "; ".join(step.describe() for step in steps)
+    return (
+        f"A generated disconnect schedule (run seed {seed}) with {len(steps)} fault(s): {faults}."
+    )
+
+
+def run_schedule(
+    scenario: Scenario,
+    client: str = "reference",
+    *,
+    out_dir: Path | None = None,
+) -> ScenarioResult:
+    """Run a schedule in simulation mode (its own seed) and judge it."""
+    from harness.world import RunOptions, run_scenario
+
+    return run_scenario(
+        scenario, RunOptions(mode="sim", client=client, seed=scenario.seed or 0, out_dir=out_dir)
+    )
+
+
+def schedule_id(scenario: Scenario) -> str:
+    """A short content hash of a schedule (steps, knobs, seed): names failure files."""
+    text = scenario_toml(replace(scenario, name="x", description="x x x x x"))
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+# ------------------------------------------------------------------------------------------------
+# Writing a schedule as a scenario file
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        text = repr(value)
+        return text if ("." in text or "e" in text or "inf" in text) else text + ".0"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, Mapping):
+        inner = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + inner + " }" if inner else "{}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else json.dumps(key)
+
+
+def _trigger_table(trigger: Trigger) -> dict[str, Any]:
+    if trigger.at is not None:
+        return {"at": float(trigger.at)}
+    out: dict[str, Any] = {"after": trigger.after}
+    for key in ("op", "seq", "code", "by", "listener", "conn"):
+        value = getattr(trigger, key)
+        if value is not None:
+            out[key] = value
+    if trigger.count != 1:
+        out["count"] = trigger.count
+    if trigger.delay:
+        out["delay"] = float(trigger.delay)
+    return out
+
+
+def scenario_toml(scenario: Scenario, comments: Sequence[str] = ()) -> str:
+    """The scenario as TOML text that ``load_scenario`` reads back to an equal Scenario."""
+    lines = [f"# {c}" for c in comments]
+    lines += [
+        f"name = {_toml_value(scenario.name)}",
+        f"source = {_toml_value(scenario.source)}",
+        f"tags = {_toml_value(list(scenario.tags))}",
+        f"description = {_toml_value(' '.join(scenario.description.split()))}",
+    ]
+    if scenario.seed is not None:
+        lines.append(f"seed = {scenario.seed}")
+    knobs = scenario.gateway
+    default = GatewayKnobs()
+    changed = {
+        f: getattr(knobs, f) for f in knobs.__dataclass_fields__
+        if getattr(knobs, f) != getattr(default, f)
+    }
+    if changed:
+        lines += ["", "[gateway]"] + [f"{k} = {_toml_value(v)}" for k, v in changed.items()]
+    exp = scenario.expect
+    lines += ["", "[expect]"]
+    if exp.outcome is not None:
+        lines.append(f"outcome = {_toml_value(exp.outcome)}")
+    lines.append(f"recovery_bound = {_toml_value(float(exp.recovery_bound))}")
+    lines.append(f"duration = {_toml_value(float(exp.duration))}")
+    if exp.max_identifies is not None:
+        lines.append(f"max_identifies = {exp.max_identifies}")
+    if exp.max_resumes is not None:
+        lines.append(f"max_resumes = {exp.max_resumes}")
+    tol_default = Tolerances()
+    tol_changed = {
+        f: getattr(exp.tolerances, f) for f in exp.tolerances.__dataclass_fields__
+        if getattr(exp.tolerances, f) != getattr(tol_default, f)
+    }
+    if tol_changed:
+        lines += ["[expect.tolerances]"] + [f"{k} = {_toml_value(v)}"
+                                             for k, v in tol_changed.items()]
+    for step in scenario.steps:
+        lines += ["", "[[steps]]", f"name = {_toml_value(step.name)}",
+                  f"kind = {_toml_value(step.kind)}"]
+        if step.kind == "toxic":
+            lines.append(f"type = {_toml_value(step.type)}")
+            if step.attributes:
+                lines.append(f"attributes = {_toml_value(step.attributes)}")
+            lines.append(f"stream = {_toml_value(step.stream)}")
+            if step.toxicity != 1.0:
+                lines.append(f"toxicity = {_toml_value(step.toxicity)}")
+        else:
+            lines.append(f"action = {_toml_value(step.action)}")
+        if step.kind in ("toxic", "proxy"):
+            lines.append(f"target = {_toml_value(step.target)}")
+            if step.only_connection is not None:
+                lines.append(f"only_connection = {step.only_connection}")
+            if step.from_connection is not None:
+                lines.append(f"from_connection = {step.from_connection}")
+        else:
+            if step.conn_target != "all":
+                lines.append(f"target = {_toml_value(step.conn_target)}")
+            if step.params:
+                lines.append(f"params = {_toml_value(step.params)}")
+        lines.append(f"start = {_toml_value(_trigger_table(step.start))}")
+        if step.duration is not None:
+            lines.append(f"duration = {_toml_value(float(step.duration))}")
+        if step.stop is not None:
+            lines.append(f"stop = {_toml_value(_trigger_table(step.stop))}")
+    return "\n".join(lines) + "\n"
+
+
+def write_scenario(scenario: Scenario, path: str | Path, comments: Sequence[str] = ()) -> Path:
+    """Write the scenario file and check that it loads back as the same schedule."""
+    path = Path(path)
+    text = scenario_toml(scenario, comments)
+    loaded = parse_scenario(text, path)
+    if replace(loaded, path=None) != replace(scenario, path=None, description=loaded.description):
+        raise AssertionError(f"{path}: the written scenario does not load back identically")
+    path.write_text(text, encoding="utf-8")
+    return path
