@@ -127,7 +127,9 @@ class TappedStream(trio.abc.HalfCloseableStream):
             return False
         if core.silent:
             return True
-        return core.ignore_client_close and self.close_frame_seen
+        # close_rcvd is set while parsing, before websockets writes its echo of the close.
+        received = self.ws is not None and self.ws.protocol.close_rcvd is not None
+        return core.ignore_client_close and (self.close_frame_seen or received)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self._handshake()
@@ -212,7 +214,7 @@ def _peer(stream: trio.abc.Stream) -> str:
             return f"{host}:{port}"
         except OSError:
             return "?"
-    return str(getattr(stream, "peer", "memory"))
+    return str(getattr(stream, "peer_address", "memory"))
 
 
 class GatewayWSConnection(ServerConnection):
@@ -414,7 +416,7 @@ class FakeGateway:
                     elif isinstance(action, Reset):
                         await stream.abort()
                         return
-                if conn.closed:
+                if conn.closed and not conn.actions:
                     return
                 deadline = conn.next_deadline()
                 wake = self._wakeups[conn.conn_id] = trio.Event()
