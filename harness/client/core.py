@@ -104,6 +104,8 @@ class ClientConfig:
 
     token: str
     gateway_url: str | None = None  # discovery URL; None = use the one /gateway/bot returns
+    rest_url: str | None = None  # for the driver: REST base ending in /api/v10
+    ca_file: str | None = None  # for the driver: PEM of the CA to trust for wss and https
     intents: int = 513  # GUILDS | GUILD_MESSAGES
     shard: tuple[int, int] | None = None
     compress: Literal["zlib-stream", "zstd-stream"] | None = "zlib-stream"
@@ -353,10 +355,12 @@ class GatewayClientCore:
         self._identify_after_budget_check(now)
         return self._flush()
 
-    def gateway_bot_failed(self, error: str, now: float) -> list[Action]:
+    def gateway_bot_failed(self, error: str, now: float, *, fatal: bool = False) -> list[Action]:
         if self.stopped or self._pending_purpose != "identify":
             return self._flush()
-        if self.gateway_bot is not None and self.discovery_url is not None:
+        if fatal:
+            self._stop(f"/gateway/bot: {error}", fatal=True, now=now)
+        elif self.gateway_bot is not None and self.discovery_url is not None:
             # REST is down but we know the budget from the last answer (decremented locally).
             self._identify_after_budget_check(now)
         else:
