@@ -1,0 +1,139 @@
+"""`gateway-harness client`: the reference client as a process, judged like any third-party client.
+
+Flags default to the adapter-contract variables (GATEWAY_HARNESS_GATEWAY_URL, _REST_URL, _TOKEN,
+_CA_FILE, _DELIVERY_LOG), so the harness can run it exactly as it runs discord.py or discord.js.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import sys
+import time
+from typing import Any
+
+import trio
+
+from harness.client.core import ClientConfig, StateChanged
+from harness.client.driver import GatewayClient
+from harness.errors import UserError
+
+ENV = {
+    "gateway_url": "GATEWAY_HARNESS_GATEWAY_URL",
+    "rest_url": "GATEWAY_HARNESS_REST_URL",
+    "token": "GATEWAY_HARNESS_TOKEN",
+    "ca_file": "GATEWAY_HARNESS_CA_FILE",
+    "delivery_log": "GATEWAY_HARNESS_DELIVERY_LOG",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    def env_help(text: str, key: str) -> str:
+        return f"{text} (default: ${ENV[key]})"
+
+    parser.add_argument("--gateway-url", metavar="URL",
+                        help=env_help("discovery gateway URL, ws:// or wss://; if unset, the "
+                                      "one /gateway/bot returns", "gateway_url"))
+    parser.add_argument("--rest-url", metavar="URL",
+                        help=env_help("REST base ending in /api/v10, for /gateway/bot (the "
+                                      "identify budget)", "rest_url"))
+    parser.add_argument("--token", metavar="T", help=env_help("bot token", "token"))
+    parser.add_argument("--ca-file", metavar="F",
+                        help=env_help("PEM file of the CA to trust for wss/https", "ca_file"))
+    parser.add_argument("--delivery-log", metavar="FILE",
+                        help=env_help("append one JSON line per dispatch delivered: "
+                                      '{"s","t","session_id","ts"}', "delivery_log"))
+    parser.add_argument("--show-state", action="store_true",
+                        help="print every connection-state transition (time, state, reason) "
+                             "to stderr as it happens")
+    parser.add_argument("--intents", type=int, default=513, help="IDENTIFY intents (513)")
+    parser.add_argument("--compress", choices=["zlib-stream", "zstd-stream", "none"],
+                        default="zlib-stream", help="transport compression (zlib-stream)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed for heartbeat jitter and backoff (default: random)")
+    parser.add_argument("--run-for", type=float, default=None, metavar="SECONDS",
+                        help="stop (close 1000) after this long; default: run until killed")
+
+
+def _setting(args: argparse.Namespace, key: str) -> str | None:
+    value = getattr(args, key)
+    if value:
+        return str(value)
+    return os.environ.get(ENV[key]) or None
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[ClientConfig, str | None]:
+    """The client config and the delivery-log path, or a UserError naming the flag."""
+    token = _setting(args, "token")
+    if not token:
+        raise UserError(f"--token: required (or set {ENV['token']})")
+    gateway_url = _setting(args, "gateway_url")
+    rest_url = _setting(args, "rest_url")
+    if gateway_url is None and rest_url is None:
+        raise UserError(f"--gateway-url or --rest-url: at least one is required "
+                        f"(or set {ENV['gateway_url']} / {ENV['rest_url']})")
+    if gateway_url is not None and not gateway_url.startswith(("ws://", "wss://")):
+        raise UserError(f"--gateway-url: {gateway_url!r} is not a ws:// or wss:// URL")
+    if rest_url is not None and not rest_url.startswith(("http://", "https://")):
+        raise UserError(f"--rest-url: {rest_url!r} is not an http:// or https:// URL")
+    ca_file = _setting(args, "ca_file")
+    if ca_file is not None and not os.path.isfile(ca_file):
+        raise UserError(f"--ca-file: {ca_file}: no such file")
+    if args.run_for is not None and args.run_for <= 0:
+        raise UserError("--run-for: must be a positive number of seconds")
+    compress = None if args.compress == "none" else args.compress
+    config = ClientConfig(token=token, gateway_url=gateway_url, rest_url=rest_url,
+                          ca_file=ca_file, intents=args.intents, compress=compress)
+    return config, _setting(args, "delivery_log")
+
+
+def main(args: argparse.Namespace) -> int:
+    config, delivery_log = config_from_args(args)
+    if delivery_log is not None:
+        try:
+            open(delivery_log, "a", encoding="utf-8").close()
+        except OSError as exc:
+            raise UserError(f"--delivery-log: {delivery_log}: {exc.strerror}") from None
+    rng = random.Random(args.seed)
+    stop = trio.run(_run, config, delivery_log, rng, args.show_state, args.run_for)
+    if stop is not None and stop.fatal:
+        print(f"gateway-harness client: stopped: {stop.reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _run(config: ClientConfig, delivery_log: str | None, rng: random.Random,
+               show_state: bool, run_for: float | None) -> Any:
+    client = GatewayClient(config, rng=rng, delivery_log=delivery_log, delivery_clock=time.time)
+    if show_state:
+        started = trio.current_time()
+
+        def show(change: StateChanged) -> None:
+            print(f"[{change.ts - started:9.3f}s] {change.state:<12} {change.reason}",
+                  file=sys.stderr, flush=True)
+
+        client.on_state(show)
+    print(json.dumps({"lib": "gateway-harness-reference", "version": "0.1.0"}), flush=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_stop_on_signal, client)
+        if run_for is not None:
+            nursery.start_soon(_stop_after, client, run_for)
+        stop = await client.run()
+        nursery.cancel_scope.cancel()
+    print(json.dumps({"client_counters": client.counters()}), file=sys.stderr, flush=True)
+    return stop
+
+
+async def _stop_on_signal(client: GatewayClient) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            client.stop("signal received")
+            return
+
+
+async def _stop_after(client: GatewayClient, seconds: float) -> None:
+    await trio.sleep(seconds)
+    client.stop(f"--run-for {seconds:g} s elapsed")
