@@ -1266,11 +1266,19 @@ def check_bo1(view: RunView, exp: Expectations) -> Verdict:
     if len(current) >= 2:
         runs.append(current)
     judged_runs = 0
+    longest_run = 0
+    run_text = ""
     for run in runs:
         starts = [c.start_ts for c in run]
         idx = [c.open_idx or 0 for c in run]
         gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
         judged_runs += 1
+        longest_run = max(longest_run, len(run))
+        if len(run) == longest_run:
+            run_text = (
+                f"conns {run[0].id}..{run[-1].id}: {len(run)} failed attempts from "
+                f"{fmt(starts[0])}, gaps {', '.join(f'{g:.2f}' for g in gaps[:8])} s"
+            )
         for i in range(len(starts)):
             j = bisect.bisect_right(starts, starts[i] + tol.storm_window)
             if j - i > tol.storm_max_attempts:
@@ -1335,7 +1343,9 @@ def check_bo1(view: RunView, exp: Expectations) -> Verdict:
             "(attempts against a proxy that is down never do)",
         )
     return _pass(
-        "BO1", f"{judged_runs} run(s) of failed attempts backed off without a storm; {tol_text}"
+        "BO1",
+        f"{judged_runs} run(s) of failed attempts backed off without a storm (longest: "
+        f"{run_text}); {tol_text}",
     )
 
 
@@ -1612,10 +1622,13 @@ def check_lv1(view: RunView, exp: Expectations) -> Verdict:
             idx_base + [conn.live.idx],
         )
     outcome = f"; outcome {exp.outcome} as expected" if exp.outcome else ""
+    if conn.live.ts <= cleared:
+        when = "and stayed up through it"
+    else:
+        when = f"({conn.live.ts - cleared:.2f} s later, bound {bound} s)"
     return _pass(
         "LV1",
-        f"{cleared_text}; {live_text} ({max(0.0, conn.live.ts - cleared):.2f} s later, bound "
-        f"{bound} s); "
+        f"{cleared_text}; {live_text} {when}; "
         f"{len(acked)} ACKed heartbeat(s) after it, last at {fmt(last.ts)}{outcome}; "
         f"tolerance heartbeat_slack={slack}",
         idx_base + [conn.live.idx, last.idx],

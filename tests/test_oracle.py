@@ -356,7 +356,9 @@ def test_bo1_passes_on_jittered_exponential_backoff():
         times.append(t)
         t += gap * jitter
         gap *= 2
-    assert_status(verdict(attempts(times), "BO1"), "pass", "backed off")
+    assert_status(
+        verdict(attempts(times), "BO1"), "pass", "backed off", "conns 2..6", "gaps 0.30, 0.66"
+    )
 
 
 def test_bo1_not_judged_without_failed_attempts_and_fails_over_max_resumes():
