@@ -1025,3 +1025,98 @@ def run_settled(scenario: Scenario, records: Sequence[Record], now: float, beats
             ),
         )
     return acked >= beats
+
+
+# ------------------------------------------------------------------------------------------------
+# Writing scenarios back (a failing run leaves a file that replays it; generated schedules too)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{escaped}"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _trigger_table(trigger: Trigger) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for spec in fields(Trigger):
+        value = getattr(trigger, spec.name)
+        if value != spec.default:
+            out[spec.name] = value
+    if trigger.at is not None:
+        out["at"] = trigger.at
+    return out
+
+
+def scenario_to_toml(scenario: Scenario, seed: int | None = None) -> str:
+    """The scenario as a TOML file that loads back to the same scenario (``seed`` overrides)."""
+    lines = [f"name = {_toml_value(scenario.name)}", f"source = {_toml_value(scenario.source)}"]
+    lines.append(f"tags = {_toml_value(list(scenario.tags))}")
+    description = scenario.description.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+    lines.append(f'description = """\n{description}\n"""')
+    chosen_seed = scenario.seed if seed is None else seed
+    if chosen_seed is not None:
+        lines.append(f"seed = {chosen_seed}")
+    knobs = [
+        f"{spec.name} = {_toml_value(getattr(scenario.gateway, spec.name))}"
+        for spec in fields(GatewayKnobs)
+        if getattr(scenario.gateway, spec.name) != spec.default
+    ]
+    if knobs:
+        lines += ["", "[gateway]", *knobs]
+    exp = scenario.expect
+    lines += ["", "[expect]"]
+    if exp.outcome is not None:
+        lines.append(f"outcome = {_toml_value(exp.outcome)}")
+    lines.append(f"recovery_bound = {_toml_value(exp.recovery_bound)}")
+    lines.append(f"duration = {_toml_value(exp.duration)}")
+    for name in ("max_identifies", "max_resumes"):
+        if getattr(exp, name) is not None:
+            lines.append(f"{name} = {getattr(exp, name)}")
+    tolerances = [
+        f"{spec.name} = {_toml_value(getattr(exp.tolerances, spec.name))}"
+        for spec in fields(Tolerances)
+        if getattr(exp.tolerances, spec.name) != getattr(Tolerances(), spec.name)
+    ]
+    if tolerances:
+        lines += ["", "[expect.tolerances]", *tolerances]
+    for step in scenario.steps:
+        lines += [
+            "",
+            "[[steps]]",
+            f"name = {_toml_value(step.name)}",
+            f"kind = {_toml_value(step.kind)}",
+        ]
+        if step.kind == "toxic":
+            lines.append(f"type = {_toml_value(step.type)}")
+            if step.attributes:
+                lines.append(f"attributes = {_toml_value(step.attributes)}")
+            lines.append(f"stream = {_toml_value(step.stream)}")
+            if step.toxicity != 1.0:
+                lines.append(f"toxicity = {_toml_value(step.toxicity)}")
+        else:
+            lines.append(f"action = {_toml_value(step.action)}")
+        if step.kind in ("toxic", "proxy"):
+            lines.append(f"target = {_toml_value(step.target)}")
+            for name in ("only_connection", "from_connection"):
+                if getattr(step, name) is not None:
+                    lines.append(f"{name} = {getattr(step, name)}")
+        else:
+            if step.params:
+                lines.append(f"params = {_toml_value(step.params)}")
+            lines.append(f"target = {_toml_value(step.conn_target)}")
+        lines.append(f"start = {_toml_value(_trigger_table(step.start))}")
+        if step.duration is not None:
+            lines.append(f"duration = {_toml_value(step.duration)}")
+        if step.stop is not None:
+            lines.append(f"stop = {_toml_value(_trigger_table(step.stop))}")
+    return "\n".join(lines) + "\n"

@@ -327,3 +327,35 @@ def test_runs_last_long_enough_to_judge_recovery(path: Path):
     if scenario.expect.outcome == "reidentify" and scenario.name != "f12-resume-url-down":
         # the 1-5 s wait before a new IDENTIFY, plus reconnecting
         assert scenario.expect.recovery_bound >= 6.5
+
+
+@pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: p.name)
+def test_scenarios_write_back_to_toml_that_loads_to_the_same_scenario(path: Path, tmp_path: Path):
+    from dataclasses import replace
+
+    from harness.scenario import scenario_to_toml
+
+    scenario = load_scenario(path)
+    out = tmp_path / path.name
+    out.write_text(scenario_to_toml(scenario, seed=1234))
+    again = load_scenario(out)
+    assert again == replace(scenario, path=out, seed=1234)
+
+
+def test_write_back_keeps_tolerances_stop_triggers_and_control_targets(tmp_path: Path):
+    from dataclasses import replace
+
+    from harness.scenario import scenario_to_toml
+
+    text = GOOD.replace('action = "withhold_acks"', 'action = "withhold_acks"\ntarget = 2')
+    scenario = parse_scenario(text, tmp_path / "good.toml")
+    written = scenario_to_toml(scenario)
+    again = parse_scenario(written, tmp_path / "good.toml")
+    assert again == scenario
+    assert again.steps[0].conn_target == 2 and again.steps[1].stop == Trigger(
+        after="client_op", op=6
+    )
+    assert "[expect.tolerances]\nheartbeat_slack = 0.5" in written
+    assert replace(again, seed=9) == parse_scenario(
+        scenario_to_toml(scenario, seed=9), tmp_path / "good.toml"
+    )
