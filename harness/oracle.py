@@ -244,7 +244,9 @@ class RunView:
 
     def __init__(self, records: Sequence[Record]):
         self.records = list(records)
-        self.end_ts = max((float(r.get("ts", 0.0)) for r in self.records), default=0.0)
+        times = [float(r["ts"]) for r in self.records if isinstance(r.get("ts"), int | float)]
+        self.start_ts = min(times, default=0.0)  # the run's start (0 once a trace is rebased)
+        self.end_ts = max(times, default=0.0)
         self.conns: dict[int, Connection] = {}
         self.frames_in: list[Frame] = []
         self.frames_out: list[Frame] = []
@@ -1467,10 +1469,10 @@ def check_rl1(view: RunView, exp: Expectations) -> Verdict:
 def last_fault_cleared(view: RunView) -> tuple[float | None, str, int | None]:
     """(time, description, record index) of the moment the last fault cleared.
 
-    (None, reason, None) if a fault never switched off; (0.0, ..., None) if there were no faults.
+    (None, reason, None) if a fault never switched off; the start of the trace if there were none.
     """
     if not view.windows:
-        return 0.0, "no faults: judged from the start of the run", None
+        return view.start_ts, "no faults: judged from the start of the run", None
     never = [w for w in view.windows if w.end is None]
     if never:
         w = never[0]
@@ -1527,7 +1529,7 @@ def check_lv1(view: RunView, exp: Expectations) -> Verdict:
     if cleared is None:
         return _skip("LV1", cleared_text)
     bound = exp.recovery_bound
-    run_end = max(view.end_ts, exp.run_duration or 0.0)
+    run_end = max(view.end_ts, view.start_ts + (exp.run_duration or 0.0))
     check_at = min(cleared + bound, run_end)
     too_short = run_end < cleared + bound
     idx_base = [cleared_idx] if cleared_idx is not None else []

@@ -514,3 +514,12 @@ def test_stop_scenarios_need_the_client_to_get_as_far_as_the_fatal_close():
     )
     live = healthy_run()
     assert_status(verdict(live, "LV1", outcome="stop"), "not_judged", "no fatal close happened")
+
+
+def test_traces_need_not_start_at_zero():
+    # During a run, run_settled judges with the raw trio clock; traces are rebased afterwards.
+    shifted = Run()
+    for rec in healthy_run().records:
+        shifted.trace.records.append({**rec, "ts": rec["ts"] + 5000.0})
+    assert_status(verdict(shifted, "LV1", recovery_bound=2.0, run_duration=6.0), "pass")
+    assert_status(verdict(shifted, "HB2"), "pass")

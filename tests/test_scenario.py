@@ -359,3 +359,10 @@ def test_write_back_keeps_tolerances_stop_triggers_and_control_targets(tmp_path:
     assert replace(again, seed=9) == parse_scenario(
         scenario_to_toml(scenario, seed=9), tmp_path / "good.toml"
     )
+
+
+def test_run_settled_on_an_unrebased_trace_without_faults():
+    scenario = load_scenario(builtin_scenarios_dir() / "baseline-steady.toml")
+    run = healthy_start(t0=7000.0).beats(1, 7000.5, 7002.6, d=3)
+    assert run_settled(scenario, run.records, 7002.7)
+    assert not run_settled(scenario, run.records[:8], 7000.6)
