@@ -366,3 +366,12 @@ def test_run_settled_on_an_unrebased_trace_without_faults():
     run = healthy_start(t0=7000.0).beats(1, 7000.5, 7002.6, d=3)
     assert run_settled(scenario, run.records, 7002.7)
     assert not run_settled(scenario, run.records[:8], 7000.6)
+
+
+def test_the_readme_example_is_a_valid_scenario(tmp_path: Path):
+    readme = (builtin_scenarios_dir().parent / "README.md").read_text()
+    section = readme.split("## Scenario files", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    scenario = parse_scenario(example, tmp_path / "example.toml")
+    assert [s.kind for s in scenario.steps] == ["toxic", "proxy", "control"]
+    assert scenario.steps[1].stop == Trigger(after="connection", listener="resume")
