@@ -47,7 +47,13 @@ def sample_results() -> list[ScenarioResult]:
         result(
             "seed-recovers", seed_failure_run(recovers=True), description="The seed, recovered."
         ),
-        result("seed-stuck", seed_failure_run(recovers=False), source="seed", seed=7),
+        result(
+            "seed-stuck",
+            seed_failure_run(recovers=False),
+            source="seed",
+            seed=7,
+            recovery_bound=3.0,
+        ),
         ScenarioResult(
             name="broken-run",
             mode="real",
@@ -144,6 +150,7 @@ def test_html_report_is_self_contained_and_every_violation_links_to_its_evidence
     assert "never became live again" in page
     assert "client exited with 1" in page and "ConnectionResetError" in page
     assert "The seed, recovered." in page
+    assert page.count(">recovery bound<") == 1  # only the result that states its bound
 
 
 def test_timeline_draws_lanes_faults_heartbeats_and_closes():

@@ -179,7 +179,9 @@ def _scenario_section(r: ScenarioResult, anchor: str) -> str:
         out.append(f'<div class="error">run error: {_esc(r.error)}</div>')
     if records:
         out.append('<div class="timeline-wrap">')
-        out.append(timeline_svg(records, r.verdicts, anchor_prefix=anchor))
+        out.append(
+            timeline_svg(records, r.verdicts, anchor_prefix=anchor, recovery_bound=r.recovery_bound)
+        )
         out.append("</div>")
     else:
         out.append('<p class="sub">No trace records to draw.</p>')

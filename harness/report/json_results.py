@@ -47,6 +47,7 @@ def _scenario(r: ScenarioResult) -> dict[str, Any]:
         "tags": list(r.tags),
         "seed": r.seed,
         "scenario_path": str(r.scenario_path) if r.scenario_path else None,
+        "recovery_bound": r.recovery_bound,
         "trace": str(r.trace_path) if r.trace_path else None,
         "stderr_tail": r.stderr_tail,
         "verdicts": [
@@ -97,6 +98,7 @@ def results_from_dict(data: dict[str, Any], source: str = "<results>") -> list[S
                     tags=tuple(s.get("tags", ())),
                     seed=s.get("seed"),
                     scenario_path=Path(s["scenario_path"]) if s.get("scenario_path") else None,
+                    recovery_bound=s.get("recovery_bound"),
                 )
             )
         return out

@@ -30,6 +30,7 @@ class ScenarioResult:
     tags: tuple[str, ...] = ()
     seed: int | None = None
     scenario_path: Path | None = None
+    recovery_bound: float | None = None  # the scenario's LV1 bound (drawn on the timeline)
 
     @property
     def passed(self) -> bool:

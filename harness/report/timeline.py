@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from harness.oracle import Connection, RunView, Verdict
+from harness.oracle import Connection, RunView, Verdict, last_fault_cleared
 
 Record = dict[str, Any]
 
@@ -90,8 +90,12 @@ def timeline_svg(
     anchor_prefix: str = "run",
     width: int = 1100,
     end_time: float | None = None,
+    recovery_bound: float | None = None,
 ) -> str:
-    """The run's timeline as an <svg> element; violations link to ``#{anchor_prefix}-{inv}``."""
+    """The run's timeline as an <svg> element; violations link to ``#{anchor_prefix}-{inv}``.
+
+    With ``recovery_bound`` (the scenario's), a dotted line marks when LV1 wanted the client live.
+    """
     view = RunView(records)
     conns = view.ordered_conns()
     t0 = min((float(r["ts"]) for r in records if "ts" in r), default=0.0)
@@ -229,6 +233,23 @@ def timeline_svg(
                 f'<text x="{bx + 3:.1f}" y="{by + 10:.1f}" font-size="10" font-weight="700" '
                 'fill="#fff">'
                 f"{_esc(v.invariant)}</text></g></a>"
+            )
+
+    if recovery_bound is not None:
+        cleared, _, _ = last_fault_cleared(view)
+        if cleared is not None and cleared + recovery_bound <= t1:
+            bx = x(cleared + recovery_bound)
+            tip = (
+                f"LV1: live again by {cleared + recovery_bound:.2f} s "
+                f"(last fault cleared + {recovery_bound:g} s)"
+            )
+            svg.add(
+                f'<line x1="{bx:.1f}" y1="{AXIS_H - 2}" x2="{bx:.1f}" y2="{lanes_top + lanes_h}" '
+                f'stroke="{COLORS["live"]}" stroke-width="1.4" stroke-dasharray="2 3">'
+                f"<title>{_esc(tip)}</title></line>"
+            )
+            svg.text(
+                bx + 3, lanes_top - 2, "recovery bound", size=9, fill=COLORS["live"], title=tip
             )
 
     _legend(svg, height - LEGEND_H + 8, width)
