@@ -23,6 +23,9 @@ process.on('uncaughtException', (error) => {
 process.on('unhandledRejection', (error) => {
   process.stderr.write(`unhandledRejection: ${(error && error.stack) || error}\n`);
 });
+// The host app's HTTP server keeps Node's event loop alive whatever the gateway client does;
+// without this, a client that has given up would let the process exit instead of going silent.
+setInterval(() => {}, 1 << 30);
 
 const parseMessage = WsMessage.prototype.parseMessage;
 WsMessage.prototype.parseMessage = function (data) {
