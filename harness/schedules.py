@@ -98,6 +98,10 @@ ONE_SHOT_ACTIONS = (
     "expire_session",
     "invalidate_session",
 )
+# One-shots that may also aim at the next connection to open (applied as it opens, before the
+# client has said anything: a reset or a close then is a network/server event, while op 7/op 9
+# there would be a protocol violation no client can be judged on).
+NEXT_CONNECTION_ACTIONS = frozenset({"reset", "close"})
 PERSISTENT_ACTIONS = (
     "withhold_acks",
     "go_silent",
@@ -285,7 +289,10 @@ def control_steps(limits: ScheduleLimits) -> st.SearchStrategy[Step]:
             action=action,
             start=draw(triggers(limits.horizon)),
             params=draw(_control_params(action)),
-            conn_target=draw(st.sampled_from(["all", "next"])),
+            conn_target=draw(
+                st.sampled_from(["all", "next"]) if action in NEXT_CONNECTION_ACTIONS
+                else st.just("all")
+            ),
         )
 
     @st.composite
