@@ -26,13 +26,14 @@ fleet without a coordinator makes.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import random
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import trio
@@ -43,7 +44,7 @@ from fake_gateway.rest import gateway_bot_for
 from fake_gateway.server import FakeGateway
 from harness.client.core import ClientConfig, GatewayClientCore, StateChanged
 from harness.errors import UserError
-from harness.faults.memnet import MemoryNetwork
+from harness.faults.memnet import MemoryListener, MemoryNetwork
 from harness.trace import KIND_NOTE, Record, Trace
 
 HOST = "127.0.0.1"
@@ -197,11 +198,14 @@ class _Fleet:
     async def _start_gateway(self, nursery: trio.Nursery, generation: int) -> None:
         rng = random.Random(f"{self.config.seed}:gateway:{generation}")
         gateway = FakeGateway(self.gateway_config, self.trace, rng)
-        listeners = {}
+        listeners: dict[str, trio.abc.Listener[Any]] = {}
+        opened: list[MemoryListener] = []
         for name in ("discovery", "resume"):
             address = self.addresses.get(name, f"{HOST}:0")
-            listeners[name] = self.network.listen(address, backlog=self.config.shards + 16)
-            self.addresses[name] = listeners[name].address
+            listener = self.network.listen(address, backlog=self.config.shards + 16)
+            listeners[name] = listener
+            opened.append(listener)
+            self.addresses[name] = listener.address
         gateway.core.set_urls(f"ws://{self.addresses['discovery']}",
                               f"ws://{self.addresses['resume']}")
         scope = trio.CancelScope()
@@ -211,7 +215,7 @@ class _Fleet:
                 try:
                     await gateway.serve_listeners(listeners, task_status=task_status)
                 finally:
-                    for listener in listeners.values():
+                    for listener in opened:
                         listener.close()
 
         await nursery.start(serve)
@@ -268,7 +272,7 @@ class _Fleet:
                         fetch_gateway_bot=self._fetch_gateway_bot,
                         core_factory=factory,
                     )
-                    client.on_state(lambda change, i=i: self._on_state(i, change))
+                    client.on_state(functools.partial(self._on_state, i))
                     self.clients.append(client)
                     shards.start_soon(client.run)
                 start = trio.current_time()
@@ -383,8 +387,6 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(report.to_json(), indent=2) if args.json else report.text())
     return 0
 
-
-__all__ = ["FleetConfig", "FleetReport", "IdentifyQueue", "run_fleet", "replace"]
 
 if __name__ == "__main__":
     sys.exit(main())
