@@ -240,6 +240,9 @@ class ClientProcess:
     async def _running(self) -> AsyncIterator[ClientProcess]:
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.delivery_log_path is not None:  # start empty: no records from an earlier run
+            self.delivery_log_path.parent.mkdir(parents=True, exist_ok=True)
+            self.delivery_log_path.write_bytes(b"")
         try:
             self._process = await trio.lowlevel.open_process(
                 list(self.adapter.argv),
