@@ -472,6 +472,42 @@ def campaign_summary(result: CampaignResult) -> str:
     return "\n".join(lines)
 
 
+# ---- determinism -----------------------------------------------------------------------------
+
+
+def first_difference(first: list[dict[str, Any]], second: list[dict[str, Any]]) -> str | None:
+    """Where two transcripts of the same run part ways (None if they are identical)."""
+    import json
+
+    for line, (a, b) in enumerate(zip(first, second, strict=False), 1):
+        if a != b:
+            return (f"trace line {line} differs: {json.dumps(a, sort_keys=True)[:200]} vs "
+                    f"{json.dumps(b, sort_keys=True)[:200]}")
+    if len(first) != len(second):
+        longer, n = ("first", len(second)) if len(first) > len(second) else ("second", len(first))
+        return f"the {longer} run has more trace records (identical up to line {n})"
+    return None
+
+
+def check_determinism(results: list[ScenarioResult], scenarios: list[Scenario],
+                      options: Any) -> None:
+    """Run each sim scenario a second time; a transcript that differs turns its result into an
+    error naming the first differing trace line (``gateway-harness run --check-determinism``)."""
+    from harness.world import run_scenario, transcript_hash
+
+    by_name = {s.name: s for s in scenarios}
+    again_options = replace(options, out_dir=None)
+    for result in results:
+        scenario = by_name.get(result.name)
+        if scenario is None or result.error is not None:
+            continue
+        again = run_scenario(scenario, again_options)
+        if transcript_hash(again.records) == transcript_hash(result.records):
+            continue
+        where = first_difference(result.records, again.records) or "transcripts differ"
+        result.error = f"not deterministic: two runs with seed {result.seed} differ: {where}"
+
+
 # ---- replay ------------------------------------------------------------------------------------
 
 

@@ -62,6 +62,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML, one testcase per scenario")
     p.add_argument("--toxiproxy-url", default=os.environ.get("TOXIPROXY_URL"),
                    help="use a real Toxiproxy server (default: $TOXIPROXY_URL, else embedded)")
+    p.add_argument("--check-determinism", action="store_true",
+                   help="sim mode: run each scenario twice and fail it if the transcripts differ")
 
 
 def run_main(args: argparse.Namespace) -> int:
@@ -74,7 +76,14 @@ def run_main(args: argparse.Namespace) -> int:
     options = RunOptions(mode=args.mode, client=args.client, seed=args.seed, out_dir=out_dir,
                          toxiproxy_url=args.toxiproxy_url)
     _check_client(options)
+    if getattr(args, "check_determinism", False) and args.mode != "sim":
+        raise UserError("--check-determinism: needs --mode sim (wall-clock runs are not "
+                        "deterministic)")
     results = run_many(scenarios, options, args.jobs)
+    if getattr(args, "check_determinism", False):
+        from harness.cli_fuzz import check_determinism
+
+        check_determinism(results, scenarios, options)
     return report(results, args, title=f"gateway-harness run ({args.mode}, {args.client})")
 
 
