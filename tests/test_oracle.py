@@ -357,7 +357,11 @@ def test_bo1_passes_on_jittered_exponential_backoff():
         t += gap * jitter
         gap *= 2
     assert_status(
-        verdict(attempts(times), "BO1"), "pass", "backed off", "conns 2..6", "gaps 0.30, 0.66"
+        verdict(attempts(times), "BO1"),
+        "pass",
+        "backed off",
+        "conns 1..6",
+        "waits 0.50, 0.28, 0.64",
     )
 
 
@@ -523,3 +527,21 @@ def test_traces_need_not_start_at_zero():
         shifted.trace.records.append({**rec, "ts": rec["ts"] + 5000.0})
     assert_status(verdict(shifted, "LV1", recovery_bound=2.0, run_duration=6.0), "pass")
     assert_status(verdict(shifted, "HB2"), "pass")
+
+
+def test_bo1_counts_sessions_the_server_ends_at_once_and_wants_jitter():
+    # Each RESUME succeeds and is reset at once; the client reconnects without waiting (a storm).
+    run = healthy_start().beats(1, 0.5, 0.9, d=3).close(1, 0.9, "server", None, "reset")
+    t = 0.91
+    for conn in range(2, 7):
+        run.open(conn, t, "resume").hello(conn, t + 0.002).resume(conn, t + 0.004, "sess-a", 3)
+        run.resumed(conn, t + 0.005).close(conn, t + 0.006, "server", None, "reset")
+        t += 0.02
+    assert_status(verdict(run, "BO1"), "fail", "storm: 6 connection attempts")
+    # Waits that double exactly: backed off, but in lock-step with every other client.
+    exact, t, wait = Run(), 0.0, 0.25
+    for conn in range(1, 7):
+        exact.open(conn, t, "resume").close(conn, t + 0.01, "network", None, "reset")
+        t += 0.01 + wait
+        wait *= 2
+    assert_status(verdict(exact, "BO1"), "fail", "no jitter")
