@@ -545,3 +545,11 @@ def test_bo1_counts_sessions_the_server_ends_at_once_and_wants_jitter():
         t += 0.01 + wait
         wait *= 2
     assert_status(verdict(exact, "BO1"), "fail", "no jitter")
+
+
+def test_hb3_catches_a_reply_that_parrots_the_servers_op1():
+    # F10: the server's op 1 carries garbage; the reply must carry the client's own seq.
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).server_op(1, 2.1, 1, d=999)
+    run.beat(1, 2.12, 999).beats(1, 2.5, 4.0, d=3)
+    assert_status(verdict(run, "HB3"), "fail", "d=999", "never sent")
+    assert_status(verdict(run, "HB4"), "pass")
