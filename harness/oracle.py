@@ -715,7 +715,7 @@ def check_zb1(view: RunView, exp: Expectations) -> Verdict:
         if close is None and view.end_ts < deadline:
             continue  # the run ended too soon to tell
         judged += 1
-        bound = f"bound {deadline - unacked.ts:.2f} s"
+        bound = f"the client should have closed it by {fmt(deadline)}"
         if close is None or close.get("by") != "client" or float(close["ts"]) > deadline:
             failures.append(
                 (
