@@ -269,13 +269,17 @@ def _lane(
         f'<line x1="0" y1="{top + h:.1f}" x2="{LEFT + 9999}" y2="{top + h:.1f}" '
         f'stroke="{COLORS["grid"]}"/>'
     )
-    svg.text(8, mid - 2, f"conn {conn.id}", size=12, weight="600")
     state = (
         conn.live.rec.get("t")
         if conn.live is not None
         else ("rejected" if conn.rejected else "no session")
     )
-    svg.text(8, mid + 12, f"{listener} · {state}", size=10, fill=COLORS["muted"])
+    if h < 40:  # many lanes: one compact line per connection
+        svg.text(8, mid + 4, f"conn {conn.id}", size=10, weight="600")
+        svg.text(58, mid + 4, f"{listener}·{state}", size=8, fill=COLORS["muted"])
+    else:
+        svg.text(8, mid - 2, f"conn {conn.id}", size=12, weight="600")
+        svg.text(8, mid + 12, f"{listener} · {state}", size=10, fill=COLORS["muted"])
     bar_h = min(22.0, h - 14)
     svg.add(
         f'<rect x="{x(start):.1f}" y="{mid - bar_h / 2:.1f}" '
