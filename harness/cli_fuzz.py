@@ -32,6 +32,8 @@ from harness.scenario import Scenario, load_scenario
 from harness.schedules import (
     DEFAULT_HORIZON,
     DEFAULT_MAX_FAULTS,
+    ScheduleLimits,
+    make_schedule,
     run_schedule,
     schedule_id,
     schedules,
@@ -82,6 +84,9 @@ class CampaignConfig:
     shrink_time: float = 120.0
     multiple_bugs: bool = False
     keep_going: bool = False  # survey: count every failing schedule, shrink none
+    # Differential mode: a schedule counts as failing only if this client passes it (so a
+    # mutant campaign finds the planted bug, not schedules the oracle flags for every client).
+    baseline: str | None = None
 
 
 @dataclass
@@ -106,6 +111,7 @@ class CampaignResult:
     config: CampaignConfig
     examples_run: int = 0
     failing_runs: int = 0
+    baseline_failed: int = 0
     duration: float = 0.0
     failures: list[FoundFailure] = field(default_factory=list)
     invariants_failed: dict[str, int] = field(default_factory=dict)
@@ -124,6 +130,7 @@ class CampaignStats:
     first_failure_at: dict[str, float] = field(default_factory=dict)
     smallest: dict[str, int] = field(default_factory=dict)  # invariant -> fewest faults seen
     sim_seconds: float = 0.0
+    baseline_failed: int = 0  # failing schedules the baseline client failed too (not counted)
     surveyed: list[tuple[str, Scenario, ScenarioResult, str]] = field(default_factory=list)
 
 
@@ -144,8 +151,11 @@ def run_campaign(config: CampaignConfig, progress: ProgressHook | None = None) -
     from hypothesis.internal.conjecture import engine
 
     _check_client(config.client)
+    if config.baseline is not None:
+        _check_client(config.baseline)
     stats = CampaignStats(started=time.monotonic())
-    strategy = schedules(config.horizon, max_faults=config.max_faults, tls=config.tls)
+    limits = _limits(config)
+    strategy = schedules(limits.horizon, max_faults=limits.max_faults, tls=config.tls)
 
     def check(scenario: Scenario) -> None:
         result = run_schedule(scenario, config.client)
@@ -157,6 +167,9 @@ def run_campaign(config: CampaignConfig, progress: ProgressHook | None = None) -
                 progress("run", stats)
             return
         invariant, evidence = failed
+        if not _baseline_passes(scenario, config, stats):
+            stats.baseline_failed += 1
+            return
         stats.failing += 1
         stats.first_failure_at.setdefault(invariant, time.monotonic() - stats.started)
         faults = len(scenario.steps)
@@ -209,7 +222,7 @@ def run_campaign(config: CampaignConfig, progress: ProgressHook | None = None) -
         engine.MAX_SHRINKING_SECONDS = saved_limit
     finished = time.monotonic() - stats.started
     outcome = CampaignResult(config, examples_run=stats.runs, failing_runs=stats.failing,
-                             duration=finished)
+                             duration=finished, baseline_failed=stats.baseline_failed)
     if config.keep_going:
         outcome.all_failures = [(inv, sc, ev) for inv, sc, _, ev in stats.surveyed]
         # Report the smallest failing schedule of each invariant (unshrunk).
@@ -232,6 +245,10 @@ def run_campaign(config: CampaignConfig, progress: ProgressHook | None = None) -
                                    path, comments=(f"{inv} failed: {ev[:300]}",))
                     steps = "; ".join(step.describe() for step in sc.steps)
                     f.write(f"{path.name}\t{inv}\t{ev}\n\t{steps}\n")
+    if not config.keep_going:
+        raised = [_polish(failed, config, stats) for failed in raised]
+        finished = time.monotonic() - stats.started
+        outcome.duration = finished
     for failed in raised:
         invariant = failed.invariant
         outcome.invariants_failed[invariant] = outcome.invariants_failed.get(invariant, 0) + 1
@@ -251,6 +268,41 @@ def run_campaign(config: CampaignConfig, progress: ProgressHook | None = None) -
             failure.transcript_hash = transcript_hash(failure.result.records)
         outcome.failures.append(failure)
     return outcome
+
+
+def _polish(failed: ScheduleFailed, config: CampaignConfig, stats: CampaignStats) -> ScheduleFailed:
+    """Delete any step the failure does not need (greedy, one run per step).
+
+    Hypothesis's shrinker sometimes keeps a step that does nothing (a reset at 0 s, before any
+    connection), because removing it shifts trio's seeded task shuffle and so the timing of
+    everything else; trying each deletion once more after shrinking cleans that up.
+    """
+    best = failed
+    i = 0
+    while i < len(best.scenario.steps) and len(best.scenario.steps) > 1:
+        steps = [st for j, st in enumerate(best.scenario.steps) if j != i]
+        candidate = make_schedule(steps, seed=best.scenario.seed or 0,
+                                  gateway=best.scenario.gateway, limits=_limits(config))
+        result = run_schedule(candidate, config.client)
+        stats.runs += 1
+        got = _first_failed(result)
+        if got is not None and got[0] == best.invariant and _baseline_passes(candidate, config,
+                                                                             stats):
+            best = failure_type(best.invariant)(f"{got[0]}: {got[1]}", candidate, result)
+        else:
+            i += 1
+    return best
+
+
+def _baseline_passes(scenario: Scenario, config: CampaignConfig, stats: CampaignStats) -> bool:
+    if config.baseline is None:
+        return True
+    stats.runs += 1
+    return _first_failed(run_schedule(scenario, config.baseline)) is None
+
+
+def _limits(config: CampaignConfig) -> ScheduleLimits:
+    return ScheduleLimits(horizon=config.horizon, max_faults=config.max_faults)
 
 
 def _leaves(group: BaseExceptionGroup[Any]) -> list[ScheduleFailed]:
@@ -397,6 +449,9 @@ def add_fuzz_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-going", action="store_true",
                    help="survey: run every example, count each failing one, shrink none "
                         "(measures a false-alarm rate)")
+    p.add_argument("--baseline", default=None, metavar="CLIENT",
+                   help="count a failing schedule only if CLIENT passes it (default: reference "
+                        "when fuzzing a mutant; 'none' = off)")
     p.add_argument("--list", action="store_true", help="list the planted-bug mutants and exit")
 
 
@@ -420,11 +475,13 @@ def fuzz_main(args: argparse.Namespace) -> int:
         raise UserError(f"--shrink-time: must be positive, got {args.shrink_time:g}")
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
     database = None if args.database.lower() == "none" else Path(args.database)
+    baseline = args.baseline or ("reference" if args.client != "reference" else "none")
     config = CampaignConfig(
         examples=args.examples, seed=seed, client=args.client, horizon=args.horizon,
         max_faults=args.max_faults, tls=args.tls, out_dir=Path(args.out), database=database,
         shrink_time=args.shrink_time, multiple_bugs=args.multiple_bugs,
         keep_going=args.keep_going,
+        baseline=None if baseline.lower() == "none" else baseline,
     )
     print(f"gateway-harness fuzz: client {config.client}, {config.examples} examples, "
           f"seed {seed}, horizon {config.horizon:g} s, up to {config.max_faults} faults",
@@ -451,6 +508,9 @@ def campaign_summary(result: CampaignResult) -> str:
              f"{cfg.client} in {result.duration:.1f} s; seed {cfg.seed}"]
     if not result.failures:
         lines.append("no invariant failed")
+    if cfg.baseline is not None:
+        lines.append(f"{result.baseline_failed} failing schedule(s) set aside because the "
+                     f"{cfg.baseline} client failed them too")
     if cfg.keep_going and result.all_failures:
         tally = ", ".join(f"{inv} {n}" for inv, n in sorted(_tally(result.all_failures).items()))
         lines.append(f"{len(result.all_failures)} failing schedule(s) of {result.examples_run}: "

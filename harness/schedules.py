@@ -71,6 +71,17 @@ DEFAULT_RECOVERY_BOUND = 75.0
 DEFAULT_QUIET = 20.0
 TICK = 0.1  # generated times are whole tenths of a second (readable scenario files)
 
+
+def fuzz_gateway() -> GatewayKnobs:
+    """The gateway knobs generated schedules use by default.
+
+    The gateway's heartbeat deadline gets more grace (0.5 interval) than the oracle's
+    heartbeat_slack (0.25): with equal values the gateway closes a silent client at the very
+    instant HB1 and LV1 would judge it, and a client that never heartbeats is never caught.
+    """
+    return GatewayKnobs(heartbeat_grace=0.5)
+
+
 # Close codes a generated `close` may use: every non-fatal class (resume and new-session), and an
 # empty close frame (None).
 SAFE_CLOSE_CODES: tuple[int | None, ...] = (
@@ -212,12 +223,13 @@ def _connection_filter() -> st.SearchStrategy[tuple[int | None, int | None]]:
 _URL_TARGETS = st.sampled_from(["both", "resume", "discovery"])
 
 
-def toxic_steps(limits: ScheduleLimits) -> st.SearchStrategy[Step]:
+def toxic_steps(limits: ScheduleLimits, types: Sequence[str] = TOXIC_TYPES
+                ) -> st.SearchStrategy[Step]:
     """A toxic on the discovery and/or resume proxy (Toxiproxy semantics plus our extensions)."""
 
     @st.composite
     def build(draw: st.DrawFn) -> Step:
-        toxic_type = draw(st.sampled_from(TOXIC_TYPES))
+        toxic_type = draw(st.sampled_from(types))
         only, from_conn = draw(_connection_filter())
         return Step(
             name="",
@@ -277,12 +289,16 @@ def _control_params(action: str) -> st.SearchStrategy[dict[str, Any]]:
     return st.just({})
 
 
-def control_steps(limits: ScheduleLimits) -> st.SearchStrategy[Step]:
+def control_steps(
+    limits: ScheduleLimits,
+    one_shots: Sequence[str] = ONE_SHOT_ACTIONS,
+    persistent: Sequence[str] = PERSISTENT_ACTIONS,
+) -> st.SearchStrategy[Step]:
     """A protocol-level fault: one-shot (op 7, op 9, close, reset, ...) or switched on and off."""
 
     @st.composite
     def one_shot(draw: st.DrawFn) -> Step:
-        action = draw(st.sampled_from(ONE_SHOT_ACTIONS))
+        action = draw(st.sampled_from(one_shots))
         return Step(
             name="",
             kind="control",
@@ -296,8 +312,8 @@ def control_steps(limits: ScheduleLimits) -> st.SearchStrategy[Step]:
         )
 
     @st.composite
-    def persistent(draw: st.DrawFn) -> Step:
-        action = draw(st.sampled_from(PERSISTENT_ACTIONS))
+    def switched(draw: st.DrawFn) -> Step:
+        action = draw(st.sampled_from(persistent))
         return Step(
             name="",
             kind="control",
@@ -308,13 +324,23 @@ def control_steps(limits: ScheduleLimits) -> st.SearchStrategy[Step]:
             conn_target="all",
         )
 
-    return st.one_of(one_shot(), persistent())
+    branches = ([one_shot()] if one_shots else []) + ([switched()] if persistent else [])
+    return st.one_of(branches)
 
 
 def fault_steps(limits: ScheduleLimits | None = None) -> st.SearchStrategy[Step]:
-    """One fault step of any kind (one-shot controls first: they are the simplest)."""
+    """One fault step of any kind, each kind equally likely.
+
+    Simplest first (what shrinking moves towards): one-shot controls (a reset before all), a proxy
+    going down, persistent controls, then toxics.
+    """
     limits = limits or ScheduleLimits()
-    return st.one_of(control_steps(limits), proxy_steps(limits), toxic_steps(limits))
+    branches: list[st.SearchStrategy[Step]] = []
+    branches += [control_steps(limits, one_shots=(a,), persistent=()) for a in ONE_SHOT_ACTIONS]
+    branches.append(proxy_steps(limits))
+    branches += [control_steps(limits, one_shots=(), persistent=(a,)) for a in PERSISTENT_ACTIONS]
+    branches += [toxic_steps(limits, types=(t,)) for t in TOXIC_TYPES]
+    return st.one_of(branches)
 
 
 def schedules(
@@ -342,13 +368,15 @@ def schedules(
     step_strategy = steps if steps is not None else fault_steps(limits)
     seed_strategy = seeds if seeds is not None else st.integers(0, 2**32 - 1)
     tls_strategy = st.booleans() if tls is None else st.just(tls)
-    knobs = gateway or GatewayKnobs()
+    knobs = gateway or fuzz_gateway()
 
     @st.composite
     def build(draw: st.DrawFn) -> Scenario:
-        drawn = draw(st.lists(step_strategy, max_size=limits.max_faults))
+        # The list comes last: Hypothesis deletes list elements most easily when no other draw
+        # follows them.
         use_tls = draw(tls_strategy)
         seed = draw(seed_strategy)
+        drawn = draw(st.lists(step_strategy, max_size=limits.max_faults))
         return make_schedule(drawn, limits, seed=seed, gateway=replace(knobs, tls=use_tls),
                              name=name)
 
@@ -368,7 +396,8 @@ def make_schedule(
     """A runnable Scenario from fault steps, applying the fairness limits.
 
     Steps are named f1, f2, ... in order; time-triggered steps are cut to end inside the horizon
-    and durations are cut so their sum stays within ``max_fault_time``.
+    and durations are cut so their sum stays within ``max_fault_time`` (a persistent step left
+    with less than 0.1 s of the budget is dropped).
     """
     limits = limits or ScheduleLimits()
     fitted: list[Step] = []
@@ -381,8 +410,10 @@ def make_schedule(
         duration = min(step.duration or TICK, limits.max_duration)
         if step.start.at is not None:
             duration = min(duration, max(TICK, limits.horizon - step.start.at))
-        duration = round(max(TICK, min(duration, budget)), 1)
-        budget = max(0.0, budget - duration)
+        duration = round(min(duration, budget), 1)
+        if duration < TICK:
+            continue  # the fault-time budget is spent: the step is left out
+        budget -= duration
         fitted.append(replace(step, duration=duration, stop=None))
     scenario = Scenario(
         name=name,
@@ -390,7 +421,7 @@ def make_schedule(
         source="protocol §13",
         tags=tuple(tags),
         seed=seed,
-        gateway=gateway or GatewayKnobs(),
+        gateway=gateway or fuzz_gateway(),
         steps=tuple(fitted),
         expect=ScenarioExpect(
             outcome=None,
