@@ -133,11 +133,15 @@ class ClientConfig:
     invalid_session_wait: tuple[float, float] = (1.0, 5.0)
     max_failed_resumes: int = 3  # consecutive; then IDENTIFY on the discovery URL
     # identify budget
+    identify_window: float = IDENTIFY_WINDOW  # one IDENTIFY per window for our bucket
     identify_reserve: int = 0  # stop rather than let session_start_limit.remaining drop below this
     identify_breaker: tuple[int, float] = (10, 600.0)  # at most N IDENTIFYs per M seconds
     # send rate limit (section 8)
     send_limit: int = 120
     send_window: float = 60.0
+    # A sent frame counts as in the window this much longer: network delay and clock rounding
+    # must not let the server see a full window plus one.
+    send_margin: float = 1.0
 
     def __post_init__(self) -> None:
         if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
@@ -574,7 +578,7 @@ class GatewayClientCore:
 
     def _window_count(self, times: deque[float], now: float) -> int:
         # Same expression as the send_queue deadline, so a timer at that deadline frees a slot.
-        while times and times[0] + self.config.send_window <= now:
+        while times and times[0] + self.config.send_window + self.config.send_margin <= now:
             times.popleft()
         return len(times)
 
@@ -634,7 +638,7 @@ class GatewayClientCore:
         """Our shard owns one bucket (shard_id % max_concurrency): one IDENTIFY per 5 s in it."""
         if not self._identify_times:
             return -math.inf
-        return self._identify_times[-1] + IDENTIFY_WINDOW
+        return self._identify_times[-1] + self.config.identify_window
 
     def _connect(self, purpose: Purpose, now: float) -> None:
         self._pending_purpose = None
@@ -806,7 +810,8 @@ class GatewayClientCore:
         if conn.app_queue:
             full = conn.other_sent_times if len(conn.other_sent_times) >= other_limit else \
                 conn.sent_times
-            self._start_timer("send_queue", conn.gen, full[0] + self.config.send_window)
+            self._start_timer("send_queue", conn.gen,
+                              full[0] + self.config.send_window + self.config.send_margin)
 
     # ------------------------------------------------------------------ internals: losing it
 
