@@ -1,0 +1,152 @@
+"""The reference client on real loopback sockets: wss with a trustme CA, REST over https, the
+fault proxy's reset_after toxic for the seed failure, and the client as a separate process.
+
+Wall-clock mode: the gateway advertises a 200-ms heartbeat interval so a few beats take under
+a second. Timeouts here only protect against hangs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from harness.client.testing import TOKEN, ClientWorld, open_tcp_world, wait_until
+from harness.faults.backend import ToxicSpec, open_embedded_backend
+
+FAST: dict[str, Any] = {"backoff_base": 0.05, "backoff_cap": 0.5, "close_timeout": 1.0,
+                        "invalid_session_wait": (0.1, 0.2), "identify_window": 0.1}
+GATEWAY: dict[str, Any] = {"heartbeat_interval_ms": 200, "dispatch_rate": 20.0,
+                           "identify_window": 0.0}
+
+
+def _read_log(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _check_delivery(world: ClientWorld, log: list[dict[str, Any]]) -> None:
+    """Every dispatch the gateway sent reached the app once, in order (per session)."""
+    sessions = {rec["session_id"] for rec in log}
+    for session_id in sessions:
+        seqs = [rec["s"] for rec in log if rec["session_id"] == session_id]
+        sent = sorted(set(world.dispatches_out(session_id)))
+        assert seqs == sent[: len(seqs)], f"lost, duplicated or reordered: {seqs} vs {sent}"
+
+
+async def test_wss_rest_and_zlib_stream_to_a_live_heartbeating_session(tmp_path: Path):
+    log_path = tmp_path / "delivery.jsonl"
+    async with open_tcp_world(client_defaults=FAST, **GATEWAY) as world:
+        assert world.discovery_url.startswith("wss://") and world.rest_url is not None
+        client = await world.start_client(delivery_log=log_path)
+        await wait_until(lambda: len(world.frames_in(1)) >= 5, timeout=30)
+        conn = world.live_conn()
+        assert world.records("ws_upgrade", conn=conn)[0]["query"]["compress"] == "zlib-stream"
+        assert client.state == "ready"
+        assert len(world.records("frame_out", conn=conn, op=11)) >= 4
+        assert world.gateway.state()["session_start_remaining"] == 999  # read via REST
+        client.stop()
+        await wait_until(lambda: client.stop_info is not None, timeout=10)
+    log = _read_log(log_path)
+    assert log[0]["t"] == "READY" and log[0]["s"] == 1
+    assert all(set(rec) == {"s", "t", "session_id", "ts"} for rec in log)
+    _check_delivery(world, log)
+
+
+async def test_zstd_stream_transport_works_too():
+    async with open_tcp_world(tls=False, rest=False, client_defaults=FAST, **GATEWAY) as world:
+        client = await world.start_client(compress="zstd-stream")
+        await wait_until(lambda: len(client.delivered) >= 10, timeout=30)
+        query = world.records("ws_upgrade")[0]["query"]
+        assert query["compress"] == "zstd-stream"
+        assert [rec["s"] for rec in client.delivered[:10]] == list(range(1, 11))
+
+
+async def test_seed_tls_reset_after_client_hello_through_the_fault_proxy(tmp_path: Path):
+    """The seed on real sockets: the session's socket is reset; the reconnect to the resume URL
+    goes through a proxy whose reset_after toxic sends an RST right after the ClientHello. The
+    client must come back, RESUME, heartbeat, and lose no event."""
+    log_path = tmp_path / "delivery.jsonl"
+    async with open_tcp_world(rest=False, client_defaults=FAST, **GATEWAY) as world, \
+            open_embedded_backend(seed=3) as backend:
+        upstream = {name: url.split("://", 1)[1] for name, url in
+                    (("discovery", world.discovery_url), ("resume", world.resume_url))}
+        proxies = {name: await backend.create_proxy(name, addr, "127.0.0.1:0")
+                   for name, addr in upstream.items()}
+        discovery = f"wss://{proxies['discovery'].listen}"
+        world.gateway.core.set_urls(discovery, f"wss://{proxies['resume'].listen}")
+        await backend.add_toxic("resume", ToxicSpec(
+            "reset_after", attributes={"bytes": 1, "mode": "rst", "forward": True},
+            only_connection=1))
+        client = await world.start_client(gateway_url=discovery, delivery_log=log_path)
+        await wait_until(lambda: client.state == "ready", timeout=30)
+        await trio.sleep(0.5)
+        world.gateway.controls.apply("reset", world.live_conn())
+        await wait_until(lambda: client.counters()["resumes_ok"] == 1, timeout=30)
+        resumed = world.live_conn()
+        await wait_until(lambda: len(world.frames_in(1, resumed)) >= 4, timeout=30)
+        counters = client.counters()
+        assert counters["stage_failures"] == {"tls": 1}
+        assert counters["identifies"] == 1 and counters["failed_resumes"] == 1
+        assert client.state == "ready"
+        assert len(world.records("frame_out", conn=resumed, op=11)) >= 3
+        client.stop()
+        await wait_until(lambda: client.stop_info is not None, timeout=10)
+    log = _read_log(log_path)
+    assert len({rec["session_id"] for rec in log}) == 1
+    _check_delivery(world, log)
+    assert log[-1]["s"] > 20
+
+
+async def test_cli_runs_as_a_process_under_the_env_contract(tmp_path: Path):
+    log_path = tmp_path / "delivery.jsonl"
+    async with open_tcp_world(**GATEWAY) as world:
+        assert world.rest_url is not None and world.ca_file is not None
+        env = {**os.environ,
+               "GATEWAY_HARNESS_GATEWAY_URL": world.discovery_url,
+               "GATEWAY_HARNESS_REST_URL": world.rest_url,
+               "GATEWAY_HARNESS_TOKEN": TOKEN,
+               "GATEWAY_HARNESS_CA_FILE": world.ca_file,
+               "GATEWAY_HARNESS_DELIVERY_LOG": str(log_path)}
+        with trio.fail_after(60):
+            proc = await trio.run_process(
+                [sys.executable, "-m", "harness", "client", "--show-state", "--run-for", "1.5",
+                 "--seed", "4"],
+                env=env, capture_stdout=True, capture_stderr=True, check=False)
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 0, stderr
+    states = [line.split("]", 1)[1].split()[0] for line in stderr.splitlines()
+              if line.startswith("[")]
+    assert states[:6] == ["connecting", "connecting", "tls", "upgrading", "hello", "identifying"]
+    assert "ready" in states and states[-1] == "stopped"
+    log = _read_log(log_path)
+    assert log[0]["t"] == "READY"
+    _check_delivery(world, log)
+    closes = world.records("conn_close", by="client")
+    assert [c["code"] for c in closes] == [1000]
+
+
+async def test_cli_reports_a_fatal_close_in_one_line_and_exits_nonzero():
+    async with open_tcp_world(tls=False, rest=False, **GATEWAY) as world:
+        with trio.fail_after(60):
+            proc = await trio.run_process(
+                [sys.executable, "-m", "harness", "client", "--gateway-url", world.discovery_url,
+                 "--token", "not-the-token"],
+                capture_stdout=True, capture_stderr=True, check=False)
+    assert proc.returncode == 1
+    last = proc.stderr.decode().strip().splitlines()[-1]
+    assert last.startswith("gateway-harness client: stopped: fatal close code 4004")
+    assert "Traceback" not in proc.stderr.decode()
+    assert len(world.conns()) == 1  # never reconnected
+
+
+async def test_refused_token_at_rest_stops_before_connecting():
+    async with open_tcp_world(client_defaults=FAST, **GATEWAY) as world:
+        client = await world.start_client(token="not-the-token")
+        await wait_until(lambda: client.stop_info is not None, timeout=30)
+        assert client.stop_info is not None and client.stop_info.fatal
+        assert "401" in client.stop_info.reason
+        assert world.conns() == []
