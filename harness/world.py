@@ -80,6 +80,7 @@ class ClientEnv:
     fetch_gateway_bot: Callable[[], Awaitable[dict[str, Any]]] | None  # sim: no HTTP
     seed: int
     delivery_log_path: Path | None
+    compress: str | None = None  # transport compression the scenario asks the client to use
 
 
 @dataclass
@@ -229,6 +230,7 @@ class _World:
                     fetch_gateway_bot=self._gateway_bot if self.sim else None,
                     seed=options.seed,
                     delivery_log_path=None,
+                    compress=None if knobs.compression == "none" else knobs.compression,
                 )
                 starter = client_starter(options)
                 stop = await starter(nursery, env)

@@ -42,6 +42,7 @@ async def _start_reference(nursery: trio.Nursery, env: ClientEnv, name: str) -> 
         gateway_url=env.gateway_url,
         rest_url=env.rest_url,
         ca_file=env.ca_file,
+        compress=env.compress,  # type: ignore[arg-type]
     )
     rng = random.Random(f"{env.seed}:client")
     kwargs: dict[str, Any] = {"rng": rng}
