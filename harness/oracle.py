@@ -195,6 +195,9 @@ class Connection:
     frames_in: list[Frame] = field(default_factory=list)
     frames_out: list[Frame] = field(default_factory=list)
     live: Frame | None = None  # first READY or RESUMED sent on this connection
+    _beats: list[Frame] | None = field(default=None, repr=False)
+    _acks: list[Frame] | None = field(default=None, repr=False)
+    _ack_positions: list[int] | None = field(default=None, repr=False)
 
     @property
     def start_ts(self) -> float:
@@ -208,10 +211,23 @@ class Connection:
         return None if self.close is None else float(self.close["ts"])
 
     def beats(self) -> list[Frame]:
-        return [f for f in self.frames_in if f.op == OP_HEARTBEAT]
+        """The client's heartbeats on this connection (computed once; the view is read-only)."""
+        if self._beats is None:
+            self._beats = [f for f in self.frames_in if f.op == OP_HEARTBEAT]
+        return self._beats
 
     def acks(self) -> list[Frame]:
-        return [f for f in self.frames_out if f.op == OP_ACK]
+        if self._acks is None:
+            self._acks = [f for f in self.frames_out if f.op == OP_ACK]
+        return self._acks
+
+    def ack_after(self, idx: int) -> Frame | None:
+        """The first ACK sent after trace record ``idx``."""
+        acks = self.acks()
+        if self._ack_positions is None:
+            self._ack_positions = [a.idx for a in acks]
+        i = bisect.bisect_right(self._ack_positions, idx)
+        return acks[i] if i < len(acks) else None
 
     def describe_close(self) -> str:
         if self.close is None:
@@ -251,6 +267,7 @@ class RunView:
         self.frames_in: list[Frame] = []
         self.frames_out: list[Frame] = []
         self.windows: list[FaultWindow] = []
+        self._spans: tuple[list[float], list[tuple[float, FaultWindow]]] | None = None
         open_faults: dict[str, list[tuple[int, Record]]] = {}
         for idx, rec in enumerate(self.records):
             kind = rec.get("kind")
@@ -319,6 +336,8 @@ class RunView:
                         dict(on.get("params") or {}),
                     )
                 )
+        self.session_frames = [f for f in self.frames_in if f.op in (OP_IDENTIFY, OP_RESUME)]
+        self.session_positions = [f.idx for f in self.session_frames]
         self.windows = _without_echoes(self.windows)
         self.windows.sort(key=lambda w: w.start)
 
@@ -353,11 +372,20 @@ class RunView:
 
     def fault_active(self, a: float, b: float) -> FaultWindow | None:
         """A fault window with length that overlaps [a, b] (one-shot controls do not count)."""
-        for w in self.windows:
-            if w.end is not None and w.end <= w.start:
-                continue
-            if w.overlaps(a, b):
-                return w
+        if self._spans is None:
+            spans = sorted(
+                (w for w in self.windows if w.end is None or w.end > w.start),
+                key=lambda w: w.start,
+            )
+            reach: list[tuple[float, FaultWindow]] = []  # the latest-ending window so far
+            for w in spans:
+                end = float("inf") if w.end is None else w.end
+                reach.append((end, w) if not reach or end > reach[-1][0] else reach[-1])
+            self._spans = ([w.start for w in spans], reach)
+        starts, reach = self._spans
+        k = bisect.bisect_right(starts, b)
+        if k and reach[k - 1][0] >= a:
+            return reach[k - 1][1]
         return None
 
     def interval_for(self, conn: Connection) -> float | None:
@@ -577,16 +605,19 @@ def _session_of_conns(view: RunView) -> dict[int, str | None]:
 
 def check_hb3(view: RunView, exp: Expectations) -> Verdict:
     staleness = exp.tolerances.seq_staleness
-    sent: list[Frame] = [
-        f for f in view.frames_out if f.op == OP_DISPATCH and isinstance(f.rec.get("s"), int)
-    ]
-    sent_positions = [f.idx for f in sent]
+    first_sent: dict[int, int] = {}  # seq -> the first trace record that sent it
+    for f in view.frames_out:
+        s = f.rec.get("s")
+        if f.op == OP_DISPATCH and isinstance(s, int) and s not in first_sent:
+            first_sent[s] = f.idx
     failures: list[tuple[str, list[int]]] = []
     judged = skipped = 0
     for conn in view.ordered_conns():
         dispatched = [
             f for f in conn.frames_out if f.op == OP_DISPATCH and isinstance(f.rec.get("s"), int)
         ]
+        floor: Frame | None = None
+        next_dispatch = 0
         for beat in conn.beats():
             d = beat.rec.get("d")
             judged += 1
@@ -601,9 +632,7 @@ def check_hb3(view: RunView, exp: Expectations) -> Verdict:
                         )
                     )
                     continue
-                upto = bisect.bisect_left(sent_positions, beat.idx)
-                seen = {int(f.rec["s"]) for f in sent[:upto]}
-                if d not in seen:
+                if first_sent.get(d, beat.idx) >= beat.idx:
                     failures.append(
                         (
                             f"conn {conn.id}: heartbeat at {fmt(beat.ts)} carries d={d}, a seq the "
@@ -614,10 +643,13 @@ def check_hb3(view: RunView, exp: Expectations) -> Verdict:
                     )
                     continue
             # Lower bound: dispatches sent on this connection well before the beat must show.
-            floor: Frame | None = None
-            for f in dispatched:
-                if f.idx < beat.idx and f.ts <= beat.ts - staleness:
-                    floor = f
+            while (
+                next_dispatch < len(dispatched)
+                and dispatched[next_dispatch].idx < beat.idx
+                and dispatched[next_dispatch].ts <= beat.ts - staleness
+            ):
+                floor = dispatched[next_dispatch]
+                next_dispatch += 1
             if floor is None:
                 continue
             if view.fault_active(floor.ts, beat.ts):
@@ -655,7 +687,9 @@ def check_hb4(view: RunView, exp: Expectations) -> Verdict:
     for conn in view.ordered_conns():
         for req in (f for f in conn.frames_out if f.op == OP_HEARTBEAT):
             deadline = req.ts + within
-            reply = next((b for b in conn.beats() if b.idx > req.idx), None)
+            beats = conn.beats()
+            i = bisect.bisect_right([b.idx for b in beats], req.idx) if beats else 0
+            reply = beats[i] if i < len(beats) else None
             end = conn.close_ts if conn.close_ts is not None else view.end_ts
             if reply is not None and reply.ts <= deadline + 1e-9:
                 judged += 1
@@ -696,13 +730,13 @@ def check_zb1(view: RunView, exp: Expectations) -> Verdict:
         interval = view.interval_for(conn)
         if interval is None:
             continue
-        acks = conn.acks()
         beats = conn.beats()
         unacked: Frame | None = None
         open_until = conn.close_ts if conn.close_ts is not None else view.end_ts
         for i, beat in enumerate(beats):
             nxt = beats[i + 1].idx if i + 1 < len(beats) else None
-            answered = any(a.idx > beat.idx and (nxt is None or a.idx < nxt) for a in acks)
+            ack = conn.ack_after(beat.idx)
+            answered = ack is not None and (nxt is None or ack.idx < nxt)
             if not answered and open_until - beat.ts >= interval * tol.ack_wait:
                 unacked = beat
                 break
@@ -786,10 +820,10 @@ class Loss:
 
 
 def _first_session_frame_after(view: RunView, ts: float, idx: int) -> Frame | None:
-    for f in view.frames_in:
-        if f.idx > idx and f.op in (OP_IDENTIFY, OP_RESUME):
-            return f
-    return None
+    """The client's first IDENTIFY or RESUME after trace record ``idx``."""
+    frames = view.session_frames
+    i = bisect.bisect_right(view.session_positions, idx)
+    return frames[i] if i < len(frames) else None
 
 
 def _resumable_losses(view: RunView) -> list[Loss]:
@@ -927,84 +961,83 @@ def check_rs1(view: RunView, exp: Expectations) -> Verdict:
 
 
 def check_rs2(view: RunView, exp: Expectations) -> Verdict:
-    resumes = [f for f in view.frames_in if f.op == OP_RESUME]
-    if not resumes:
-        return _skip("RS2", "the client sent no RESUME")
+    """One pass over the trace, keeping the current session (the last READY), the connections
+    that carried it, the last seq sent on them and the highest seq the client's own heartbeats
+    proved it had."""
+    resumes: list[Frame] = []
     failures: list[tuple[str, list[int]]] = []
-    for r in resumes:
-        session: str | None = None
-        session_idx = -1
-        sent_in_session: list[Frame] = []
-        proven: Frame | None = None  # the client's own heartbeat proving it had a seq
-        conns_in_session: set[int] = set()
-        for idx in range(r.idx):
-            rec = view.records[idx]
-            if rec.get("kind") == "frame_out" and rec.get("t") == "READY" and rec.get("session_id"):
-                session, session_idx = str(rec["session_id"]), idx
-                sent_in_session, proven = [], None
-                conns_in_session = {rec.get("conn")}  # type: ignore[arg-type]
-            elif (
-                rec.get("kind") == "frame_in"
-                and rec.get("op") == OP_RESUME
-                and rec.get("session_id") == session
-            ):
-                conns_in_session.add(rec.get("conn"))  # type: ignore[arg-type]
+    session: str | None = None
+    session_idx = -1
+    conns: set[Any] = set()
+    last_sent: int | None = None
+    proven: tuple[int, Record] | None = None
+    beat_by_conn: dict[Any, tuple[int, Record]] = {}  # highest heartbeat d on each connection
+
+    def judge_resume(idx: int, rec: Record) -> None:
+        ts = float(rec["ts"])
+        sid, seq = rec.get("session_id"), rec.get("seq")
         if session is None:
             failures.append(
-                (
-                    f"RESUME at {fmt(r.ts)} on conn {r.rec.get('conn')} but no READY was ever sent",
-                    [r.idx],
-                )
+                (f"RESUME at {fmt(ts)} on conn {rec.get('conn')} but no READY was ever sent", [idx])
             )
-            continue
-        for idx in range(session_idx, r.idx):
-            rec = view.records[idx]
-            if rec.get("conn") not in conns_in_session:
-                continue
-            if (
-                rec.get("kind") == "frame_out"
-                and rec.get("op") == OP_DISPATCH
-                and isinstance(rec.get("s"), int)
-            ):
-                sent_in_session.append(Frame(idx, rec))
-            if (
-                rec.get("kind") == "frame_in"
-                and rec.get("op") == OP_HEARTBEAT
-                and isinstance(rec.get("d"), int)
-            ):
-                proven = Frame(idx, rec)
-        sid, seq = r.rec.get("session_id"), r.rec.get("seq")
-        if sid != session:
+        elif sid != session:
             failures.append(
                 (
-                    f"RESUME at {fmt(r.ts)} carries session_id {sid!r}, but the current session "
-                    "(READY at "
-                    f"{fmt(view.records[session_idx]['ts'])}) is {session!r}",
-                    [session_idx, r.idx],
+                    f"RESUME at {fmt(ts)} carries session_id {sid!r}, but the current session "
+                    f"(READY at {fmt(view.records[session_idx]['ts'])}) is {session!r}",
+                    [session_idx, idx],
                 )
             )
-            continue
-        last_sent = max((int(f.rec["s"]) for f in sent_in_session), default=None)
-        if not isinstance(seq, int) or isinstance(seq, bool):
-            failures.append((f"RESUME at {fmt(r.ts)} carries seq={seq!r}, not a number", [r.idx]))
+        elif not isinstance(seq, int) or isinstance(seq, bool):
+            failures.append((f"RESUME at {fmt(ts)} carries seq={seq!r}, not a number", [idx]))
         elif last_sent is not None and seq > last_sent:
             failures.append(
                 (
-                    f"RESUME at {fmt(r.ts)} carries seq={seq}, beyond the last sent s={last_sent}",
-                    [r.idx],
+                    f"RESUME at {fmt(ts)} carries seq={seq}, beyond the last sent s={last_sent}",
+                    [idx],
                 )
             )
-        elif proven is not None and seq < int(proven.rec["d"]):
+        elif proven is not None and seq < int(proven[1]["d"]):
             failures.append(
                 (
-                    f"RESUME at {fmt(r.ts)} carries seq={seq}, but the client's heartbeat at "
-                    f"{fmt(proven.ts)} "
-                    f"showed it had s={proven.rec['d']}",
-                    [proven.idx, r.idx],
+                    f"RESUME at {fmt(ts)} carries seq={seq}, but the client's heartbeat at "
+                    f"{fmt(proven[1]['ts'])} showed it had s={proven[1]['d']}",
+                    [proven[0], idx],
                 )
             )
-        elif r.rec.get("token_ok") is False:
-            failures.append((f"RESUME at {fmt(r.ts)} carried a wrong token", [r.idx]))
+        elif rec.get("token_ok") is False:
+            failures.append((f"RESUME at {fmt(ts)} carried a wrong token", [idx]))
+
+    for idx, rec in enumerate(view.records):
+        kind, conn, op = rec.get("kind"), rec.get("conn"), rec.get("op")
+        if kind == "frame_out" and rec.get("t") == "READY" and rec.get("session_id"):
+            session, session_idx = str(rec["session_id"]), idx
+            conns = {conn}
+            last_sent = rec["s"] if isinstance(rec.get("s"), int) else None
+            proven = None  # beats before READY carried the previous session's seq
+            beat_by_conn.pop(conn, None)
+            continue
+        if kind == "frame_in" and op == OP_RESUME:
+            resumes.append(Frame(idx, rec))
+            judge_resume(idx, rec)
+            if session is not None and rec.get("session_id") == session and conn not in conns:
+                conns.add(conn)
+                earlier = beat_by_conn.get(conn)
+                if earlier is not None and (proven is None or earlier[1]["d"] > proven[1]["d"]):
+                    proven = earlier
+            continue
+        if kind == "frame_in" and op == OP_HEARTBEAT and isinstance(rec.get("d"), int):
+            best = beat_by_conn.get(conn)
+            if best is None or rec["d"] >= best[1]["d"]:
+                beat_by_conn[conn] = (idx, rec)
+            if conn in conns and (proven is None or rec["d"] >= proven[1]["d"]):
+                proven = (idx, rec)
+        elif kind == "frame_out" and op == OP_DISPATCH and conn in conns:
+            s = rec.get("s")
+            if isinstance(s, int) and (last_sent is None or s > last_sent):
+                last_sent = s
+    if not resumes:
+        return _skip("RS2", "the client sent no RESUME")
     if failures:
         return _first_failure("RS2", failures, f"{len(resumes)} RESUME(s) judged")
     r = resumes[-1]
@@ -1604,7 +1637,7 @@ def check_lv1(view: RunView, exp: Expectations) -> Verdict:
     assert conn.live is not None
     interval = view.interval_for(conn) or 0.0
     beats = [b for b in conn.beats() if b.idx > conn.live.idx]
-    acked = [b for b in beats if any(a.idx > b.idx for a in conn.acks())]
+    acked = [b for b in beats if conn.ack_after(b.idx) is not None]
     how = conn.live.rec.get("t")
     end = conn.close_ts if conn.close_ts is not None else view.end_ts
     live_text = f"conn {conn.id} got {how} at {fmt(conn.live.ts)}"

@@ -553,3 +553,12 @@ def test_hb3_catches_a_reply_that_parrots_the_servers_op1():
     run.beat(1, 2.12, 999).beats(1, 2.5, 4.0, d=3)
     assert_status(verdict(run, "HB3"), "fail", "d=999", "never sent")
     assert_status(verdict(run, "HB4"), "pass")
+
+
+def test_rs2_does_not_hold_an_old_sessions_seq_against_a_new_session():
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).server_op(1, 2.0, 9, d=False)
+    # The client keeps heartbeating with the old session's seq until the new READY arrives.
+    run.beat(1, 2.5, 3).identify(1, 3.0).ready(1, 3.1, "sess-b").dispatch(1, 3.2, "sess-b")
+    run.beat(1, 3.5, 2).close(1, 3.6, "network", None, "reset")
+    run.open(2, 3.8, "resume").hello(2, 3.81).resume(2, 3.9, "sess-b", 2)
+    assert_status(verdict(run, "RS2"), "pass")

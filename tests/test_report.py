@@ -224,3 +224,19 @@ def test_a_run_that_judged_nothing_is_not_a_pass():
         "duration": 0.0,
     }
     assert conformance_matrix([r]).cell("never-started", "x").status == "unjudged"
+
+
+def test_timeline_of_a_long_busy_run_stays_a_readable_size():
+    run = healthy_start()
+    for i in range(5000):
+        run.beat(1, 0.5 + i, 3)
+    for i in range(40):  # overlapping faults with long names
+        run.fault(f"latency-spike-number-{i}", 10.0 + i, "on").fault(
+            f"latency-spike-number-{i}", 900.0, "off"
+        )
+    svg = timeline_svg(run.records, [])
+    ET.fromstring(svg)
+    assert 0 < svg.count("client heartbeat d=") <= 700  # about one mark per 1.5 px
+    height = int(re.search(r'viewBox="0 0 \d+ (\d+)"', svg).group(1))
+    assert height < 400  # at most 6 fault rows above one lane
+    assert svg.count("latency-spike-number-") >= 40  # every fault keeps its name in a tooltip

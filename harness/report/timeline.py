@@ -25,6 +25,8 @@ AXIS_H = 26
 FAULT_ROW_H = 17
 LEGEND_H = 30
 CHAR_W = 6.2  # average width of a 10-11 px sans-serif character
+MIN_MARK_GAP = 1.5  # px between two routine marks of one kind in one lane
+MAX_FAULT_ROWS = 6
 ONE_SHOT_SPAN = 0.05  # s: a fault on for less than this is drawn as a one-shot (a dashed line)
 
 COLORS = {
@@ -107,21 +109,26 @@ def timeline_svg(
         return LEFT + (float(t) - t0) / (t1 - t0) * plot_w
 
     # Fault rows: greedy packing so bars and their labels never overlap.
+    # At most MAX_FAULT_ROWS rows: a fault that fits nowhere with its name is drawn unnamed (its
+    # tooltip still names it) in the first row it fits, or the last row.
     rows_end: list[float] = []
     placed: list[tuple[int, Any]] = []
+    unnamed: set[int] = set()
     for w in view.windows:
         x0 = x(w.start)
         x1 = x(w.end if w.end is not None else t1)
-        label_w = len(w.name) * CHAR_W + 14
-        right = max(x1, x0 + label_w)
-        for i, end in enumerate(rows_end):
-            if end + 4 <= x0:
-                rows_end[i] = right
-                placed.append((i, w))
-                break
-        else:
+        right = max(x1, x0 + len(w.name) * CHAR_W + 14)
+        row = next((i for i, end in enumerate(rows_end) if end + 4 <= x0), None)
+        if row is None and len(rows_end) < MAX_FAULT_ROWS:
             rows_end.append(right)
             placed.append((len(rows_end) - 1, w))
+            continue
+        if row is None:
+            row = next((i for i, end in enumerate(rows_end) if end <= x0), len(rows_end) - 1)
+            right = max(x1, x0 + 2)
+            unnamed.add(id(w))
+        rows_end[row] = max(rows_end[row], right)
+        placed.append((row, w))
     n_rows = max(1, len(rows_end))
     lanes_top = AXIS_H + n_rows * FAULT_ROW_H + 8
     lane_h = 52 if len(conns) <= 8 else max(26, int(420 / len(conns)))
@@ -170,7 +177,8 @@ def timeline_svg(
                 f'stroke="{COLORS["warn"]}" stroke-width="1.2" stroke-dasharray="4 '
                 f'3"><title>{_esc(tip)}</title></line>'
             )
-            svg.text(x0 + 4, y + 11, f"⚡ {w.name}", size=10, fill=COLORS["warn"], title=tip)
+            if id(w) not in unnamed:
+                svg.text(x0 + 4, y + 11, f"⚡ {w.name}", size=10, fill=COLORS["warn"], title=tip)
             continue
         x1 = x(w.end if w.end is not None else t1)
         span = max(2.0, x1 - x0)
@@ -182,7 +190,9 @@ def timeline_svg(
             f'<rect x="{x0:.1f}" y="{y}" width="{span:.1f}" height="{FAULT_ROW_H - 4}" rx="3" '
             f'fill="{COLORS["fault"]}" fill-opacity="0.55"><title>{_esc(tip)}</title></rect>'
         )
-        svg.text(x0 + 4, y + 10, w.name + ("" if w.end is not None else " →"), size=10, title=tip)
+        if id(w) not in unnamed:
+            label = w.name + ("" if w.end is not None else " →")
+            svg.text(x0 + 4, y + 10, label, size=10, title=tip)
 
     # Connection lanes.
     lane_of: dict[int, int] = {c.id: i for i, c in enumerate(conns)}
@@ -302,10 +312,21 @@ def _lane(
             above.append((fx, [(text, color)]))
 
     frames = sorted(conn.frames_in + conn.frames_out, key=lambda f: f.idx)
+    # Routine marks (heartbeats, ACKs, dispatches) closer than a pixel or so to the previous one of
+    # their kind add nothing to the picture: skip them, so a day-long trace stays a small file.
+    last_mark: dict[tuple[str, Any], float] = {}
     for f in frames:
         rec = f.rec
         fx = x(f.ts)
         op = rec.get("op")
+        routine = (rec["kind"], op) in (("frame_in", 1), ("frame_out", 11)) or (
+            rec["kind"] == "frame_out" and op == 0 and rec.get("t") not in ("READY", "RESUMED")
+        )
+        if routine:
+            key = (rec["kind"], op)
+            if fx - last_mark.get(key, -1e9) < MIN_MARK_GAP:
+                continue
+            last_mark[key] = fx
         line = f"trace line {f.idx + 1}"
         if rec["kind"] == "frame_in":
             if op == 1:
