@@ -7,7 +7,7 @@ import re
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
-from test_oracle_traces import Run, healthy_run, seed_failure_run
+from test_oracle_traces import Run, healthy_run, healthy_start, seed_failure_run
 
 from harness.oracle import Expectations, judge
 from harness.report import (
