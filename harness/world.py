@@ -48,7 +48,7 @@ from harness.faults.backend import (
     open_embedded_backend,
 )
 from harness.faults.memnet import MemoryNetwork
-from harness.oracle import judge
+from harness.oracle import Verdict, judge
 from harness.report.model import ScenarioResult
 from harness.scenario import Scenario, Step, TriggerWatch, run_settled
 from harness.trace import KIND_FAULT, KIND_NOTE, Record, Trace, write_jsonl
@@ -81,13 +81,17 @@ class ClientEnv:
     seed: int
     delivery_log_path: Path | None
     compress: str | None = None  # transport compression the scenario asks the client to use
+    log_dir: Path | None = None  # where a client process's full stdout/stderr logs go
+    expects_stop: bool = False  # the scenario expects the client to give up (fatal close)
+    deadline: float | None = None  # seconds a client process may live
 
 
 @dataclass
 class ClientOutcome:
     delivery_log: list[Record] | None = None
     stderr_tail: str = ""
-    error: str | None = None
+    error: str | None = None  # the harness could not run the client at all
+    crash: str | None = None  # the client died or hung on its own (judged as PR1)
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -181,6 +185,7 @@ class _World:
             write_jsonl(trace_path.with_name(trace_path.name.replace(".trace.", ".delivery.")),
                         delivery)
         verdicts = judge(records, delivery, scenario.expectations())
+        verdicts.append(_process_verdict(outcome, scenario.expect.outcome == "stop", error))
         return ScenarioResult(
             name=scenario.name,
             mode=options.mode,
@@ -231,6 +236,9 @@ class _World:
                     seed=options.seed,
                     delivery_log_path=None,
                     compress=None if knobs.compression == "none" else knobs.compression,
+                    log_dir=out_dir / f"{scenario.name}.{options.mode}.{options.client}.client",
+                    expects_stop=scenario.expect.outcome == "stop",
+                    deadline=scenario.expect.duration + options.deadline_slack / 2,
                 )
                 starter = client_starter(options)
                 stop = await starter(nursery, env)
@@ -410,6 +418,18 @@ class _World:
         if isinstance(rec.get("rx"), int | float):
             rec["rx"] = round(rec["rx"] - self.t0, 6)
         return rec
+
+
+def _process_verdict(outcome: ClientOutcome, expects_stop: bool, error: str | None) -> Verdict:
+    """PR1: the client keeps running until the harness stops it. A crash or a hang is a
+    failure the wire cannot show (a dead process may leave a socket the kernel keeps open)."""
+    if error is not None:
+        return Verdict("PR1", "not_judged", f"the run did not complete: {error}")
+    if outcome.crash is None:
+        return Verdict("PR1", "pass", "the client ran until the harness stopped it")
+    if expects_stop and "exited" in outcome.crash:
+        return Verdict("PR1", "pass", f"{outcome.crash} (the scenario expects it to stop)")
+    return Verdict("PR1", "fail", outcome.crash)
 
 
 def _proxies_for(target: str) -> tuple[str, ...]:

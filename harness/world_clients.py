@@ -65,8 +65,8 @@ async def _start_reference(nursery: trio.Nursery, env: ClientEnv, name: str) -> 
         with scope:
             try:
                 await client.run()
-            except Exception as exc:  # the client's own bug: report it, keep the trace
-                errors.append(f"reference client crashed: {type(exc).__name__}: {exc}")
+            except Exception as exc:  # the client's own bug: judged as a crash, trace kept
+                errors.append(f"the reference client raised {type(exc).__name__}: {exc}")
         done.set()
 
     nursery.start_soon(runner)
@@ -77,7 +77,7 @@ async def _start_reference(nursery: trio.Nursery, env: ClientEnv, name: str) -> 
                 await client.aclose()
             scope.cancel()
             await done.wait()
-        return ClientOutcome(delivery_log=delivered, error=errors[0] if errors else None,
+        return ClientOutcome(delivery_log=delivered, crash=errors[0] if errors else None,
                              info={"counters": client.counters()})
 
     return stop
@@ -98,7 +98,7 @@ def adapter_starter(adapter: Any) -> ClientStarter:
         log_path = env.delivery_log_path or log_dir / "delivery.jsonl"
         contract = env_for(env.gateway_url, env.rest_url or "", env.token,
                            env.ca_file or "", log_path)
-        proc = ClientProcess(adapter, contract)
+        proc = ClientProcess(adapter, contract, deadline=env.deadline, log_dir=env.log_dir)
         entered = trio.Event()
         finished = trio.Event()
         release = trio.Event()
@@ -123,8 +123,15 @@ def adapter_starter(adapter: Any) -> ClientStarter:
                 # other; the report says how the process ended.
                 tail.append(f"[gateway-harness: client ended by {run.ended_by}, "
                             f"exit code {run.exit_code}]")
+            crash = None
+            if run.crashed:
+                last = run.stderr_tail[-1] if run.stderr_tail else "no stderr"
+                crash = (f"the client process exited on its own with code {run.exit_code} "
+                         f"after {run.duration:.1f} s; last stderr line: {last}")
+            elif run.ended_by == "deadline":
+                crash = f"the client process hung and was killed at its deadline ({env.deadline} s)"
             return ClientOutcome(delivery_log=list(proc.delivery) or None,
-                                 stderr_tail="\n".join(tail), info=run.to_json())
+                                 stderr_tail="\n".join(tail), crash=crash, info=run.to_json())
 
         return stop
 

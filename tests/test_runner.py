@@ -101,8 +101,10 @@ def test_cli_rejudges_a_trace_without_rerunning(tmp_path):
     data = json.loads((tmp_path / "again.json").read_text())
     again = {v["invariant"]: v["status"] for v in data["scenarios"][0]["verdicts"]}
     original = {v.invariant: v.status for v in result.verdicts}
-    # Without the delivery log RS3 cannot be judged; everything else is judged the same.
+    # Without the delivery log RS3 cannot be judged; PR1 (did the client process survive) is
+    # not in a trace; everything else is judged the same.
     original.pop("RS3")
+    assert original.pop("PR1") == "pass"
     assert again.pop("RS3") == "not_judged"
     assert again == original
     assert proc.returncode == (0 if result.passed else 1)
