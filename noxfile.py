@@ -33,3 +33,25 @@ def scenarios(session: nox.Session) -> None:
         "gateway-harness", "run", "scenarios/", "--mode", "real", "--jobs", "2",
         "--report", "reports", "--junit", "reports/junit.xml", *session.posargs,
     )
+
+
+CLIENTS = ["discord.py", "hikari", "nextcord", "disnake", "py-cord", "discord.js", "midjourney"]
+
+
+@nox.session
+@nox.parametrize("client", CLIENTS)
+def validate(session: nox.Session, client: str) -> None:
+    """One third-party client through the default validation suite (wall clock, wss)."""
+    session.install("-e", ".")
+    session.run(
+        "gateway-harness", "validate", client, "--report", f"reports/validate-{client}",
+        "--json", f"reports/validate-{client}.json", *session.posargs,
+    )
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """A Hypothesis campaign against the reference client; the example database is kept in
+    .hypothesis/ (cache it between CI runs) so a failure found once is retried first."""
+    session.install("-e", ".")
+    session.run("gateway-harness", "fuzz", "--examples", "200", *session.posargs)
