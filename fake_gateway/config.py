@@ -85,6 +85,10 @@ class GatewayConfig:
     advertise_url: str | None = None
     resume_url: str | None = None
 
+    # Per-connection timers (heartbeat deadline, HELLO delay) fire on a grid of this many seconds
+    # (0: exactly). A coarse grid lets thousands of connections share wakeups; timers are then
+    # late by less than one step.
+    timer_resolution: float = 0.0
     # How long the server waits for the client's close frame before dropping TCP.
     close_timeout: float = 10.0
 

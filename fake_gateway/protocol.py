@@ -627,6 +627,7 @@ class GatewayCore:
             return
         conn_id, session.conn_id = session.conn_id, None
         session.detached_at = now
+        self.sessions.note_detached(session)
         self.notify_timer()
         self.trace.record(KIND_SESSION, ts=now, session_id=session.session_id, event="detached",
                           reason=reason, conn=conn_id, seq=session.seq)

@@ -8,6 +8,7 @@ whole gateway runs under `trio.testing.MockClock`.
 
 from __future__ import annotations
 
+import heapq
 import math
 import os
 import random
@@ -16,7 +17,7 @@ import ssl
 import struct
 import tempfile
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +235,18 @@ class GatewayWSConnection(ServerConnection):
         super().process_event(event)
 
 
+@dataclass
+class _Link:
+    """What the driver keeps per WebSocket connection."""
+
+    ws: ServerConnection
+    stream: TappedStream
+    conn: ConnectionCore
+    wake: trio.Event = field(default_factory=trio.Event)
+    lock: trio.Lock = field(default_factory=trio.Lock)
+    scheduled: float | None = None  # the deadline the timer heap holds for it
+
+
 class FakeGateway:
     """The fake Discord gateway: two WebSocket listeners ("discovery", "resume") and REST."""
 
@@ -244,8 +257,12 @@ class FakeGateway:
         self.controls = GatewayControls(self.core, trio.current_time)
         self.tls: TLSFiles | None = None
         self.urls: ServedURLs | None = None
-        self._wakeups: dict[int, trio.Event] = {}
+        self._links: dict[int, _Link] = {}
         self._timer_wake = trio.Event()
+        self._timer_target = math.inf
+        # (deadline, conn_id); stale entries are skipped (a link keeps its one live deadline)
+        self._deadlines: list[tuple[float, int]] = []
+        self._receiving: int | None = None  # the connection whose frame is being handled
         self.core.notify = self._notify
         self.core.notify_timer = self._notify_timer
 
@@ -282,12 +299,28 @@ class FakeGateway:
     # ---- wakeups from the core ------------------------------------------------------------
 
     def _notify(self, conn_id: int) -> None:
-        event = self._wakeups.get(conn_id)
-        if event is not None:
-            event.set()
+        link = self._links.get(conn_id)
+        if link is None or conn_id == self._receiving:
+            return  # the handler drains and reschedules this one itself
+        link.wake.set()
+        self._schedule(link)
 
     def _notify_timer(self) -> None:
         self._timer_wake.set()
+
+    def _schedule(self, link: _Link) -> None:
+        """Make sure the timer task wakes by the connection's next deadline."""
+        deadline = link.conn.next_deadline()
+        resolution = self.config.timer_resolution
+        if deadline is not None and resolution > 0:
+            # Round up to a grid so many connections' timers share one wakeup.
+            deadline = math.ceil(deadline / resolution) * resolution
+        if deadline is None or (link.scheduled is not None and link.scheduled <= deadline):
+            return  # a later deadline is found when the earlier entry pops
+        link.scheduled = deadline
+        heapq.heappush(self._deadlines, (deadline, link.conn.conn_id))
+        if deadline < self._timer_target:
+            self._timer_wake.set()
 
     # ---- serving --------------------------------------------------------------------------
 
@@ -363,12 +396,29 @@ class FakeGateway:
         """Gateway-wide timers: session expiry and the synthetic event source."""
         self.core.start(trio.current_time())
         task_status.started()
+        # One task for every timer: per-connection deadlines (HELLO delay, heartbeat deadline,
+        # delayed closes) come off a heap, so a heartbeat costs no cancel scope of its own.
+        heap = self._deadlines
         while True:
-            deadline = self.core.next_deadline()
-            with trio.move_on_at(deadline if deadline is not None else math.inf):
+            gateway_deadline = self.core.next_deadline()
+            target = min(heap[0][0] if heap else math.inf,
+                         gateway_deadline if gateway_deadline is not None else math.inf)
+            self._timer_target = target
+            with trio.move_on_at(target):
                 await self._timer_wake.wait()
             self._timer_wake = trio.Event()
-            self.core.on_time(trio.current_time())
+            self._timer_target = math.inf
+            now = trio.current_time()
+            if gateway_deadline is not None and now >= gateway_deadline:
+                self.core.on_time(now)
+            while heap and heap[0][0] <= now:
+                deadline, conn_id = heapq.heappop(heap)
+                link = self._links.get(conn_id)
+                if link is None or link.scheduled != deadline:
+                    continue
+                link.scheduled = None
+                link.conn.on_time(now)
+                self._schedule(link)
 
     def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
         stream = ws.stream
@@ -383,57 +433,73 @@ class FakeGateway:
         parsed = urllib.parse.urlsplit(request.path)
         query = dict(urllib.parse.parse_qsl(parsed.query))
         stream.ws = ws
-        stream.core = self.core.open_connection(stream.conn_id, stream.listener, parsed.path,
-                                                query, now)
-        self._wakeups[stream.conn_id] = trio.Event()
+        self._receiving = stream.conn_id  # actions queued while opening are drained by _handle
+        try:
+            stream.core = self.core.open_connection(stream.conn_id, stream.listener,
+                                                    parsed.path, query, now)
+        finally:
+            self._receiving = None
+        self._links[stream.conn_id] = _Link(ws, stream, stream.core)
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
         stream = ws.stream
         assert isinstance(stream, TappedStream) and stream.core is not None
-        conn = stream.core
+        link = self._links[stream.conn_id]
+        conn = link.conn
+        self._schedule(link)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._pump, ws, conn, stream)
+            nursery.start_soon(self._sender, link)
             try:
+                if not await self._drain(link):
+                    while True:
+                        message = await ws.recv()
+                        self._receiving = conn.conn_id
+                        try:
+                            conn.receive(message, trio.current_time())
+                        finally:
+                            self._receiving = None
+                        self._schedule(link)
+                        if await self._drain(link):
+                            break
+                # Closed by the server: keep reading so the closing handshake can finish.
                 while True:
-                    message = await ws.recv()
-                    conn.receive(message, trio.current_time())
-            except ConnectionClosed:
+                    await ws.recv()
+            except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
             nursery.cancel_scope.cancel()
 
-    async def _pump(self, ws: ServerConnection, conn: ConnectionCore, stream: TappedStream) -> None:
-        """Carry out what the core queued for this connection, and run its timers."""
+    async def _sender(self, link: _Link) -> None:
+        """Sends what other tasks queued for this connection (timers, controls, dispatches)."""
         try:
             while True:
-                for action in conn.take_actions():
-                    if isinstance(action, Send):
-                        for message in action.messages:
-                            await ws.send(message)
-                    elif isinstance(action, Close):
-                        await _send_close(ws, action.code, action.reason)
-                        return
-                    elif isinstance(action, Reset):
-                        await stream.abort()
-                        return
-                if conn.closed and not conn.actions:
+                await link.wake.wait()
+                link.wake = trio.Event()
+                if await self._drain(link):
                     return
-                deadline = conn.next_deadline()
-                wake = self._wakeups[conn.conn_id] = trio.Event()
-                if conn.actions:
-                    continue
-                with trio.move_on_at(deadline if deadline is not None else math.inf):
-                    await wake.wait()
-                now = trio.current_time()
-                if deadline is not None and now >= deadline:
-                    conn.on_time(now)
         except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+
+    async def _drain(self, link: _Link) -> bool:
+        """Carry out the connection's queued actions in order; True once it is finished."""
+        async with link.lock:
+            while link.conn.actions:
+                for action in link.conn.take_actions():
+                    if isinstance(action, Send):
+                        for message in action.messages:
+                            await link.ws.send(message)
+                    elif isinstance(action, Close):
+                        await _send_close(link.ws, action.code, action.reason)
+                        return True
+                    elif isinstance(action, Reset):
+                        await link.stream.abort()
+                        return True
+            return link.conn.closed
 
     def _connection_ended(self, stream: TappedStream) -> None:
         """The TCP connection is gone: record it if nothing else has."""
         now = trio.current_time()
-        self._wakeups.pop(stream.conn_id, None)
+        self._links.pop(stream.conn_id, None)
         core = stream.core
         if core is not None:
             # The client's close frame may be processed after TLS already closed the stream.

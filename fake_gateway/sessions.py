@@ -6,6 +6,7 @@ the gateway was given.
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -91,6 +92,7 @@ class SessionStore:
         self._rng = rng
         self.replay_capacity = replay_capacity
         self.sessions: dict[str, Session] = {}
+        self._detached: list[tuple[float, str]] = []  # (detached_at, session_id), a heap
 
     def create(self, shard: tuple[int, int] | None, intents: int, guild_ids: list[int]) -> Session:
         session_id = f"{self._rng.getrandbits(128):032x}"
@@ -104,21 +106,37 @@ class SessionStore:
     def live(self) -> list[Session]:
         return [s for s in self.sessions.values() if s.alive]
 
+    def note_detached(self, session: Session) -> None:
+        """Remember when a session lost its connection (its TTL runs from then)."""
+        assert session.detached_at is not None
+        heapq.heappush(self._detached, (session.detached_at, session.session_id))
+
+    def _still_detached(self, detached_at: float, session_id: str) -> Session | None:
+        session = self.sessions.get(session_id)
+        if session is not None and session.alive and session.conn_id is None \
+                and session.detached_at == detached_at:
+            return session
+        return None
+
     def due_expiry(self, now: float, ttl: float) -> list[Session]:
-        return [
-            s
-            for s in self.sessions.values()
-            if s.alive and s.conn_id is None and s.detached_at is not None
-            and now >= s.detached_at + ttl
-        ]
+        due = []
+        heap = self._detached
+        while heap and heap[0][0] + ttl <= now:
+            detached_at, session_id = heapq.heappop(heap)
+            session = self._still_detached(detached_at, session_id)
+            if session is not None:
+                due.append(session)
+        return due
 
     def next_expiry(self, ttl: float) -> float | None:
-        times = [
-            s.detached_at + ttl
-            for s in self.sessions.values()
-            if s.alive and s.conn_id is None and s.detached_at is not None
-        ]
-        return min(times) if times else None
+        """O(1) amortised: stale heap entries (resumed, invalidated) are dropped on the way."""
+        heap = self._detached
+        while heap:
+            detached_at, session_id = heap[0]
+            if self._still_detached(detached_at, session_id) is not None:
+                return detached_at + ttl
+            heapq.heappop(heap)
+        return None
 
 
 class IdentifyLimiter:

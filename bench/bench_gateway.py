@@ -1,0 +1,276 @@
+"""Benchmark: how many concurrent sessions with a 1 s heartbeat the fake gateway holds on one core,
+and the heartbeat -> ACK latency they see.
+
+    python bench/bench_gateway.py --sessions 1000 --duration 30
+
+The gateway runs in its own process pinned to one CPU (`--server-cpu`); the load generator runs
+in this process, pinned to another CPU if there is one. The load generator speaks WebSocket by
+hand (pre-masked frames, minimal parsing) so its own cost stays small next to the server's.
+Every session IDENTIFYs, then heartbeats every interval (first beat at a random phase); the
+latency of each heartbeat is the time from sending it to reading its op 11. Prints a summary and
+one JSON line. Not a test: nothing here asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import trio
+
+ACK_MARK = b'"op":11'
+
+
+def masked_text_frame(payload: bytes, key: bytes = b"\x01\x02\x03\x04") -> bytes:
+    """A client text frame (FIN, masked), built once and reused."""
+    header = bytearray([0x81])
+    length = len(payload)
+    if length < 126:
+        header.append(0x80 | length)
+    else:
+        header.append(0x80 | 126)
+        header += length.to_bytes(2, "big")
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return bytes(header) + key + masked
+
+
+@dataclass
+class Stats:
+    latencies: list[float] = field(default_factory=list)
+    connected: int = 0
+    identified: int = 0
+    closed_early: int = 0
+    close_codes: list[int | None] = field(default_factory=list)
+    sent: int = 0
+    measuring: bool = False
+
+
+class FrameReader:
+    """Reads unmasked server frames; returns complete payloads (no fragmentation expected)."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.buffer = bytearray()
+
+    async def frame(self) -> tuple[int, bytes]:
+        while True:
+            parsed = self._parse()
+            if parsed is not None:
+                return parsed
+            data = await self.stream.receive_some(65536)
+            if not data:
+                raise EOFError
+            self.buffer += data
+
+    def _parse(self) -> tuple[int, bytes] | None:
+        buf = self.buffer
+        if len(buf) < 2:
+            return None
+        opcode = buf[0] & 0x0F
+        length = buf[1] & 0x7F
+        offset = 2
+        if length == 126:
+            if len(buf) < 4:
+                return None
+            length = int.from_bytes(buf[2:4], "big")
+            offset = 4
+        elif length == 127:
+            if len(buf) < 10:
+                return None
+            length = int.from_bytes(buf[2:10], "big")
+            offset = 10
+        if len(buf) < offset + length:
+            return None
+        payload = bytes(buf[offset:offset + length])
+        del buf[:offset + length]
+        return opcode, payload
+
+
+async def session(host: str, port: int, token: str, interval: float, stats: Stats,
+                  rng: random.Random, stop: trio.Event) -> None:
+    stream = await trio.open_tcp_stream(host, port)
+    key = base64.b64encode(rng.randbytes(16)).decode()
+    await stream.send_all(
+        (f"GET /?v=10&encoding=json HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         ).encode())
+    response = b""
+    while b"\r\n\r\n" not in response:
+        chunk = await stream.receive_some(4096)
+        if not chunk:
+            raise EOFError("closed during upgrade")
+        response += chunk
+    if not response.startswith(b"HTTP/1.1 101"):
+        raise RuntimeError(response.split(b"\r\n", 1)[0].decode())
+    reader = FrameReader(stream)
+    reader.buffer += response.split(b"\r\n\r\n", 1)[1]
+    stats.connected += 1
+    await reader.frame()  # HELLO: heartbeating starts now, as real clients do
+    heartbeat = masked_text_frame(b'{"op":1,"d":null}')
+    sent_at: list[float] = []
+
+    async def beat() -> None:
+        await trio.sleep(rng.random() * interval)
+        while not stop.is_set():
+            sent_at.append(time.perf_counter())
+            await stream.send_all(heartbeat)
+            stats.sent += 1
+            await trio.sleep(interval)
+
+    identify = {"op": 2, "d": {"token": token, "intents": 1,
+                               "properties": {"os": "linux", "browser": "bench", "device": "bench"}}}
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(beat)
+            await stream.send_all(masked_text_frame(json.dumps(identify).encode()))
+            while True:
+                opcode, payload = await reader.frame()
+                if opcode == 0x8:
+                    code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+                    stats.close_codes.append(code)
+                    stats.closed_early += 1
+                    nursery.cancel_scope.cancel()
+                    return
+                if ACK_MARK in payload and sent_at:
+                    latency = time.perf_counter() - sent_at.pop(0)
+                    if stats.measuring:
+                        stats.latencies.append(latency)
+                elif b'"READY"' in payload:
+                    stats.identified += 1
+    except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError):
+        if not stop.is_set():
+            stats.closed_early += 1
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def load(args: argparse.Namespace, host: str, port: int, token: str, server_pid: int
+               ) -> dict[str, object]:
+    stats = Stats()
+    stop = trio.Event()
+    rng = random.Random(args.seed)
+    async with trio.open_nursery() as nursery:
+        for _ in range(args.sessions):
+            nursery.start_soon(session, host, port, token, args.interval, stats,
+                               random.Random(rng.getrandbits(64)), stop)
+            await trio.sleep(1.0 / args.ramp)
+        with trio.move_on_after(30):
+            while stats.identified < args.sessions:
+                await trio.sleep(0.1)
+        await trio.sleep(args.interval * 2)  # settle
+        stats.measuring = True
+        cpu_before, wall_before = cpu_seconds(server_pid), time.perf_counter()
+        load_before = cpu_seconds(os.getpid())
+        await trio.sleep(args.duration)
+        cpu_used = cpu_seconds(server_pid) - cpu_before
+        load_used = cpu_seconds(os.getpid()) - load_before
+        wall = time.perf_counter() - wall_before
+        stats.measuring = False
+        stop.set()
+        nursery.cancel_scope.cancel()
+    lat = sorted(stats.latencies)
+
+    def pct(p: float) -> float:
+        return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 2) if lat else float("nan")
+
+    return {
+        "sessions_requested": args.sessions,
+        "sessions_identified": stats.identified,
+        "closed_early": stats.closed_early,
+        "close_codes": sorted(set(stats.close_codes), key=str),
+        "interval_s": args.interval,
+        "acks_measured": len(lat),
+        "acks_per_s": round(len(lat) / args.duration, 1),
+        "ack_latency_ms": {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99),
+                           "max": round(lat[-1] * 1000, 2) if lat else None,
+                           "mean": round(statistics.fmean(lat) * 1000, 2) if lat else None},
+        "server_cpu_percent_of_one_core": round(100 * cpu_used / wall, 1),
+        "load_generator_cpu_percent": round(100 * load_used / wall, 1),
+    }
+
+
+def serve(args: argparse.Namespace) -> None:
+    """The server process: the real FakeGateway on TCP, one line with its URL on stdout."""
+    from fake_gateway.config import GatewayConfig
+    from fake_gateway.server import FakeGateway
+    from harness.trace import Trace
+
+    if os.environ.get("BENCH_NO_GC"):
+        import gc
+
+        gc.disable()
+
+    async def main() -> None:
+        config = GatewayConfig(heartbeat_interval_ms=int(args.interval * 1000), guilds=1,
+                               max_concurrency=1_000_000, identify_window=0.0,
+                               timer_resolution=args.timer_resolution)
+        gateway = FakeGateway(config, Trace(clock=trio.current_time), random.Random(args.seed))
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(gateway.serve_tcp, "127.0.0.1", 0, 0, None, False)
+            print(json.dumps({"gateway_url": urls.gateway_url, "token": config.token}),
+                  flush=True)
+            await trio.sleep_forever()
+
+    trio.run(main)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", type=int, default=1000)
+    parser.add_argument("--duration", type=float, default=30.0, help="measured seconds")
+    parser.add_argument("--interval", type=float, default=1.0, help="heartbeat interval, s")
+    parser.add_argument("--ramp", type=float, default=250.0, help="new sessions per second")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--server-cpu", type=int, default=0)
+    parser.add_argument("--load-cpu", type=int, default=1)
+    parser.add_argument("--timer-resolution", type=float, default=0.0,
+                        help="GatewayConfig.timer_resolution for the server")
+    parser.add_argument("--no-pin", action="store_true", help="let the OS place both processes")
+    parser.add_argument("--serve-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_only:
+        if args.server_cpu >= 0:
+            os.sched_setaffinity(0, {args.server_cpu})
+        serve(args)
+        return
+    cpus = os.sched_getaffinity(0)
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve-only", "--interval", str(args.interval),
+         "--server-cpu", str(-1 if args.no_pin else args.server_cpu), "--seed", str(args.seed),
+         "--timer-resolution", str(args.timer_resolution)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        info = json.loads(server.stdout.readline())
+        if not args.no_pin and args.load_cpu in cpus and args.load_cpu != args.server_cpu:
+            os.sched_setaffinity(0, {args.load_cpu})
+        host, port = info["gateway_url"].removeprefix("ws://").rsplit(":", 1)
+        result = trio.run(load, args, host, int(port), info["token"], server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    lat = result["ack_latency_ms"]
+    print(f"{result['sessions_identified']}/{args.sessions} sessions, heartbeat every "
+          f"{args.interval}s, {result['acks_per_s']} ACKs/s measured over {args.duration}s; "
+          f"ACK latency p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms; "  # type: ignore[index]
+          f"server CPU {result['server_cpu_percent_of_one_core']}% of one core; "
+          f"{result['closed_early']} sessions closed early", file=sys.stderr)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
