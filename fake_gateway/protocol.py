@@ -176,8 +176,12 @@ class ConnectionCore:
             return
         self._send({"op": OP_INVALID_SESSION, "d": resumable, "s": None, "t": None}, now,
                    d=resumable)
-        if not resumable and self.session is not None:
-            self.gw.invalidate(self.session, now, "invalid_session")
+        if self.session is not None:
+            if resumable:
+                # d:true: the client may RESUME, on this socket (discord.js) or a new one.
+                self.gw.detach(self.session, now, "invalid_session (resumable)")
+            else:
+                self.gw.invalidate(self.session, now, "invalid_session")
             self.session = None
         if self.gw.config.close_after_invalid_session if close is None else close:
             self.schedule_close(now + self.gw.config.invalid_session_close_delay,
@@ -322,6 +326,9 @@ class ConnectionCore:
             return self.close(now, 4001, "Invalid identify payload.")
         if d["token"] != config.token:
             return self.close(now, 4004, "Authentication failed.")
+        if self.listener == "resume":
+            self.gw.trace.record(KIND_NOTE, ts=now, conn=self.conn_id,
+                                 text="IDENTIFY on the resume URL instead of the discovery URL")
         intents = d.get("intents")
         if not isinstance(intents, int) or isinstance(intents, bool) or intents < 0 or (
                 intents & ~DEFINED_INTENTS):

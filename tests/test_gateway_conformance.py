@@ -724,6 +724,24 @@ async def test_invalid_session_on_demand(start: Start, resumable: bool) -> None:
     assert gateway.sessions[ready["d"]["session_id"]].alive is resumable
 
 
+async def test_resume_on_the_same_socket_after_op9_true(start: Start) -> None:
+    gateway, urls = await start(guilds=1)
+    async with raw_client(urls.gateway_url) as client:
+        ready = await ready_session(client)
+        await client.recv_dispatch("GUILD_CREATE")
+        gateway.controls.apply("invalid_session", 1, resumable=True)
+        assert (await client.recv_op(9))["d"] is True
+        await client.resume(TOKEN, ready["d"]["session_id"], 2)
+        assert (await client.recv_op(0))["t"] == "RESUMED"
+
+
+async def test_identify_on_the_resume_url_is_noted(start: Start) -> None:
+    gateway, urls = await start()
+    async with raw_client(urls.resume_listener_url) as client:
+        await ready_session(client)
+    assert any("IDENTIFY on the resume URL" in r["text"] for r in gateway.trace.of_kind("note"))
+
+
 async def test_close_with_a_code_and_with_an_empty_frame(start: Start) -> None:
     gateway, urls = await start()
     async with raw_client(urls.gateway_url) as client:
