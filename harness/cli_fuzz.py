@@ -146,7 +146,7 @@ def _first_failed(result: ScenarioResult) -> tuple[str, str] | None:
 
 def run_campaign(config: CampaignConfig, progress: ProgressHook | None = None) -> CampaignResult:
     """Run a Hypothesis campaign and return what it found (shrunk); writes files if out_dir."""
-    from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+    from hypothesis import HealthCheck, Phase, Verbosity, given, settings, target
     from hypothesis.database import DirectoryBasedExampleDatabase
     from hypothesis.internal.conjecture import engine
 
@@ -161,6 +161,8 @@ def run_campaign(config: CampaignConfig, progress: ProgressHook | None = None) -
         result = run_schedule(scenario, config.client)
         stats.runs += 1
         stats.sim_seconds += _sim_seconds(result)
+        for label, value in coverage(result.records).items():
+            target(value, label=label)
         failed = _first_failed(result)
         if failed is None:
             if progress:
@@ -194,7 +196,7 @@ def run_campaign(config: CampaignConfig, progress: ProgressHook | None = None) -
         deadline=None,
         database=database,
         derandomize=False,
-        phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink),
+        phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink),
         suppress_health_check=list(HealthCheck),
         report_multiple_bugs=config.multiple_bugs,
         verbosity=Verbosity.quiet,
@@ -268,6 +270,39 @@ def run_campaign(config: CampaignConfig, progress: ProgressHook | None = None) -
             failure.transcript_hash = transcript_hash(failure.result.records)
         outcome.failures.append(failure)
     return outcome
+
+
+def coverage(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Black-box fault coverage of one run, for Hypothesis's targeted search: how many
+    connections the client opened, how many were lost in each phase (before TLS finished,
+    before the WebSocket upgrade, before READY/RESUMED, or live), and how many waited for a
+    held-back HELLO (the window in which a stale timer from the old socket can fire)."""
+    opened: dict[int, str] = {}
+    upgraded_at: dict[int, float] = {}
+    held_hello = 0
+    lost = {"tls": 0, "upgrade": 0, "session": 0, "live": 0}
+    for rec in records:
+        kind, conn = rec.get("kind"), rec.get("conn")
+        if not isinstance(conn, int):
+            continue
+        if kind == "conn_open":
+            opened[conn] = "tls"
+        elif kind == "tls_done" and opened.get(conn) == "tls":
+            opened[conn] = "upgrade"
+        elif kind == "ws_upgrade":
+            opened[conn] = "session"
+            upgraded_at[conn] = float(rec["ts"])
+        elif kind == "frame_out" and rec.get("op") == 10 and conn in upgraded_at:
+            held_hello += float(rec["ts"]) - upgraded_at.pop(conn) >= 0.1
+        elif kind == "frame_out" and rec.get("t") in ("READY", "RESUMED"):
+            opened[conn] = "live"
+        elif kind == "conn_close" and conn in opened:
+            lost[opened.pop(conn)] += 1
+    out = {f"connections lost before {phase}" if phase != "live" else "live connections lost":
+           float(n) for phase, n in lost.items()}
+    out["connections"] = float(sum(1 for r in records if r.get("kind") == "conn_open"))
+    out["connections waiting for a held-back HELLO"] = float(held_hello + len(upgraded_at))
+    return out
 
 
 def _polish(failed: ScheduleFailed, config: CampaignConfig, stats: CampaignStats) -> ScheduleFailed:

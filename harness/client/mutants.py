@@ -131,18 +131,23 @@ class IdentifyStormAfterInvalidSession(GatewayClientCore):
         finally:
             self._after_op9 = False
 
-    def _backoff_delay(self) -> float:
-        return 0.0 if self._after_op9 else super()._backoff_delay()
+    def _backoff_delay(self, attempt: int | None = None) -> float:
+        return 0.0 if self._after_op9 else super()._backoff_delay(attempt)
 
     def _next_identify_slot(self) -> float:
         return -math.inf
 
 
 class StaleHeartbeatTimer(GatewayClientCore):
-    """The heartbeat timer is not tied to its socket: after a reconnect the old connection's timer
-    fires once more, on the new socket, before its HELLO (F8, twilight PR #1974; F6)."""
+    """The heartbeat loop is not tied to its socket: after a reconnect the old connection's loop
+    keeps beating, on the new socket too, even before its HELLO (F8, twilight PR #1974; F6:
+    callbacks from earlier socket generations, overlapping heartbeat timers)."""
 
     LOOSE = "heartbeat_loose"
+
+    def __init__(self, config: ClientConfig, rng: random.Random):
+        super().__init__(config, rng)
+        self._loop_interval: dict[int | None, float] = {}
 
     def _start_timer(self, name: str, gen: int | None, deadline: float) -> None:
         if name != "heartbeat":
@@ -152,6 +157,8 @@ class StaleHeartbeatTimer(GatewayClientCore):
             if entry == (self.LOOSE, gen):
                 del self._timers[tid]
                 self._emit(CancelTimer(tid))
+        if self._conn is not None and self._conn.gen == gen:
+            self._loop_interval[gen] = self._conn.interval
         self._next_timer_id += 1
         tid = self._next_timer_id
         self._timers[tid] = (self.LOOSE, gen)
@@ -172,15 +179,18 @@ class StaleHeartbeatTimer(GatewayClientCore):
         if entry is None or entry[0] != self.LOOSE or self.stopped:
             return super().timer_expired(timer_id, now)
         del self._timers[timer_id]
-        conn = self._conn
-        gen = entry[1]
-        if conn is None:
-            return self._flush()
-        if conn.gen == gen:
+        conn, gen = self._conn, entry[1]
+        if conn is not None and conn.gen == gen:
             self._heartbeat_due(conn, now)
-        elif conn.stage in ("hello", "session"):
-            # A beat from the previous socket's timer, on whatever socket is open now.
+            return self._flush()
+        # An old connection's loop: beat on whatever socket is open now, and go on looping.
+        if conn is not None and conn.stage in ("hello", "session") and not conn.closing:
             self._send(conn, OP_HEARTBEAT, {"op": OP_HEARTBEAT, "d": self.seq}, now)
+        interval = self._loop_interval.get(gen) or 1.0
+        self._next_timer_id += 1
+        tid = self._next_timer_id
+        self._timers[tid] = (self.LOOSE, gen)
+        self._emit(StartTimer(tid, "heartbeat", None, now + interval))
         return self._flush()
 
 

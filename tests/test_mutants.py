@@ -1,0 +1,76 @@
+"""The planted-bug mutants: each breaks its invariant on a small hand-written schedule (the
+failure it models) while the reference client passes the very same schedule."""
+
+from __future__ import annotations
+
+import inspect
+import random
+from dataclasses import replace
+
+import pytest
+
+from harness.client.core import ClientConfig, GatewayClientCore
+from harness.client.mutants import EXPECTED_INVARIANTS, MUTANTS
+from harness.cli import main as cli_main
+from harness.scenario import Step, Trigger
+from harness.schedules import fuzz_gateway, make_schedule, run_schedule
+
+
+def control(action: str, at: float, duration: float | None = None, **params: object) -> Step:
+    return Step(name="", kind="control", action=action, start=Trigger(at=at), duration=duration,
+                params=dict(params))
+
+
+# One schedule per mutant: the fault its real-world bug needs.
+SCHEDULES: dict[str, tuple[list[Step], bool]] = {
+    "heartbeat-dies-on-tls-reset": (
+        [
+            Step(name="", kind="toxic", type="reset_after", attributes={"bytes": 1, "mode": "rst"},
+                 stream="upstream", target="resume", start=Trigger(at=0.0), duration=2.0),
+            control("reset", 0.5),
+        ],
+        True,
+    ),
+    "stale-resume-seq": ([control("reset", 1.0)], False),
+    "close-1000-on-op7": ([control("reconnect", 1.0)], False),
+    "no-zombie-detection": ([control("withhold_acks", 1.0, 3.0)], False),
+    "identify-storm-after-op9": ([control("invalid_session", 1.0, resumable=False)], False),
+    "stale-heartbeat-timer": (
+        [control("delay_hello", 0.5, 5.0, ms=3000), control("reset", 1.0)], False
+    ),
+    "stuck-on-stale-resume-url": ([control("invalid_session", 1.0, resumable=False)], False),
+    "new-session-id-not-stored": (
+        [control("invalid_session", 1.0, resumable=False), control("reset", 9.0)], False
+    ),
+}
+
+
+def test_every_mutant_has_a_schedule_and_expected_invariants() -> None:
+    assert set(SCHEDULES) == set(MUTANTS) == set(EXPECTED_INVARIANTS)
+
+
+@pytest.mark.parametrize("name", sorted(MUTANTS))
+def test_mutant_factories_take_the_core_constructor_arguments(name: str) -> None:
+    factory = MUTANTS[name]
+    core = factory(ClientConfig(token="t", gateway_url="ws://127.0.0.1:1"), random.Random(1))
+    assert isinstance(core, GatewayClientCore)
+    params = list(inspect.signature(factory).parameters)
+    assert params == ["config", "rng"]
+
+
+@pytest.mark.parametrize("name", sorted(MUTANTS))
+def test_mutant_breaks_its_invariant_where_the_reference_client_passes(name: str) -> None:
+    steps, tls = SCHEDULES[name]
+    scenario = make_schedule(steps, seed=3, gateway=replace(fuzz_gateway(), tls=tls))
+    reference = run_schedule(scenario, "reference")
+    assert reference.passed, (reference.failed_invariants, reference.error)
+    mutant = run_schedule(scenario, name)
+    assert mutant.error is None
+    assert set(mutant.failed_invariants) & EXPECTED_INVARIANTS[name], mutant.failed_invariants
+
+
+def test_fuzz_list_names_every_mutant(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["fuzz", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name in MUTANTS:
+        assert name in out
