@@ -48,7 +48,9 @@ BOT_INFO = {
 
 
 def config(**overrides: Any) -> ClientConfig:
-    return replace(ClientConfig(token="tok", compress=None), **overrides)
+    # Fixed handshake timeouts unless a test asks for the adaptive ones.
+    base = ClientConfig(token="tok", compress=None, handshake_intervals=None)
+    return replace(base, **overrides)
 
 
 class CoreSim:
@@ -546,21 +548,51 @@ def test_repeated_op7_right_after_resume_backs_off_instead_of_storming():
     assert sum(waits) > 0.5  # later ones wait
 
 
+def _fail_resumes_until_identify(sim: CoreSim, stage: str = "tls", limit: int = 20) -> int:
+    """Fail every resume attempt; return how many there were before a discovery attempt."""
+    failed = 0
+    for _ in range(limit):
+        connect = sim.wait_for_connect(len(sim.connects) + 1)
+        if connect.purpose == "identify":
+            return failed
+        sim.feed(sim.core.connect_failed(connect.gen, stage, "reset by peer", sim.now))  # type: ignore[arg-type]
+        failed += 1
+    raise AssertionError("never fell back to the discovery URL")
+
+
 def test_failed_resumes_are_capped_then_identify_on_discovery_url():
-    sim = CoreSim(config(max_failed_resumes=3, backoff_base=0.1, backoff_cap=0.1))
-    gen = sim.session_up()
+    sim = CoreSim(config(max_failed_resumes=2))
+    gen = sim.session_up(interval_ms=1000)
+    sim.ack_all(gen, 10.0)  # the identify window is open again
+    lost_at = sim.now
     sim.close(gen, None, how="reset")
-    purposes = []
-    for _ in range(3):
-        sim.advance(0.2)
-        purposes.append(sim.connects[-1].purpose)
-        sim.feed(sim.core.connect_failed(sim.gen, "tls", "reset by peer", sim.now))
-    sim.wait_for_connect(5)
-    assert purposes == ["resume", "resume", "resume"]
-    assert sim.connects[-1].purpose == "identify"
+    failed = _fail_resumes_until_identify(sim)
+    assert failed >= 2
+    # The next resume would have started past the patience (3 heartbeat intervals).
+    assert any("resumes failed in a row" in st.reason for st in sim.states if st.ts > lost_at)
     assert sim.connects[-1].url.startswith(DISCOVERY)
-    assert sim.core.session is None
-    assert sim.core.counters.failed_resumes == 3
+    assert sim.core.session is not None  # kept until the discovery host answers ...
+    sim.open()
+    assert sim.core.session is None  # ... then a new session is started there
+    assert sim.last_sent(2)[0] == sim.gen
+    assert sim.core.counters.failed_resumes == failed
+
+
+def test_whole_gateway_down_keeps_the_session_and_resumes_when_it_is_back():
+    sim = CoreSim(config(max_failed_resumes=2))
+    gen = sim.session_up(interval_ms=1000, seqs=5)
+    sim.ack_all(gen, 10.0)
+    sim.close(gen, None, how="reset")
+    _fail_resumes_until_identify(sim, stage="tcp")
+    # The discovery host refuses too: the gateway is down, not just the resume host.
+    sim.feed(sim.core.connect_failed(sim.gen, "tcp", "connection refused", sim.now))
+    assert sim.core.session is not None
+    connect = sim.wait_for_connect(len(sim.connects) + 1)
+    assert connect.purpose == "resume"
+    gen = sim.open()
+    sim.dispatch(gen, 6, t="RESUMED")
+    assert sim.core.state == "ready" and sim.core.counters.identifies == 1
+    assert sim.last_sent(6)[1]["d"]["seq"] == 5
 
 
 def test_a_reset_during_the_resume_tls_handshake_is_retried_and_the_session_survives():
@@ -608,6 +640,36 @@ def test_silent_peer_at_a_handshake_stage_is_aborted_and_retried(stage: str):
     assert sim.core.counters.stage_failures == {f"{stage}_timeout": 1}
     sim.advance(1.0)  # the first backoff is at most backoff_base
     assert len(sim.connects) == 2
+
+
+def test_handshake_timeouts_shrink_to_two_heartbeat_intervals_once_hello_was_seen():
+    sim = CoreSim(config(handshake_intervals=2.0, tcp_timeout=10.0))
+    sim.start()
+    first = sim.timer("stage")
+    assert first is not None and first.deadline - sim.now == 10.0  # no interval known yet
+    gen = sim.open(interval_ms=1500)
+    sim.ready(gen)
+    sim.close(gen, None, how="reset")
+    sim.wait_for_connect(2)
+    stage = sim.timer("stage")
+    assert stage is not None and stage.deadline - sim.now == pytest.approx(3.0, abs=0.06)
+
+
+def test_falling_back_to_discovery_after_failed_resumes_starts_a_fresh_backoff():
+    sim = CoreSim(config(max_failed_resumes=2, backoff_base=1.0, backoff_cap=60.0))
+    sim.session_up()
+    sim.advance(10)  # past the identify window
+    for _ in range(4):  # unstable: every loss grows the backoff
+        sim.close(sim.gen, None, how="reset") if sim.core.live_gen else None
+        connects = len(sim.connects)
+        sim.wait_for_connect(connects + 1)
+        if sim.connects[-1].purpose == "identify":
+            break
+        sim.feed(sim.core.connect_failed(sim.gen, "tcp", "refused", sim.now))
+    assert sim.connects[-1].purpose == "identify"
+    states = [s for s in sim.states if s.state == "backing_off"]
+    last_wait = float(states[-1].reason.rsplit(" in ", 1)[1].split()[0])
+    assert last_wait <= 1.0  # attempt 0 again: at most backoff_base
 
 
 def test_no_hello_within_the_deadline_closes_and_retries():

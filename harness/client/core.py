@@ -120,6 +120,10 @@ class ClientConfig:
     tcp_timeout: float = 10.0
     tls_timeout: float = 10.0
     upgrade_timeout: float = 10.0
+    # Once a HELLO has told us the heartbeat interval, TCP/TLS/upgrade may take at most this many
+    # intervals (never under 1 s): a handshake slower than the server's own heartbeat tolerance
+    # is not worth waiting for. None = always the fixed timeouts above.
+    handshake_intervals: float | None = 2.0
     hello_timeout: float = 20.0
     # READY/RESUMED may be held back in an outage while ACKs keep coming (section 3), and zombie
     # detection already catches a dead peer, so this one is long: re-IDENTIFYing is expensive.
@@ -127,11 +131,17 @@ class ClientConfig:
     rest_timeout: float = 10.0  # for the driver: /gateway/bot request
     close_timeout: float = 2.0  # for the driver: how long a close handshake may take
     # reconnecting
-    backoff_base: float = 1.0
+    backoff_base: float = 0.5
     backoff_cap: float = 60.0
     stable_after: float = 60.0  # a session this old resets the backoff
     invalid_session_wait: tuple[float, float] = (1.0, 5.0)
-    max_failed_resumes: int = 3  # consecutive; then IDENTIFY on the discovery URL
+    # After this many consecutive failed RESUMEs (section 13: two), when the next one would
+    # start more than the patience below after the session was lost, try the discovery URL
+    # and IDENTIFY there instead (never stuck on a dead resume host). If the discovery host is
+    # unreachable too, the whole gateway is down: keep the session and go back to resuming.
+    max_failed_resumes: int = 2
+    resume_patience: float = 60.0
+    resume_patience_intervals: float | None = 3.0  # cap the patience at N heartbeat intervals
     # identify budget
     identify_window: float = IDENTIFY_WINDOW  # one IDENTIFY per window for our bucket
     identify_reserve: int = 0  # stop rather than let session_start_limit.remaining drop below this
@@ -334,7 +344,9 @@ class GatewayClientCore:
         self._timers: dict[int, tuple[str, int | None]] = {}  # live timers: id -> (name, gen)
         self._backoff_attempt = 0
         self._failed_resumes = 0
+        self._session_lost_at: float | None = None
         self._identify_times: deque[float] = deque()
+        self._known_interval: float | None = None  # the last HELLO's heartbeat interval (s)
         self._pending_purpose: Purpose | None = None  # what the backoff timer will start
         self._delivered_seq = 0  # highest seq handed to the application in this session
         self._out: list[Action] = []
@@ -379,11 +391,13 @@ class GatewayClientCore:
             if urlsplit(conn.url).scheme == "wss":
                 conn.stage = "tls"
                 self._set_state("tls", "TCP connected", now)
-                self._start_timer("stage", gen, now + self.config.tls_timeout)
+                self._start_timer("stage", gen,
+                                  now + self._handshake_timeout(self.config.tls_timeout))
             else:
                 conn.stage = "upgrade"
                 self._set_state("upgrading", "TCP connected", now)
-                self._start_timer("stage", gen, now + self.config.upgrade_timeout)
+                self._start_timer("stage", gen,
+                                  now + self._handshake_timeout(self.config.upgrade_timeout))
         return self._flush()
 
     def tls_done(self, gen: int, now: float) -> list[Action]:
@@ -391,7 +405,8 @@ class GatewayClientCore:
         if conn is not None:
             conn.stage = "upgrade"
             self._set_state("upgrading", "TLS handshake done", now)
-            self._start_timer("stage", gen, now + self.config.upgrade_timeout)
+            self._start_timer("stage", gen,
+                              now + self._handshake_timeout(self.config.upgrade_timeout))
         return self._flush()
 
     def upgraded(self, gen: int, now: float) -> list[Action]:
@@ -451,8 +466,7 @@ class GatewayClientCore:
             resumable = frame.get("d") is True
             if resumable and self.session is not None and conn.purpose == "resume":
                 # Resumable, but our RESUME was the thing that failed: count it and retry.
-                self._failed_resumes += 1
-                self.counters.failed_resumes += 1
+                self._count_failed_resume(now)
             if resumable and self.session is not None:
                 self._close_and_reconnect(
                     "op 9 Invalid Session (resumable)", "resume", now, invalid_session=True
@@ -656,7 +670,14 @@ class GatewayClientCore:
             self.counters.reconnects += 1
         self._set_state("connecting", f"{purpose} via {url}", now)
         self._emit(Connect(self._gen, url, purpose))
-        self._start_timer("stage", self._gen, now + self.config.tcp_timeout)
+        self._start_timer("stage", self._gen,
+                          now + self._handshake_timeout(self.config.tcp_timeout))
+
+    def _handshake_timeout(self, configured: float) -> float:
+        k = self.config.handshake_intervals
+        if k is None or self._known_interval is None:
+            return configured
+        return min(configured, max(1.0, k * self._known_interval))
 
     def _stage_deadline(self, conn: _Connection, now: float) -> None:
         key = f"{conn.stage}_timeout"
@@ -686,11 +707,15 @@ class GatewayClientCore:
         conn.stage = "session"
         self._cancel_timers(gen=conn.gen, name="stage")
         conn.interval = interval_ms / 1000.0
+        self._known_interval = conn.interval
         beats_per_window = math.ceil(self.config.send_window / conn.interval) + 1
         conn.heartbeat_reserve = min(self.config.send_limit // 2, beats_per_window)
         conn.acked = True
         conn.beat_deadline = now + conn.interval * self.rng.random()
         self._start_timer("heartbeat", conn.gen, conn.beat_deadline)
+        if conn.purpose == "identify" and self.session is not None:
+            # The fallback from a dead resume host reached the discovery host: new session.
+            self._forget_session()
         if conn.purpose == "resume" and self.session is not None:
             self._set_state("resuming", f"HELLO (interval {interval_ms} ms), sending RESUME", now)
             self.counters.resumes += 1
@@ -743,6 +768,7 @@ class GatewayClientCore:
             )
             self._delivered_seq = 0
             self._failed_resumes = 0
+            self._session_lost_at = None
             self._established(conn, "READY", now)
         session = self.session
         if session is None:
@@ -759,6 +785,7 @@ class GatewayClientCore:
         if t == "RESUMED":
             self.counters.resumes_ok += 1
             self._failed_resumes = 0
+            self._session_lost_at = None
             self._established(conn, "RESUMED", now)
 
     def _established(self, conn: _Connection, what: str, now: float) -> None:
@@ -855,35 +882,70 @@ class GatewayClientCore:
         self.counters.app_frames_dropped += len(conn.app_queue)
         self._end_connection(conn)
         self._set_state("disconnected", reason, now)
+        if conn.established and self._session_lost_at is None:
+            self._session_lost_at = now
         if conn.purpose == "resume" and not conn.established and not invalid_session:
-            self._failed_resumes += 1
-            self.counters.failed_resumes += 1
-        wait = 0.0
+            self._count_failed_resume(now)
+        if conn.purpose == "identify" and self.session is not None and not conn.hello:
+            # Falling back to the discovery host failed too: the whole gateway is down, and
+            # the session may well outlive that. Resume again, with a fresh count.
+            self._failed_resumes = 0
+            self._session_lost_at = now
         if kind == "new_session":
             self._forget_session()
+        if kind == "new_session" or invalid_session:
+            # op 9 / a dead session: the protocol's random 1-5 s wait, not the backoff (the
+            # identify window and the circuit breaker keep this from becoming a storm).
             wait = self.rng.uniform(*self.config.invalid_session_wait)
-        elif invalid_session:
-            wait = self.rng.uniform(*self.config.invalid_session_wait)
+        elif planned and self._backoff_attempt == 0:
+            wait = 0.0  # op 7 or a zombie on a stable session: reconnect at once
+        else:
+            wait = self._backoff_delay()
+        self._backoff_attempt += 1
         purpose: Purpose = "resume"
         if self.session is None or not self.session.resume_url:
             purpose = "identify"
-        elif self._failed_resumes >= self.config.max_failed_resumes:
-            reason = f"{self._failed_resumes} resumes failed in a row; identifying instead"
-            self._forget_session()
-            purpose = "identify"
-        # op 7 and zombies reconnect at once while things are stable; every other loss, and
-        # any loss while already unstable, backs off with full jitter.
-        if not (planned and self._backoff_attempt == 0 and not invalid_session):
-            wait = max(wait, self._backoff_delay())
-        self._backoff_attempt += 1
+        elif self._give_up_resuming(now + wait):
+            # The failures were the resume host's; the discovery host gets a fresh schedule.
+            fresh = self._backoff_delay(attempt=0)
+            slot = self._next_identify_slot()
+            if now + fresh >= slot:
+                reason = (f"{self._failed_resumes} resumes failed in a row; trying the "
+                          "discovery URL to IDENTIFY")
+                purpose = "identify"
+                wait = fresh
+                self._backoff_attempt = 1
+            else:
+                # IDENTIFY has to wait for its slot anyway: give the resume host one more
+                # chance by then (a short outage of the whole gateway keeps the session).
+                wait = min(wait, slot - now)
         if wait <= 0:
             self._begin_attempt(purpose, now)
         else:
             self._schedule(purpose, reason, now, wait)
 
-    def _backoff_delay(self) -> float:
-        ceiling = min(self.config.backoff_cap, self.config.backoff_base * 2**self._backoff_attempt)
-        return self.rng.uniform(0.0, ceiling)
+    def _count_failed_resume(self, now: float) -> None:
+        self._failed_resumes += 1
+        self.counters.failed_resumes += 1
+        if self._session_lost_at is None:
+            self._session_lost_at = now
+
+    def _give_up_resuming(self, next_attempt_at: float) -> bool:
+        if self._failed_resumes < self.config.max_failed_resumes:
+            return False
+        patience = self.config.resume_patience
+        k = self.config.resume_patience_intervals
+        if k is not None and self._known_interval is not None:
+            patience = min(patience, k * self._known_interval)
+        since = self._session_lost_at if self._session_lost_at is not None else next_attempt_at
+        return next_attempt_at - since >= patience
+
+    def _backoff_delay(self, attempt: int | None = None) -> float:
+        # Exponential with jitter over the upper half ("equal jitter"): every wait is random,
+        # yet the waits are guaranteed to grow, so failed attempts can never bunch up.
+        n = self._backoff_attempt if attempt is None else attempt
+        ceiling = min(self.config.backoff_cap, self.config.backoff_base * 2**n)
+        return self.rng.uniform(ceiling / 2, ceiling)
 
     def _schedule(self, purpose: Purpose, reason: str, now: float, delay: float) -> None:
         """The next attempt starts when the backoff timer fires (never inline, even at 0 s)."""
@@ -895,6 +957,7 @@ class GatewayClientCore:
         self.session = None
         self._delivered_seq = 0
         self._failed_resumes = 0
+        self._session_lost_at = None
 
     def _stop(self, reason: str, *, fatal: bool, now: float) -> None:
         if self._conn is not None:
