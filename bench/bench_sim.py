@@ -1,0 +1,194 @@
+"""Benchmarks of the simulated world (issue 6): a simulated day, generated schedules per second,
+time to shrink each planted bug, and a 2,500-shard storm.
+
+    python bench/bench_sim.py all
+    python bench/bench_sim.py day                    # 24 h, 1 dispatch/min, 24 faults
+    python bench/bench_sim.py schedules [--n 300]    # generated schedules per second per core
+    python bench/bench_sim.py shrink [--examples 1000] [--mutant NAME ...]
+    python bench/bench_sim.py storm [--shards 2500] [--max-concurrency 16]
+
+Goals: day <= 2 s wall; >= 50 schedules/s per core; each mutant shrunk to <= 3 faults in
+<= 30 s; the 2,500-shard storm (max_concurrency 16) <= 30 s wall. Per-core rates divide by the
+process's CPU time, so other load on the machine does not count against them; wall times are
+reported too. Prints a table per section and one JSON line at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from harness.scenario import GatewayKnobs, Step, Trigger  # noqa: E402
+from harness.schedules import ScheduleLimits, make_schedule, run_schedule  # noqa: E402
+
+
+def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - wall, time.process_time() - cpu
+
+
+# ---- a simulated day ---------------------------------------------------------------------------
+
+
+def day_schedule() -> Any:
+    """24 h of a bot on Discord's real heartbeat (41.25 s) with 1 dispatch a minute, every byte
+    through the fault proxies, and one fault an hour of eight kinds in turn."""
+    kinds: list[dict[str, Any]] = [
+        {"kind": "control", "action": "reset"},
+        {"kind": "control", "action": "reconnect"},
+        {"kind": "toxic", "type": "latency", "attributes": {"latency": 2000, "jitter": 200},
+         "duration": 30.0},
+        {"kind": "proxy", "action": "down", "target": "resume", "duration": 20.0},
+        {"kind": "control", "action": "invalid_session", "params": {"resumable": True}},
+        {"kind": "control", "action": "withhold_acks", "duration": 100.0},
+        {"kind": "toxic", "type": "reset_after", "attributes": {"bytes": 1},
+         "stream": "upstream", "target": "resume", "duration": 30.0},
+        {"kind": "control", "action": "close", "params": {"code": 4000}},
+    ]
+    steps = []
+    for hour in range(24):
+        spec = dict(kinds[hour % len(kinds)])
+        duration = spec.pop("duration", None)
+        steps.append(Step(name="", start=Trigger(at=hour * 3600.0 + 1800.0), duration=duration,
+                          **spec))
+    limits = ScheduleLimits(horizon=24 * 3600.0, max_faults=24, max_fault_time=3600.0,
+                            max_duration=600.0, recovery_bound=120.0, quiet=600.0)
+    knobs = GatewayKnobs(heartbeat_interval=41250, dispatch_rate=1 / 60, heartbeat_grace=0.5)
+    scenario = make_schedule(steps, limits, seed=1, gateway=knobs, name="bench-day")
+    return scenario
+
+
+def bench_day() -> dict[str, Any]:
+    scenario = day_schedule()
+    result, wall, cpu = _timed(run_schedule, scenario)
+    simulated = max(float(r["ts"]) for r in result.records)
+    out = {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "simulated_s": round(simulated, 1),
+           "trace_records": len(result.records), "faults": len(scenario.steps),
+           "outcome": result.outcome, "failed": result.failed_invariants}
+    print(f"day: {simulated / 3600:.2f} h simulated, {len(scenario.steps)} faults, "
+          f"{len(result.records)} trace records, outcome {result.outcome} "
+          f"{result.failed_invariants or ''}: {wall:.2f} s wall, {cpu:.2f} s CPU (goal <= 2 s)")
+    return out
+
+
+# ---- generated schedules per second ------------------------------------------------------------
+
+
+def bench_schedules(n: int, horizon: float) -> dict[str, Any]:
+    from hypothesis import HealthCheck, given, seed, settings
+
+    from harness.schedules import schedules
+
+    drawn: list[Any] = []
+
+    @seed(12345)
+    @settings(max_examples=n, database=None, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(schedules(horizon))
+    def collect(scenario: Any) -> None:
+        drawn.append(scenario)
+
+    _, gen_wall, gen_cpu = _timed(collect)
+
+    def run_all() -> list[Any]:
+        return [run_schedule(s) for s in drawn]
+
+    results, wall, cpu = _timed(run_all)
+    simulated = sum(max((float(r["ts"]) for r in res.records), default=0.0) for res in results)
+    failed = sum(1 for r in results if r.failed_invariants)
+    out = {"schedules": len(drawn), "generate_cpu_s": round(gen_cpu, 3),
+           "run_wall_s": round(wall, 3),
+           "run_cpu_s": round(cpu, 3), "per_core_per_s": round(len(drawn) / (cpu + gen_cpu), 1),
+           "per_s_wall": round(len(drawn) / (wall + gen_wall), 1),
+           "simulated_s": round(simulated, 1), "failing": failed}
+    print(f"schedules: {len(drawn)} generated (horizon {horizon:g} s) and run against the "
+          f"reference client: {out['per_core_per_s']} per CPU-second "
+          f"({out['per_s_wall']}/s wall; generation {gen_cpu:.2f} s CPU, runs {cpu:.2f} s CPU); "
+          f"{simulated / max(cpu, 1e-9):.0f}x real time; {failed} failing (goal >= 50/s/core)")
+    return out
+
+
+# ---- time to shrink each planted bug -----------------------------------------------------------
+
+
+def bench_shrink(
+    mutants: list[str], examples: int, horizon: float, seed: int
+) -> list[dict[str, Any]]:
+    from harness.cli_fuzz import CampaignConfig, run_campaign
+    from harness.client.mutants import EXPECTED_INVARIANTS, MUTANTS
+
+    rows = []
+    for name in mutants or list(MUTANTS):
+        config = CampaignConfig(examples=examples, seed=seed, client=name, horizon=horizon,
+                                out_dir=None, database=None, baseline="reference")
+        result, wall, cpu = _timed(run_campaign, config)
+        if result.failures:
+            f = result.failures[0]
+            row = {"mutant": name, "found": True, "invariant": f.invariant,
+                   "expected": f.invariant in EXPECTED_INVARIANTS[name], "faults": f.faults,
+                   "found_after_s": round(f.found_after, 2), "wall_s": round(wall, 2),
+                   "cpu_s": round(cpu, 2), "runs": result.examples_run,
+                   "schedule": [s.describe() for s in f.scenario.steps]}
+        else:
+            row = {"mutant": name, "found": False, "wall_s": round(wall, 2),
+                   "cpu_s": round(cpu, 2), "runs": result.examples_run}
+        rows.append(row)
+        if row["found"]:
+            print(f"shrink: {name:<28} {row['invariant']:<4} {row['faults']} fault(s), found after "
+                  f"{row['found_after_s']:.1f} s, done after {wall:.1f} s wall ({cpu:.1f} s CPU, "
+                  f"{row['runs']} runs): {'; '.join(row['schedule'])}")
+        else:
+            print(f"shrink: {name:<28} NOT FOUND in {examples} examples ({wall:.1f} s wall)")
+    return rows
+
+
+# ---- the storm ---------------------------------------------------------------------------------
+
+
+def bench_storm(shards: int, max_concurrency: int, waves: tuple[str, ...]) -> dict[str, Any]:
+    from harness.fleet import FleetConfig, run_fleet
+
+    config = FleetConfig(shards=shards, max_concurrency=max_concurrency, waves=waves)
+    report, wall, cpu = _timed(run_fleet, config)
+    print(report.text())
+    print(f"storm: {shards} shards, max_concurrency {max_concurrency}: {wall:.1f} s wall, "
+          f"{cpu:.1f} s CPU (goal <= 30 s)")
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), **report.to_json()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("what", nargs="?", default="all",
+                   choices=("all", "day", "schedules", "shrink", "storm"))
+    p.add_argument("--n", type=int, default=300, help="schedules to run (schedules)")
+    p.add_argument("--horizon", type=float, default=10.0)
+    p.add_argument("--examples", type=int, default=1000, help="campaign size (shrink)")
+    p.add_argument("--seed", type=int, default=1, help="campaign seed (shrink)")
+    p.add_argument("--mutant", action="append", default=[], help="only this mutant (shrink)")
+    p.add_argument("--shards", type=int, default=2500)
+    p.add_argument("--max-concurrency", type=int, default=16)
+    p.add_argument("--waves", default="reconnect,close-4009,restart")
+    args = p.parse_args(argv)
+    out: dict[str, Any] = {}
+    if args.what in ("all", "day"):
+        out["day"] = bench_day()
+    if args.what in ("all", "schedules"):
+        out["schedules"] = bench_schedules(args.n, args.horizon)
+    if args.what in ("all", "shrink"):
+        out["shrink"] = bench_shrink(args.mutant, args.examples, args.horizon, args.seed)
+    if args.what in ("all", "storm"):
+        waves = tuple(w for w in args.waves.split(",") if w)
+        out["storm"] = bench_storm(args.shards, args.max_concurrency, waves)
+    print(json.dumps(out, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
