@@ -254,6 +254,26 @@ class FaultWindow:
         end = float("inf") if self.end is None else self.end
         return self.start <= b and end >= a and end > self.start
 
+    def affects(self, conn: Connection, rank: int) -> bool:
+        """Whether this fault can touch ``conn``, the ``rank``-th connection on its listener.
+
+        Toxics and proxy actions aimed at one URL touch only that listener's connections, and
+        ``only_connection`` / ``from_connection`` pick that proxy's Nth accepted connection (the
+        proxy opens one upstream connection per accepted one, so its Nth is the listener's Nth);
+        a control aimed at a connection id touches only that connection.
+        """
+        target = self.params.get("target")
+        if self.kind in ("toxic", "proxy"):
+            if target in ("discovery", "resume") and conn.listener not in (target, None):
+                return False
+            only, start = self.params.get("only_connection"), self.params.get("from_connection")
+            if isinstance(only, int) and rank != only:
+                return False
+            return not (isinstance(start, int) and rank < start)
+        if isinstance(target, int) and not isinstance(target, bool):
+            return conn.id == target
+        return True
+
 
 class RunView:
     """Connections, fault windows and frames of one trace, indexed for the invariants."""
@@ -268,6 +288,8 @@ class RunView:
         self.frames_out: list[Frame] = []
         self.windows: list[FaultWindow] = []
         self._spans: tuple[list[float], list[tuple[float, FaultWindow]]] | None = None
+        self._conn_windows: dict[int, list[FaultWindow]] = {}
+        self.listener_rank: dict[int, int] = {}
         open_faults: dict[str, list[tuple[int, Record]]] = {}
         for idx, rec in enumerate(self.records):
             kind = rec.get("kind")
@@ -336,6 +358,10 @@ class RunView:
                         dict(on.get("params") or {}),
                     )
                 )
+        counts: dict[str | None, int] = {}
+        for conn in self.ordered_conns():
+            counts[conn.listener] = counts.get(conn.listener, 0) + 1
+            self.listener_rank[conn.id] = counts[conn.listener]
         self.session_frames = [f for f in self.frames_in if f.op in (OP_IDENTIFY, OP_RESUME)]
         self.session_positions = [f.idx for f in self.session_frames]
         self.windows = _without_echoes(self.windows)
@@ -370,8 +396,20 @@ class RunView:
     def ordered_conns(self) -> list[Connection]:
         return sorted(self.conns.values(), key=lambda c: (c.start_ts, c.id))
 
-    def fault_active(self, a: float, b: float) -> FaultWindow | None:
-        """A fault window with length that overlaps [a, b] (one-shot controls do not count)."""
+    def fault_active(
+        self, a: float, b: float, conn: Connection | None = None
+    ) -> FaultWindow | None:
+        """A fault window with length that overlaps [a, b] (one-shot controls do not count);
+        with ``conn``, only faults that can touch that connection."""
+        if conn is not None:
+            if conn.id not in self._conn_windows:
+                rank = self.listener_rank.get(conn.id, 0)
+                self._conn_windows[conn.id] = [
+                    w
+                    for w in self.windows
+                    if (w.end is None or w.end > w.start) and w.affects(conn, rank)
+                ]
+            return next((w for w in self._conn_windows[conn.id] if w.overlaps(a, b)), None)
         if self._spans is None:
             spans = sorted(
                 (w for w in self.windows if w.end is None or w.end > w.start),
@@ -493,7 +531,7 @@ def check_hb1(view: RunView, exp: Expectations) -> Verdict:
                 proof += [conn.hello.idx, b.idx]
         else:
             end = conn.close_ts if conn.close_ts is not None else view.end_ts
-            if end > deadline and not view.fault_active(conn.hello.ts, deadline):
+            if end >= deadline - 1e-9 and not view.fault_active(conn.hello.ts, deadline, conn):
                 judged += 1
                 failures.append(
                     (
@@ -553,7 +591,7 @@ def check_hb2(view: RunView, exp: Expectations) -> Verdict:
             continue
         bound = interval * (1 + slack)
         for a, b, ia, ib, what in _beat_gaps(view, conn):
-            window = view.fault_active(a, b)
+            window = view.fault_active(a, b, conn)
             if window is not None:
                 excluded += 1
                 continue
@@ -652,7 +690,7 @@ def check_hb3(view: RunView, exp: Expectations) -> Verdict:
                 next_dispatch += 1
             if floor is None:
                 continue
-            if view.fault_active(floor.ts, beat.ts):
+            if view.fault_active(floor.ts, beat.ts, conn):
                 skipped += 1
                 continue
             s_floor = int(floor.rec["s"])
@@ -695,7 +733,7 @@ def check_hb4(view: RunView, exp: Expectations) -> Verdict:
                 judged += 1
                 proof = proof or [req.idx, reply.idx]
                 continue
-            if end < deadline or view.fault_active(req.ts, deadline):
+            if end < deadline or view.fault_active(req.ts, deadline, conn):
                 skipped += 1
                 continue
             judged += 1
@@ -888,14 +926,14 @@ def _resume_path_failing(view: RunView, a: float, b: float, a_idx: int, b_idx: i
 
 def check_rs1(view: RunView, exp: Expectations) -> Verdict:
     cleared, _, _ = last_fault_cleared(view)
-    ending = max(cleared or 0.0, view.end_ts - exp.tolerances.teardown_window)
     last_open = max((c.open_idx for c in view.conns.values() if c.open_idx is not None), default=-1)
-    # A loss in the run's last moments, after every fault cleared, with no connection after it, is
-    # the run ending.
+    # A loss that is the run ending (see _is_teardown), with no connection after it, is no loss.
     losses = [
         loss
         for loss in _resumable_losses(view)
-        if loss.ts < ending or cleared is None or last_open > loss.idx
+        if cleared is None
+        or last_open > loss.idx
+        or not _is_teardown(view, loss.conn, cleared, exp.tolerances)
     ]
     failures: list[tuple[str, list[int]]] = []
     judged = 0
@@ -1522,6 +1560,24 @@ def check_rl1(view: RunView, exp: Expectations) -> Verdict:
 # Liveness
 
 
+def _is_teardown(view: RunView, conn: Connection, cleared: float, tol: Tolerances) -> bool:
+    """Whether ``conn``'s close is the run ending: in the trace's last moments, after every fault
+    cleared, and the kind of close a runner stopping the client or the gateway makes (the client
+    closing with 1000/1001 or none, the network, or the server going away with 1001) rather than a
+    server closing a silent client."""
+    close = conn.close
+    if close is None or conn.close_ts is None:
+        return False
+    if conn.close_ts < max(cleared, view.end_ts - tol.teardown_window):
+        return False
+    by, code = close.get("by"), close.get("code")
+    if by == "client":
+        return code in (1000, 1001, None)
+    if by == "server":
+        return code == 1001
+    return True
+
+
 def last_fault_cleared(view: RunView) -> tuple[float | None, str, int | None]:
     """(time, description, record index) of the moment the last fault cleared.
 
@@ -1594,9 +1650,7 @@ def check_lv1(view: RunView, exp: Expectations) -> Verdict:
         if conn.live is None or conn.live.ts > check_at:
             continue
         if conn.close_ts is not None and conn.close_ts < check_at:
-            # A close in the trace's last moments, after every fault cleared, is the run ending.
-            teardown = conn.close_ts >= max(cleared, view.end_ts - exp.tolerances.teardown_window)
-            if not teardown:
+            if not _is_teardown(view, conn, cleared, exp.tolerances):
                 continue
         candidates.append(conn)
     if not candidates and too_short:
@@ -1642,9 +1696,10 @@ def check_lv1(view: RunView, exp: Expectations) -> Verdict:
     end = conn.close_ts if conn.close_ts is not None else view.end_ts
     live_text = f"conn {conn.id} got {how} at {fmt(conn.live.ts)}"
     if not acked:
-        if end - max(conn.live.ts, cleared) <= interval * (1 + slack):
+        ended_by_run = conn.close is None or _is_teardown(view, conn, cleared, exp.tolerances)
+        if ended_by_run and end - max(conn.live.ts, cleared) <= interval * (1 + slack):
             return _skip(
-                "LV1", f"{cleared_text}; {live_text}, but the trace ends before a heartbeat was due"
+                "LV1", f"{cleared_text}; {live_text}, but the run ends before a heartbeat was due"
             )
         return _fail(
             "LV1",
@@ -1653,7 +1708,7 @@ def check_lv1(view: RunView, exp: Expectations) -> Verdict:
             idx_base + [conn.live.idx],
         )
     last = acked[-1]
-    if end - last.ts > interval * (1 + slack) + 1e-9 and not view.fault_active(last.ts, end):
+    if end - last.ts > interval * (1 + slack) + 1e-9 and not view.fault_active(last.ts, end, conn):
         return _fail(
             "LV1",
             f"{cleared_text}; {live_text}, but its heartbeats stopped at {fmt(last.ts)} "

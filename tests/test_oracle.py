@@ -562,3 +562,40 @@ def test_rs2_does_not_hold_an_old_sessions_seq_against_a_new_session():
     run.beat(1, 3.5, 2).close(1, 3.6, "network", None, "reset")
     run.open(2, 3.8, "resume").hello(2, 3.81).resume(2, 3.9, "sess-b", 2)
     assert_status(verdict(run, "RS2"), "pass")
+
+
+def seed_mutant_run() -> Run:
+    """The seed's client as the fault proxy and the gateway see it under simulation: it resumes
+    after the handshake reset but never heartbeats again; the gateway closes it at each deadline,
+    exactly one interval x 1.25 after HELLO."""
+    run = Run().open(1, 0.0).hello(1, 0.0).identify(1, 0.0).ready(1, 0.0)
+    run.fault("tls-handshake-reset", 0.0, "on", target="resume", only_connection=1)
+    run.close(1, 0.5, "server", None, "reset")
+    run.fault("drop-after-ready", 0.5, "on", kind="control", action="reset", target="all")
+    run.fault("drop-after-ready", 0.5, "off", kind="control", action="reset", target="all")
+    run.open(2, 0.775, "resume").close(2, 0.775, "network", None, "reset")
+    run.open(3, 1.381, "resume").hello(3, 1.381).resume(3, 1.381, "sess-a", 1).resumed(3, 1.381)
+    run.fault("tls-handshake-reset", 2.0, "off", target="resume", only_connection=1)
+    run.close(3, 2.631, "server", 1000)
+    run.open(4, 4.108, "resume").hello(4, 4.108).resume(4, 4.108, "sess-a", 2).resumed(4, 4.108)
+    run.close(4, 5.358, "server", 1000)
+    return run
+
+
+def test_the_seed_client_fails_even_when_the_gateway_closes_it_exactly_at_the_deadline():
+    run = seed_mutant_run()
+    # The toxic only touched the resume proxy's first connection: conn 3 is judged.
+    assert_status(verdict(run, "HB1"), "fail", "conn 3: no heartbeat")
+    v = verdict(run, "LV1", outcome="resume", recovery_bound=3.0, run_duration=6.0)
+    assert_status(v, "fail", "conn 4 got RESUMED", "closed by server")
+
+
+def test_faults_aimed_at_one_connection_excuse_only_that_connection():
+    from harness.oracle import RunView
+
+    view = RunView(seed_mutant_run().records)
+    conns = view.conns
+    assert view.fault_active(1.5, 1.9, conns[2]) is not None  # the resume proxy's 1st connection
+    assert view.fault_active(1.5, 1.9, conns[3]) is None  # its 2nd
+    assert view.fault_active(1.5, 1.9, conns[1]) is None  # the discovery URL
+    assert view.fault_active(1.5, 1.9) is not None  # without a connection: any fault counts
