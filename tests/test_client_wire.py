@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from harness.client.testing import TOKEN, ClientWorld, open_tcp_world, wait_until
@@ -20,8 +21,9 @@ from harness.faults.backend import ToxicSpec, open_embedded_backend
 
 FAST: dict[str, Any] = {"backoff_base": 0.05, "backoff_cap": 0.5, "close_timeout": 1.0,
                         "invalid_session_wait": (0.1, 0.2), "identify_window": 0.1}
+# No server-side heartbeat deadline: on a loaded CI machine a late beat must not add a close.
 GATEWAY: dict[str, Any] = {"heartbeat_interval_ms": 200, "dispatch_rate": 20.0,
-                           "identify_window": 0.0}
+                           "identify_window": 0.0, "heartbeat_deadline": False}
 
 
 def _read_log(path: Path) -> list[dict[str, Any]]:
@@ -99,6 +101,48 @@ async def test_seed_tls_reset_after_client_hello_through_the_fault_proxy(tmp_pat
     assert len({rec["session_id"] for rec in log}) == 1
     _check_delivery(world, log)
     assert log[-1]["s"] > 20
+
+
+# trigger -> what the next connection must do: ("resume" | "identify" | "stop")
+DECISIONS: list[tuple[str, dict[str, Any], str]] = [
+    ("reconnect", {}, "resume"),
+    ("withhold_acks", {}, "resume"),
+    ("reset", {}, "resume"),
+    ("close", {"code": 4000}, "resume"),
+    ("close", {"code": 4009}, "identify"),
+    ("invalid_session", {"resumable": False}, "identify"),
+    ("invalid_session", {"resumable": True}, "resume"),
+    ("close", {"code": 4004}, "stop"),
+]
+
+
+@pytest.mark.parametrize(("action", "params", "expected"), DECISIONS,
+                         ids=[f"{a}-{'-'.join(map(str, p.values()))}" for a, p, _ in DECISIONS])
+async def test_decision_table_rows_on_real_sockets(action: str, params: dict[str, Any],
+                                                   expected: str):
+    async with open_tcp_world(tls=False, rest=False, client_defaults=FAST, **GATEWAY) as world:
+        client = await world.start_client()
+        await wait_until(lambda: client.state == "ready", timeout=30)
+        await trio.sleep(0.3)
+        first = world.live_conn()
+        world.gateway.controls.apply(action, first, **params)
+        if expected == "stop":
+            await wait_until(lambda: client.stop_info is not None, timeout=30)
+            assert client.stop_info is not None and client.stop_info.fatal
+            await trio.sleep(0.5)
+            assert world.conns() == [first]
+            return
+        op = 6 if expected == "resume" else 2
+        await wait_until(lambda: len(world.conns()) >= 2 and client.state == "ready", timeout=30)
+        second = world.live_conn()
+        listener = "resume" if expected == "resume" else "discovery"
+        assert world.records("conn_open", conn=second)[0]["listener"] == listener
+        assert [f["op"] for f in world.records("frame_in", conn=second) if f["op"] in (2, 6)] \
+            == [op]
+        closes = world.records("conn_close", conn=first, by="client")
+        assert all(c["code"] not in (1000, 1001) for c in closes)
+        await wait_until(lambda: len(world.frames_in(1, second)) >= 2, timeout=30)
+        _check_delivery(world, [dict(r) for r in client.delivered])
 
 
 async def test_cli_runs_as_a_process_under_the_env_contract(tmp_path: Path):
