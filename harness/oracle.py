@@ -1645,6 +1645,25 @@ def check_lv1(view: RunView, exp: Expectations) -> Verdict:
     check_at = min(cleared + bound, run_end)
     too_short = run_end < cleared + bound
     idx_base = [cleared_idx] if cleared_idx is not None else []
+    # Once the faults are gone, every session the client gets must heartbeat: a connection that
+    # went live and then sat silent until the server closed it is the seed's failure, even if a
+    # later connection is still too young to tell.
+    for conn in conns:
+        if conn.live is None or conn.live.ts < cleared or conn.live.ts > check_at:
+            continue
+        if conn.close is None or _is_teardown(view, conn, cleared, exp.tolerances):
+            continue
+        interval = view.interval_for(conn) or 0.0
+        silent = not any(b.idx > conn.live.idx for b in conn.beats())
+        if silent and (conn.close_ts or 0.0) - conn.live.ts >= interval * (1 + slack) - 1e-6:
+            return _fail(
+                "LV1",
+                f"{cleared_text}; conn {conn.id} got {conn.live.rec.get('t')} at "
+                f"{fmt(conn.live.ts)} but sent no heartbeat until it was {conn.describe_close()}",
+                idx_base
+                + [conn.live.idx]
+                + ([conn.close_idx] if conn.close_idx is not None else []),
+            )
     candidates = []
     for conn in conns:
         if conn.live is None or conn.live.ts > check_at:

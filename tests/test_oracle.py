@@ -599,3 +599,14 @@ def test_faults_aimed_at_one_connection_excuse_only_that_connection():
     assert view.fault_active(1.5, 1.9, conns[3]) is None  # its 2nd
     assert view.fault_active(1.5, 1.9, conns[1]) is None  # the discovery URL
     assert view.fault_active(1.5, 1.9) is not None  # without a connection: any fault counts
+
+
+def test_lv1_fails_a_silent_session_after_recovery_even_if_a_newer_one_is_too_young():
+    run = healthy_start().fault("resume-resets", 0.0, "on", target="resume")
+    run.close(1, 0.5, "server", None, "reset").fault("resume-resets", 3.0, "off", target="resume")
+    run.open(4, 3.2, "resume").hello(4, 3.2).resume(4, 3.21, "sess-a", 3).resumed(4, 3.22)
+    run.close(4, 4.47, "server", 1000)  # the gateway's heartbeat deadline
+    run.open(5, 7.8, "resume").hello(5, 7.8).resume(5, 7.81, "sess-a", 4).resumed(5, 7.82)
+    run.close(5, 9.0, "client", 1000)  # the run ends
+    v = verdict(run, "LV1", recovery_bound=5.0, run_duration=9.0)
+    assert_status(v, "fail", "conn 4 got RESUMED at 3.22 s but sent no heartbeat")
