@@ -125,8 +125,8 @@ async def session(host: str, port: int, token: str, interval: float, stats: Stat
             stats.sent += 1
             await trio.sleep(interval)
 
-    identify = {"op": 2, "d": {"token": token, "intents": 1,
-                               "properties": {"os": "linux", "browser": "bench", "device": "bench"}}}
+    properties = {"os": "linux", "browser": "bench", "device": "bench"}
+    identify = {"op": 2, "d": {"token": token, "intents": 1, "properties": properties}}
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(beat)

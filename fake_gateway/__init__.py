@@ -1,0 +1,6 @@
+"""A protocol-faithful fake Discord gateway (sans-I/O core, trio driver) and its REST surface."""
+
+from fake_gateway.config import GatewayConfig
+from fake_gateway.server import FakeGateway, ServedURLs
+
+__all__ = ["FakeGateway", "GatewayConfig", "ServedURLs"]
