@@ -166,7 +166,7 @@ class GatewayClient:
         when the client stops; raises ``FatalGatewayError`` if it stopped on a fatal error."""
         if self._dispatch_recv is None:
             self._dispatch_send, self._dispatch_recv = trio.open_memory_channel[Dispatch](math.inf)
-        return self._iterate_dispatches(self._dispatch_recv)
+        return _DispatchIterator(self, self._dispatch_recv)
 
     async def send(self, payload: Mapping[str, Any]) -> None:
         """Send an application frame (e.g. op 3) under the send rate limit; raises
@@ -288,14 +288,6 @@ class GatewayClient:
             listener(record)
         if self._dispatch_send is not None:
             self._dispatch_send.send_nowait(dispatch)
-
-    async def _iterate_dispatches(
-        self, receive: trio.MemoryReceiveChannel[Dispatch]
-    ) -> AsyncIterator[Dispatch]:
-        async for dispatch in receive:
-            yield dispatch
-        if self.stop_info is not None and self.stop_info.fatal:
-            raise FatalGatewayError(self.stop_info.reason)
 
     # ------------------------------------------------------------------ timers
 
@@ -501,6 +493,27 @@ class GatewayClient:
         if self._delivery_file is not None and self._owns_delivery_file:
             self._delivery_file.close()
         self._delivery_file = None
+
+
+class _DispatchIterator:
+    """Dispatches until the client stops; a fatal stop ends the loop with FatalGatewayError.
+    A plain object rather than an async generator, so breaking out early needs no cleanup."""
+
+    def __init__(self, client: GatewayClient, receive: trio.MemoryReceiveChannel[Dispatch]):
+        self._client = client
+        self._receive = receive
+
+    def __aiter__(self) -> _DispatchIterator:
+        return self
+
+    async def __anext__(self) -> Dispatch:
+        try:
+            return await self._receive.receive()
+        except trio.EndOfChannel:
+            stop = self._client.stop_info
+            if stop is not None and stop.fatal:
+                raise FatalGatewayError(stop.reason) from None
+            raise StopAsyncIteration from None
 
 
 def _describe(exc: BaseException) -> str:
