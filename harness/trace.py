@@ -35,7 +35,9 @@ Kinds and their fields
 ``fault``        name, state ("on" | "off"), fault_kind ("toxic" | "control" | "proxy"), params (dict);
                  written by the runner when a scenario step switches a fault
 ``identify_budget`` remaining, total, bucket (max_concurrency bucket index); after each IDENTIFY
-``note``         text (free-form, for humans)
+``note``         text (free-form, for humans); conn where one applies (the gateway notes a RESUME
+                 on the discovery URL, an IDENTIFY on the resume URL, an IDENTIFY over
+                 max_concurrency, an unsupported encoding or compress value)
 
 The client's delivery log is one JSON line per dispatch handed to the application:
 ``{"s": int, "t": str, "session_id": str | null, "ts": float}``.
