@@ -19,6 +19,7 @@ from typing import Any
 from fake_gateway import payloads
 from fake_gateway.codec import COMPRESSIONS, DecodeError, Encoder, decode_client
 from fake_gateway.config import DEFINED_INTENTS, PRIVILEGED_INTENTS, GatewayConfig
+from fake_gateway.controls import apply_to_connection
 from fake_gateway.sessions import (
     EXPIRED,
     INVALIDATED,
@@ -27,6 +28,7 @@ from fake_gateway.sessions import (
     Session,
     SessionStartLimit,
     SessionStore,
+    shard_for_guild,
 )
 from harness.trace import (
     KIND_CONN_CLOSE,
@@ -587,8 +589,6 @@ class GatewayCore:
         self.all_connections[conn_id] = conn
         for name, value in self.switches_for_all.items():
             setattr(conn, name, value)
-        from fake_gateway.controls import apply_to_connection
-
         pending, self.pending_for_next = self.pending_for_next, []
         for action, params in pending:
             apply_to_connection(self, conn, action, params, now)
@@ -654,8 +654,6 @@ class GatewayCore:
                           conn=conn_id, seq=session.seq)
 
     def guilds_for(self, shard: tuple[int, int] | None) -> list[int]:
-        from fake_gateway.sessions import shard_for_guild
-
         if shard is None:
             return list(self.guild_ids)
         return [g for g in self.guild_ids if shard_for_guild(g, shard[1]) == shard[0]]
