@@ -303,6 +303,25 @@ async def test_silent_tls_peer_times_out_and_the_next_attempt_connects(autojump_
         assert states.index("backing_off") > states.index("tls")
 
 
+async def test_refused_connects_back_off_until_the_gateway_listens(autojump_clock: MockClock):
+    async with open_sim_world() as world:
+        refused: list[float] = []
+
+        async def open_stream(host: str, port: int) -> trio.abc.Stream:
+            if len(refused) < 4:
+                refused.append(trio.current_time())
+                raise ConnectionRefusedError(111, "Connection refused")
+            return await world.open_stream(host, port)
+
+        client = world.make_client(open_stream=open_stream)
+        await world.nursery.start(client.run)
+        await wait_until(lambda: client.state == "ready")
+        assert client.counters()["stage_failures"] == {"tcp": 4}
+        gaps = [b - a for a, b in zip(refused, refused[1:], strict=False)]
+        assert gaps == sorted(gaps) and gaps[-1] > gaps[0]  # growing waits
+        assert len(world.frames_in(2)) == 1
+
+
 async def test_no_hello_times_out_and_the_client_reconnects(autojump_clock: MockClock):
     async with open_sim_world() as world:
         world.gateway.controls.apply("delay_hello", "next", ms=60_000)

@@ -385,7 +385,8 @@ class GatewayClient:
         port = parts.port or (443 if secure else 80)
         try:
             stream = await self._open_stream(host, port)
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        except Exception as exc:  # refused, unreachable, DNS, or an injected opener's error
+            # Whatever went wrong, this attempt is over; the core decides when to retry.
             self._perform(self.core.connect_failed(gen, "tcp", _describe(exc),
                                                    trio.current_time()))
             return
@@ -397,8 +398,7 @@ class GatewayClient:
             link.stream = tls
             try:
                 await tls.do_handshake()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError,
-                    OSError) as exc:
+            except Exception as exc:  # reset mid-handshake, EOF, certificate errors ...
                 self._perform(self.core.connect_failed(gen, "tls", _describe(exc),
                                                        trio.current_time()))
                 return
