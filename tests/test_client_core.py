@@ -810,3 +810,11 @@ def test_send_rate_limit_holds_app_frames_but_never_heartbeats():
     assert worst <= 120
     assert sum(1 for _, op in stamped if op == 1) >= 195  # heartbeats never held back
     assert sum(1 for _, op in stamped if op == 3) == 200  # the queue drains eventually
+
+
+def test_an_undecodable_frame_closes_4000_and_resumes():
+    sim = CoreSim()
+    gen = sim.session_up()
+    sim.feed(sim.core.frame_undecodable(gen, "zlib-stream: invalid stored block", sim.now))
+    assert [(c.gen, c.code) for c in sim.closes] == [(gen, 4000)]
+    assert sim.wait_for_connect(2).purpose == "resume"
