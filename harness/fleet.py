@@ -320,7 +320,7 @@ def _phase_reports(
         windows: dict[int, int] = {}
         for rec in records:
             ts = float(rec["ts"]) - t0
-            if not started <= ts < end:
+            if not started - 1e-6 <= ts < end - 1e-6:  # trace times are rounded to 1 µs
                 continue
             kind = rec["kind"]
             if kind == "frame_in" and rec.get("op") == 2:
@@ -329,7 +329,7 @@ def _phase_reports(
                 report.resumes += 1
             elif kind == "identify_budget":
                 report.identifies_accepted += 1
-                slot = int((ts - started) // IDENTIFY_WINDOW)
+                slot = int(max(0.0, ts - started) // IDENTIFY_WINDOW)
                 windows[slot] = windows.get(slot, 0) + 1
             elif kind == "note" and "over max_concurrency" in str(rec.get("text")):
                 report.identify_rejections += 1

@@ -1,0 +1,195 @@
+"""`gateway-harness fuzz` and `replay`: campaigns find planted bugs and shrink them to a few
+faults, failures become scenario files that replay to the same transcript hash, the example
+database brings a failure back first, and `run --check-determinism` compares two runs."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main as cli_main
+from harness.cli_fuzz import (
+    CampaignConfig,
+    check_determinism,
+    coverage,
+    first_difference,
+    run_campaign,
+)
+from harness.client.mutants import EXPECTED_INVARIANTS
+from harness.scenario import Step, Trigger, load_scenario
+from harness.schedules import make_schedule, run_schedule
+from harness.world import RunOptions, run_scenario
+
+HASH = re.compile(r"transcript sha256: ([0-9a-f]{64})")
+
+# Campaign seeds for each planted bug. A campaign stops at its first failure, so the example
+# budget only matters if a seed is unlucky (then it bounds the test); these seeds find each bug
+# within the first few hundred examples here.
+CAMPAIGNS = {
+    "stale-resume-seq": 1,
+    "close-1000-on-op7": 1,
+    "no-zombie-detection": 1,
+    "identify-storm-after-op9": 1,
+    "stuck-on-stale-resume-url": 1,
+    "new-session-id-not-stored": 1,
+    "heartbeat-dies-on-tls-reset": 1,
+    "stale-heartbeat-timer": 2,
+}
+BUDGET = 1000
+
+
+@pytest.mark.parametrize("mutant", sorted(CAMPAIGNS))
+def test_a_campaign_finds_the_planted_bug_and_shrinks_it(mutant: str) -> None:
+    config = CampaignConfig(examples=BUDGET, seed=CAMPAIGNS[mutant], client=mutant, horizon=10.0,
+                            out_dir=None, database=None, baseline="reference", shrink_time=60)
+    result = run_campaign(config)
+    assert result.failures, f"{mutant}: nothing found in {result.examples_run} runs"
+    failure = result.failures[0]
+    assert failure.faults <= 3, [s.describe() for s in failure.scenario.steps]
+    assert failure.invariant in EXPECTED_INVARIANTS[mutant] | {"ZB1", "RS3"}
+    # the shrunk schedule still fails for the mutant and passes for the reference client
+    again = run_schedule(failure.scenario, mutant)
+    assert failure.invariant in again.failed_invariants
+    assert run_schedule(failure.scenario, "reference").passed
+
+
+def test_fuzz_writes_the_shrunk_failure_and_replay_reproduces_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "failures"
+    code = cli_main(["fuzz", "--client", "stale-resume-seq", "--examples", str(BUDGET),
+                     "--seed", "1",
+                     "--horizon", "10", "--out", str(out), "--database", "none"])
+    assert code == 1
+    text = capsys.readouterr().out
+    assert "FAIL RS2" in text
+    campaign_hash = HASH.search(text)
+    assert campaign_hash is not None
+    files = sorted(out.glob("*.toml"))
+    assert len(files) == 1
+    scenario = load_scenario(files[0])
+    assert scenario.seed is not None and 1 <= len(scenario.steps) <= 3
+    assert "client.stale-resume-seq" in scenario.tags
+    assert list(out.glob("*.trace.jsonl")) and list(out.glob("*.html"))
+    hashes = []
+    for _ in range(2):
+        assert cli_main(["replay", str(files[0])]) == 1  # it still fails
+        replay_text = capsys.readouterr().out
+        match = HASH.search(replay_text)
+        assert match is not None and "RS2" in replay_text
+        hashes.append(match.group(1))
+    assert hashes[0] == hashes[1] == campaign_hash.group(1)
+    # the same schedule against the reference client passes
+    assert cli_main(["replay", str(files[0]), "--client", "reference"]) == 0
+
+
+def test_the_example_database_replays_a_known_failure_first(tmp_path: Path) -> None:
+    database = tmp_path / "db"
+    first = run_campaign(CampaignConfig(examples=BUDGET, seed=1, client="no-zombie-detection",
+                                        horizon=10.0, out_dir=None, database=database,
+                                        baseline="reference"))
+    assert first.failures and (database / "examples").is_dir()
+    # A different seed and a single example: only the database can bring the bug back at once.
+    second = run_campaign(CampaignConfig(examples=1, seed=999, client="no-zombie-detection",
+                                         horizon=10.0, out_dir=None, database=database,
+                                         baseline="reference"))
+    assert second.failures
+    assert second.failures[0].invariant == first.failures[0].invariant
+
+
+def test_a_survey_against_the_reference_client_counts_without_shrinking(tmp_path: Path) -> None:
+    result = run_campaign(CampaignConfig(examples=30, seed=5, client="reference", horizon=10.0,
+                                         out_dir=tmp_path, database=None, keep_going=True))
+    assert result.examples_run == 30
+    assert len(result.all_failures) == result.failing_runs
+
+
+def test_user_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["fuzz", "--client", "no-such-client", "--examples", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "--client" in err[1]  # the banner, then the error
+    assert cli_main(["fuzz", "--examples", "0"]) == 2
+    assert "--examples" in capsys.readouterr().err
+    assert cli_main(["replay", "/nonexistent/x.toml"]) == 2
+    assert "no such scenario file" in capsys.readouterr().err
+    assert cli_main(["run", "--check-determinism", "--mode", "real",
+                     "scenarios/baseline-steady.toml"]) == 2
+    assert "--check-determinism" in capsys.readouterr().err
+
+
+def test_check_determinism_passes_for_built_in_scenarios(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = Path(__file__).resolve().parent.parent / "scenarios"
+    code = cli_main(["run", "--mode", "sim", "--check-determinism",
+                     str(root / "seed-tls-reset-on-resume.toml"),
+                     str(root / "f06-repeated-op7.toml")])
+    out = capsys.readouterr().out
+    assert "not deterministic" not in out
+    assert code == 0, out
+
+
+def test_check_determinism_reports_the_first_differing_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scenario = make_schedule([Step(name="", kind="control", action="reset",
+                                   start=Trigger(at=1.0))], seed=4)
+    options = RunOptions(mode="sim", seed=4)
+    first = run_scenario(scenario, options)
+    import harness.world as world
+
+    real_run = world.run_scenario
+
+    def perturbed(s: object, o: RunOptions) -> object:
+        result = real_run(s, o)  # type: ignore[arg-type]
+        result.records[7] = {**result.records[7], "ts": 99.0}
+        return result
+
+    monkeypatch.setattr(world, "run_scenario", perturbed)
+    check_determinism([first], [scenario], options)
+    assert first.error is not None
+    assert first.error.startswith("not deterministic")
+    assert "trace line 8 differs" in first.error
+
+
+def test_first_difference_names_the_line_or_the_longer_run() -> None:
+    a = [{"ts": 0.0, "kind": "note"}, {"ts": 1.0, "kind": "note"}]
+    assert first_difference(a, list(a)) is None
+    assert "trace line 2 differs" in (first_difference(a, [a[0], {"ts": 2.0, "kind": "note"}])
+                                      or "")
+    assert "more trace records" in (first_difference(a, a[:1]) or "")
+
+
+def test_coverage_counts_losses_by_phase() -> None:
+    records = [
+        {"ts": 0.0, "kind": "conn_open", "conn": 1},
+        {"ts": 0.1, "kind": "conn_close", "conn": 1},
+        {"ts": 1.0, "kind": "conn_open", "conn": 2},
+        {"ts": 1.0, "kind": "ws_upgrade", "conn": 2},
+        {"ts": 2.5, "kind": "frame_out", "conn": 2, "op": 10},
+        {"ts": 2.5, "kind": "frame_out", "conn": 2, "op": 0, "t": "READY"},
+        {"ts": 3.0, "kind": "conn_close", "conn": 2},
+    ]
+    cov = coverage(records)
+    assert cov["connections"] == 2
+    assert cov["connections lost before tls"] == 1
+    assert cov["live connections lost"] == 1
+    assert cov["connections waiting for a held-back HELLO"] == 1
+
+
+def test_a_failure_file_keeps_its_seed_and_gateway_knobs(tmp_path: Path) -> None:
+    from harness.cli_fuzz import FoundFailure, write_failure
+
+    scenario = make_schedule([Step(name="", kind="control", action="reset",
+                                   start=Trigger(at=1.0))], seed=11)
+    scenario = replace(scenario, gateway=replace(scenario.gateway, tls=True))
+    result = run_schedule(scenario, "stale-resume-seq")
+    failure = FoundFailure("RS2", scenario, result, "evidence", 0.0, 0.0)
+    write_failure(failure, "stale-resume-seq", tmp_path)
+    assert failure.scenario_path is not None
+    loaded = load_scenario(failure.scenario_path)
+    assert loaded.seed == 11 and loaded.gateway.tls is True
+    assert failure.transcript_hash
