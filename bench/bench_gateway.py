@@ -228,6 +228,40 @@ def serve(args: argparse.Namespace) -> None:
     trio.run(main)
 
 
+def serve_echo(args: argparse.Namespace) -> None:
+    """Baseline server: HELLO, then READY for the first frame and a canned ACK for every later
+    one, no parsing at all. Shows what the machine and the load generator allow by themselves."""
+
+    def frame(payload: bytes) -> bytes:
+        return bytes([0x81, len(payload)]) + payload
+
+    hello = frame(b'{"op":10,"d":{"heartbeat_interval":1000},"s":null,"t":null}')
+    ready = frame(b'{"op":0,"t":"READY","s":1,"d":{}}')
+    ack = frame(b'{"op":11,"d":null,"s":null,"t":null}')
+
+    async def handle(stream: trio.SocketStream) -> None:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            data = await stream.receive_some(4096)
+            if not data:
+                return
+            request += data
+        await stream.send_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                              b"Connection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n" + hello)
+        identified = False
+        while await stream.receive_some(65536):
+            await stream.send_all(ack if identified else ready)
+            identified = True
+
+    async def run() -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        print(json.dumps({"gateway_url": f"ws://127.0.0.1:{port}", "token": "x"}), flush=True)
+        await trio.serve_listeners(handle, listeners)
+
+    trio.run(run)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=1000)
@@ -240,18 +274,24 @@ def main() -> None:
     parser.add_argument("--timer-resolution", type=float, default=0.0,
                         help="GatewayConfig.timer_resolution for the server")
     parser.add_argument("--no-pin", action="store_true", help="let the OS place both processes")
+    parser.add_argument("--echo-baseline", action="store_true",
+                        help="measure a trivial canned-ACK server instead of the fake gateway")
     parser.add_argument("--serve-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_only:
         if args.server_cpu >= 0:
             os.sched_setaffinity(0, {args.server_cpu})
-        serve(args)
+        if args.echo_baseline:
+            serve_echo(args)
+        else:
+            serve(args)
         return
     cpus = os.sched_getaffinity(0)
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve-only", "--interval", str(args.interval),
          "--server-cpu", str(-1 if args.no_pin else args.server_cpu), "--seed", str(args.seed),
-         "--timer-resolution", str(args.timer_resolution)],
+         "--timer-resolution", str(args.timer_resolution)]
+        + (["--echo-baseline"] if args.echo_baseline else []),
         stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
