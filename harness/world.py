@@ -151,6 +151,7 @@ class _World:
         self.backend: FaultBackend | None = None
         self._proxy_urls: dict[str, str] = {}
         self._live_steps: dict[str, Step] = {}
+        self._switched_on: set[str] = set()  # steps switched on at least once
         self._nursery: trio.Nursery | None = None
 
     # ---- the run -----------------------------------------------------------------------------
@@ -257,8 +258,16 @@ class _World:
         while trio.current_time() < end:
             await trio.sleep(min(poll, end - trio.current_time()))
             now = trio.current_time()
+            if not self._steps_done():
+                continue  # run_settled reads the whole trace: skip it while faults are pending
             if run_settled(self.scenario, self.trace.records, now):
                 return
+
+    def _steps_done(self) -> bool:
+        """Every step has switched on, and only steps meant to last are still on (a cheap
+        necessary condition of ``run_settled``)."""
+        return len(self._switched_on) == len(self.scenario.steps) and all(
+            step.persistent_until_end for step in self._live_steps.values())
 
     # ---- parts ---------------------------------------------------------------------------------
 
@@ -387,6 +396,8 @@ class _World:
             self.trace.record(KIND_NOTE, text=f"step {step.name}: skipped: {exc}")
             self.notes.append(f"{step.name}: {exc}")
             return False
+        if on:
+            self._switched_on.add(step.name)
         if on and not step.one_shot:
             self._live_steps[step.name] = step
         elif not on:
