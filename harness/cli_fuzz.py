@@ -196,7 +196,10 @@ def run_campaign(config: CampaignConfig, progress: ProgressHook | None = None) -
         deadline=None,
         database=database,
         derandomize=False,
-        phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink),
+        # A survey counts distinct generated schedules: no targeted mutation of earlier ones.
+        phases=(Phase.explicit, Phase.reuse, Phase.generate)
+        if config.keep_going
+        else (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink),
         suppress_health_check=list(HealthCheck),
         report_multiple_bugs=config.multiple_bugs,
         verbosity=Verbosity.quiet,
