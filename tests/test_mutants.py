@@ -9,9 +9,9 @@ from dataclasses import replace
 
 import pytest
 
+from harness.cli import main as cli_main
 from harness.client.core import ClientConfig, GatewayClientCore
 from harness.client.mutants import EXPECTED_INVARIANTS, MUTANTS
-from harness.cli import main as cli_main
 from harness.scenario import Step, Trigger
 from harness.schedules import fuzz_gateway, make_schedule, run_schedule
 
