@@ -33,7 +33,7 @@ def test_a_storm_recovers_every_shard_within_the_identify_buckets() -> None:
     assert phases["reconnect"].resumes == 12 and phases["reconnect"].identifies_sent == 0
     # 4009 to everyone: every shard must start a new session, through the buckets again
     assert phases["close-4009"].identifies_accepted == 12
-    assert phases["close-4009"].all_ready_after >= 15.0
+    assert (phases["close-4009"].all_ready_after or 0.0) >= 15.0
     # a restarted gateway lost every session: resumes fail, every shard re-IDENTIFYs
     assert phases["restart"].identifies_accepted == 12
 
