@@ -61,7 +61,7 @@ from harness.scenario import (
     parse_scenario,
 )
 
-DEFAULT_HORIZON = 20.0
+DEFAULT_HORIZON = 10.0
 DEFAULT_MAX_FAULTS = 4
 DEFAULT_MAX_FAULT_TIME = 12.0
 DEFAULT_MAX_DURATION = 6.0
