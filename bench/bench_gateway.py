@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gc
 import json
 import os
 import random
@@ -210,8 +211,6 @@ def serve(args: argparse.Namespace) -> None:
     from harness.trace import Trace
 
     if os.environ.get("BENCH_NO_GC"):
-        import gc
-
         gc.disable()
 
     async def main() -> None:
@@ -221,6 +220,8 @@ def serve(args: argparse.Namespace) -> None:
         gateway = FakeGateway(config, Trace(clock=trio.current_time), random.Random(args.seed))
         async with trio.open_nursery() as nursery:
             urls = await nursery.start(gateway.serve_tcp, "127.0.0.1", 0, 0, None, False)
+            gc.collect()
+            gc.freeze()  # as `gateway-harness serve` does
             print(json.dumps({"gateway_url": urls.gateway_url, "token": config.token}),
                   flush=True)
             await trio.sleep_forever()

@@ -7,6 +7,7 @@ resume_gateway_url, rest_url, control_url, token, and ca_file with --tls).
 from __future__ import annotations
 
 import argparse
+import gc
 import ipaddress
 import json
 import random
@@ -115,6 +116,10 @@ async def _serve(args: argparse.Namespace, config: GatewayConfig, sink: IO[str] 
             }
             if urls.ca_file:
                 line["ca_file"] = urls.ca_file
+            # Everything alive now (modules, the listeners) lives as long as the process: keep
+            # it out of the collector's full scans, which otherwise pause every connection.
+            gc.collect()
+            gc.freeze()
             print(json.dumps(line), flush=True)
             async for _ in signals:
                 nursery.cancel_scope.cancel()

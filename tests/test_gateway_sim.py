@@ -94,3 +94,29 @@ async def test_tls_over_memory_streams(autojump_clock: trio.testing.MockClock,
     records = await simulated_hour(seed=1, tls_dir=str(tmp_path))
     assert [r["kind"] for r in records[:3]] == ["conn_open", "tls_done", "ws_upgrade"]
     assert records[0]["peer"].startswith("127.0.0.1:")
+
+
+async def test_heartbeats_just_inside_the_deadline_keep_the_connection(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """The deadline is interval * (1 + grace) after the previous heartbeat, not a fixed grid."""
+    config = GatewayConfig(heartbeat_interval_ms=1000, heartbeat_grace=0.25)
+    gateway = FakeGateway(config, Trace(clock=trio.current_time), random.Random(0))
+    net = MemoryNetwork()
+    gateway.core.set_urls(f"ws://{DISCOVERY}", f"ws://{RESUME}")
+    listeners = {"discovery": net.listen(DISCOVERY), "resume": net.listen(RESUME)}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(gateway.serve_listeners, listeners)
+        stream = await net.connect(DISCOVERY)
+        async with connect(f"ws://{DISCOVERY}/?v=10", stream=stream, ping_interval=None) as ws:
+            client = RawGatewayClient(ws, None)
+            await client.recv_op(10)
+            hello_at = trio.current_time()
+            for beat in range(1, 20):
+                await trio.sleep_until(hello_at + 1.2499 * beat)  # 0.1 ms before each deadline
+                await client.send({"op": 1, "d": None})
+                assert (await client.recv(timeout=1))["op"] == 11
+            await trio.sleep(1.2501)
+            assert await client.expect_close(timeout=1) == 1000
+        nursery.cancel_scope.cancel()
+    close = [r for r in gateway.trace.records if r["kind"] == "conn_close"][0]
+    assert (close["by"], close["code"]) == ("server", 1000)
