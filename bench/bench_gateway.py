@@ -216,6 +216,7 @@ def serve(args: argparse.Namespace) -> None:
     async def main() -> None:
         config = GatewayConfig(heartbeat_interval_ms=int(args.interval * 1000), guilds=1,
                                max_concurrency=1_000_000, identify_window=0.0,
+                               session_start_total=10**9,
                                timer_resolution=args.timer_resolution)
         gateway = FakeGateway(config, Trace(clock=trio.current_time), random.Random(args.seed))
         async with trio.open_nursery() as nursery:
