@@ -207,7 +207,12 @@ class _World:
     async def _run_inside(self, tmp: Path, out_dir: Path) -> ClientOutcome:
         scenario, options = self.scenario, self.options
         knobs = scenario.gateway
-        tls = make_tls(tmp / "tls") if knobs.tls else None
+        tls = None
+        if knobs.tls:
+            # sim: fixed RSA material, so handshakes have the same size in every process
+            from harness.sim_tls import sim_tls
+
+            tls = sim_tls(tmp / "tls") if self.sim else make_tls(tmp / "tls")
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             gateway_addrs, rest_url = await self._start_gateway(nursery, tls)
