@@ -202,13 +202,14 @@ class _World:
             tags=scenario.tags,
             seed=options.seed,
             scenario_path=scenario.path,
+            recovery_bound=scenario.expect.recovery_bound,
         )
 
     async def _run_inside(self, tmp: Path, out_dir: Path) -> ClientOutcome:
         scenario, options = self.scenario, self.options
         knobs = scenario.gateway
         tls = None
-        if knobs.tls:
+        if knobs.tls or options.adapter is not None:  # third-party shims trust our CA: wss
             # sim: fixed RSA material, so handshakes have the same size in every process
             from harness.sim_tls import sim_tls
 
@@ -366,57 +367,65 @@ class _World:
             await self._switch(step, on=False, at_end=True)
 
     async def _switch(self, step: Step, on: bool, at_end: bool = False) -> bool:
-        """Switch one step; record a `fault` record. False if the step could not be applied."""
-        backend = self.backend
-        assert backend is not None
+        """Switch one step and record it. False if the step could not be applied.
+
+        "on" is recorded before the fault acts and "off" after it has gone, so every effect of
+        a fault falls inside its window in the trace.
+        """
         params = step.fault_params()
+        extra = {"at_end": True} if at_end else {}
+
+        def record(state: str) -> None:
+            self.trace.record(KIND_FAULT, name=step.name, state=state, fault_kind=step.kind,
+                              params=params, **extra)
+
+        if on:
+            record("on")
         try:
-            if step.kind == "toxic":
-                for proxy in _proxies_for(step.target):
-                    if on:
-                        await backend.add_toxic(proxy, ToxicSpec(
-                            type=step.type or "noop", stream=step.stream, name=step.name,
-                            toxicity=step.toxicity, attributes=dict(step.attributes),
-                            only_connection=step.only_connection,
-                            from_connection=step.from_connection))
-                    else:
-                        await backend.remove_toxic(proxy, step.name)
-            elif step.kind == "proxy":
-                for proxy in _proxies_for(step.target):
-                    await backend.set_enabled(proxy, not on)
-            else:
-                kwargs = dict(step.params)
-                if not step.one_shot:
-                    kwargs["on"] = on
-                try:
-                    self.gateway.controls.apply(step.action or "", step.conn_target, **kwargs)
-                except UserError as exc:
-                    if not on or at_end:
-                        raise
-                    # e.g. a connection target that has already closed: the fault had nothing
-                    # to act on. Say so in the trace rather than pretending it ran.
-                    self.trace.record(KIND_NOTE, text=f"step {step.name}: not applied: {exc}")
-                    return False
+            await self._apply(step, on)
         except UnsupportedByRealToxiproxy as exc:
             self.trace.record(KIND_NOTE, text=f"step {step.name}: skipped: {exc}")
             self.notes.append(f"{step.name}: {exc}")
+            record("off")
+            return False
+        except UserError as exc:
+            if not on or at_end:
+                raise
+            # e.g. a connection target that has already closed: the fault had nothing to act
+            # on. Say so in the trace rather than pretending it ran.
+            self.trace.record(KIND_NOTE, text=f"step {step.name}: not applied: {exc}")
+            record("off")
             return False
         if on:
             self._switched_on.add(step.name)
-        if on and not step.one_shot:
-            self._live_steps[step.name] = step
-        elif not on:
+        if step.one_shot or not on:
             self._live_steps.pop(step.name, None)
-        if step.one_shot:
-            self.trace.record(KIND_FAULT, name=step.name, state="on", fault_kind=step.kind,
-                              params=params)
-            self.trace.record(KIND_FAULT, name=step.name, state="off", fault_kind=step.kind,
-                              params=params)
+            record("off")
         else:
-            self.trace.record(KIND_FAULT, name=step.name, state="on" if on else "off",
-                              fault_kind=step.kind, params=params,
-                              **({"at_end": True} if at_end else {}))
+            self._live_steps[step.name] = step
         return True
+
+    async def _apply(self, step: Step, on: bool) -> None:
+        backend = self.backend
+        assert backend is not None
+        if step.kind == "toxic":
+            for proxy in _proxies_for(step.target):
+                if on:
+                    await backend.add_toxic(proxy, ToxicSpec(
+                        type=step.type or "noop", stream=step.stream, name=step.name,
+                        toxicity=step.toxicity, attributes=dict(step.attributes),
+                        only_connection=step.only_connection,
+                        from_connection=step.from_connection))
+                else:
+                    await backend.remove_toxic(proxy, step.name)
+        elif step.kind == "proxy":
+            for proxy in _proxies_for(step.target):
+                await backend.set_enabled(proxy, not on)
+        else:
+            kwargs = dict(step.params)
+            if not step.one_shot:
+                kwargs["on"] = on
+            self.gateway.controls.apply(step.action or "", step.conn_target, **kwargs)
 
     # ---- results ---------------------------------------------------------------------------------
 
