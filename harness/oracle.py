@@ -56,6 +56,8 @@ INVARIANT_TITLES: dict[str, str] = {
     "BO2": "IDENTIFYs respect max_concurrency per 5 s and the start budget",
     "RL1": "at most 120 client frames per 60 s per connection, payloads <= 4096 bytes",
     "LV1": "live again (READY/RESUMED, heartbeats flowing) within the recovery bound",
+    # Judged by the runner from the client process, not from the trace (harness/world.py).
+    "PR1": "the client keeps running until the harness stops it (no crash, no hang)",
 }
 
 FATAL_CLOSE_CODES = frozenset({4004, 4010, 4011, 4012, 4013, 4014})
