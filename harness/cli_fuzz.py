@@ -32,7 +32,9 @@ from harness.scenario import Scenario, load_scenario
 from harness.schedules import (
     DEFAULT_HORIZON,
     DEFAULT_MAX_FAULTS,
+    FAULT_KINDS,
     ScheduleLimits,
+    check_fault_kinds,
     make_schedule,
     run_schedule,
     schedule_id,
@@ -87,6 +89,7 @@ class CampaignConfig:
     # Differential mode: a schedule counts as failing only if this client passes it (so a
     # mutant campaign finds the planted bug, not schedules the oracle flags for every client).
     baseline: str | None = None
+    fault_kinds: tuple[str, ...] | None = None  # only these kinds (harness.schedules.FAULT_KINDS)
 
 
 @dataclass
@@ -155,7 +158,8 @@ def run_campaign(config: CampaignConfig, progress: ProgressHook | None = None) -
         _check_client(config.baseline)
     stats = CampaignStats(started=time.monotonic())
     limits = _limits(config)
-    strategy = schedules(limits.horizon, max_faults=limits.max_faults, tls=config.tls)
+    strategy = schedules(limits.horizon, max_faults=limits.max_faults, tls=config.tls,
+                         kinds=config.fault_kinds)
 
     def check(scenario: Scenario) -> None:
         result = run_schedule(scenario, config.client)
@@ -207,7 +211,8 @@ def run_campaign(config: CampaignConfig, progress: ProgressHook | None = None) -
     )(given(strategy)(check))
     # One database entry per client and schedule shape, so a failure found against one mutant
     # is not replayed first against another.
-    key = f"gateway-harness fuzz:{config.client}:{config.horizon}:{config.max_faults}:{config.tls}"
+    key = (f"gateway-harness fuzz:{config.client}:{config.horizon}:{config.max_faults}:"
+           f"{config.tls}:{','.join(config.fault_kinds or ())}")
     test._hypothesis_internal_database_key = hashlib.sha256(key.encode()).digest()  # type: ignore[attr-defined]
 
     raised: list[ScheduleFailed] = []
@@ -490,7 +495,11 @@ def add_fuzz_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", default=None, metavar="CLIENT",
                    help="count a failing schedule only if CLIENT passes it (default: reference "
                         "when fuzzing a mutant; 'none' = off)")
-    p.add_argument("--list", action="store_true", help="list the planted-bug mutants and exit")
+    p.add_argument("--faults", metavar="KIND,...",
+                   help="only these fault kinds, e.g. reset,reconnect,proxy,reset_after "
+                        "(default: all; --list shows them)")
+    p.add_argument("--list", action="store_true",
+                   help="list the planted-bug mutants and the fault kinds, and exit")
 
 
 def fuzz_main(args: argparse.Namespace) -> int:
@@ -502,6 +511,7 @@ def fuzz_main(args: argparse.Namespace) -> int:
             first = doc.split(". ")[0].rstrip(".")
             invs = ",".join(sorted(EXPECTED_INVARIANTS.get(name, ())))
             print(f"{name:<28} {invs:<12} {first}")
+        print(f"fault kinds: {', '.join(FAULT_KINDS)}")
         return 0
     if args.examples < 1:
         raise UserError(f"--examples: must be at least 1, got {args.examples}")
@@ -514,12 +524,19 @@ def fuzz_main(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
     database = None if args.database.lower() == "none" else Path(args.database)
     baseline = args.baseline or ("reference" if args.client != "reference" else "none")
+    kinds = None
+    if args.faults:
+        try:
+            kinds = check_fault_kinds([k.strip() for k in args.faults.split(",") if k.strip()])
+        except ValueError as exc:
+            raise UserError(f"--faults: {exc}") from None
     config = CampaignConfig(
         examples=args.examples, seed=seed, client=args.client, horizon=args.horizon,
         max_faults=args.max_faults, tls=args.tls, out_dir=Path(args.out), database=database,
         shrink_time=args.shrink_time, multiple_bugs=args.multiple_bugs,
         keep_going=args.keep_going,
         baseline=None if baseline.lower() == "none" else baseline,
+        fault_kinds=kinds,
     )
     print(f"gateway-harness fuzz: client {config.client}, {config.examples} examples, "
           f"seed {seed}, horizon {config.horizon:g} s, up to {config.max_faults} faults",

@@ -135,6 +135,10 @@ TOXIC_TYPES = (
     "slow_close",
 )
 
+# Every fault kind a generated step can be, simplest first: one-shot controls, a proxy going
+# down ("proxy"), persistent controls, toxics.
+FAULT_KINDS: tuple[str, ...] = (*ONE_SHOT_ACTIONS, "proxy", *PERSISTENT_ACTIONS, *TOXIC_TYPES)
+
 
 @dataclass(frozen=True)
 class ScheduleLimits:
@@ -336,19 +340,40 @@ def control_steps(
     return st.one_of(branches)
 
 
-def fault_steps(limits: ScheduleLimits | None = None) -> st.SearchStrategy[Step]:
-    """One fault step of any kind, each kind equally likely.
+def fault_steps(
+    limits: ScheduleLimits | None = None, kinds: Sequence[str] | None = None
+) -> st.SearchStrategy[Step]:
+    """One fault step of any kind in ``kinds`` (default: all of ``FAULT_KINDS``), each kind
+    equally likely.
 
     Simplest first (what shrinking moves towards): one-shot controls (a reset before all), a proxy
     going down, persistent controls, then toxics.
     """
     limits = limits or ScheduleLimits()
+    wanted = check_fault_kinds(kinds) if kinds is not None else FAULT_KINDS
     branches: list[st.SearchStrategy[Step]] = []
-    branches += [control_steps(limits, one_shots=(a,), persistent=()) for a in ONE_SHOT_ACTIONS]
-    branches.append(proxy_steps(limits))
-    branches += [control_steps(limits, one_shots=(), persistent=(a,)) for a in PERSISTENT_ACTIONS]
-    branches += [toxic_steps(limits, types=(t,)) for t in TOXIC_TYPES]
+    for kind in FAULT_KINDS:
+        if kind not in wanted:
+            continue
+        if kind in ONE_SHOT_ACTIONS:
+            branches.append(control_steps(limits, one_shots=(kind,), persistent=()))
+        elif kind == "proxy":
+            branches.append(proxy_steps(limits))
+        elif kind in PERSISTENT_ACTIONS:
+            branches.append(control_steps(limits, one_shots=(), persistent=(kind,)))
+        else:
+            branches.append(toxic_steps(limits, types=(kind,)))
     return st.one_of(branches)
+
+
+def check_fault_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
+    """The kinds, validated (ValueError naming the first unknown one and the known ones)."""
+    for kind in kinds:
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(FAULT_KINDS)}")
+    if not kinds:
+        raise ValueError("name at least one fault kind")
+    return tuple(kinds)
 
 
 def schedules(
@@ -362,6 +387,7 @@ def schedules(
     tls: bool | None = None,
     seeds: st.SearchStrategy[int] | None = None,
     steps: st.SearchStrategy[Step] | None = None,
+    kinds: Sequence[str] | None = None,
     gateway: GatewayKnobs | None = None,
     name: str = "fuzz",
 ) -> st.SearchStrategy[Scenario]:
@@ -370,13 +396,16 @@ def schedules(
     ``tls``: None draws it (TLS handshakes are where the seed failure lives), True/False fixes it.
     ``seeds``: the run seed strategy (default: any 32-bit seed, shrinking to 0).
     ``steps``: a custom step strategy (default: :func:`fault_steps`).
+    ``kinds``: only these fault kinds (names from ``FAULT_KINDS``), e.g. ``("reset", "proxy")``.
     """
     limits = ScheduleLimits(horizon, max_faults, max_fault_time, max_duration, recovery_bound,
                             quiet)
     # Time triggers are drawn as gaps after the previous time-triggered fault, so faults cluster
     # and interact (a fault while the client recovers from the last one); a gap shrinks to 0.
     gap = round(max(TICK, min(horizon, 2 * horizon / max_faults)), 1)
-    step_strategy = steps if steps is not None else fault_steps(replace(limits, horizon=gap))
+    step_strategy = (
+        steps if steps is not None else fault_steps(replace(limits, horizon=gap), kinds)
+    )
     seed_strategy = seeds if seeds is not None else st.integers(0, 2**32 - 1)
     tls_strategy = st.booleans() if tls is None else st.just(tls)
     knobs = gateway or fuzz_gateway()
