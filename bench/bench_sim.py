@@ -140,7 +140,9 @@ def bench_shrink(
             f = result.failures[0]
             row = {"mutant": name, "found": True, "invariant": f.invariant,
                    "expected": f.invariant in EXPECTED_INVARIANTS[name], "faults": f.faults,
-                   "found_after_s": round(f.found_after, 2), "wall_s": round(wall, 2),
+                   "found_after_s": round(f.found_after, 2),
+                   "three_faults_after_s": None if f.small_after is None
+                   else round(f.small_after, 2), "wall_s": round(wall, 2),
                    "cpu_s": round(cpu, 2), "runs": result.examples_run,
                    "schedule": [s.describe() for s in f.scenario.steps]}
         else:
@@ -149,8 +151,9 @@ def bench_shrink(
         rows.append(row)
         if row["found"]:
             print(f"shrink: {name:<28} {row['invariant']:<4} {row['faults']} fault(s), found after "
-                  f"{row['found_after_s']:.1f} s, done after {wall:.1f} s wall ({cpu:.1f} s CPU, "
-                  f"{row['runs']} runs): {'; '.join(row['schedule'])}")
+                  f"{row['found_after_s']:.1f} s, <= 3 faults after "
+                  f"{row['three_faults_after_s']} s, done after {wall:.1f} s wall ({cpu:.1f} s "
+                  f"CPU, {row['runs']} runs): {'; '.join(row['schedule'])}")
         else:
             print(f"shrink: {name:<28} NOT FOUND in {examples} examples ({wall:.1f} s wall)")
     return rows

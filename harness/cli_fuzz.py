@@ -100,6 +100,7 @@ class FoundFailure:
     evidence: str
     found_after: float  # s from the campaign's start to the first failing example
     shrunk_after: float  # s from the campaign's start to the end of shrinking
+    small_after: float | None = None  # s to the first failing example with <= 3 faults
     transcript_hash: str = ""
     scenario_path: Path | None = None
     report_path: Path | None = None
@@ -132,6 +133,7 @@ class CampaignStats:
     failing: int = 0
     first_failure_at: dict[str, float] = field(default_factory=dict)
     smallest: dict[str, int] = field(default_factory=dict)  # invariant -> fewest faults seen
+    small_at: dict[str, float] = field(default_factory=dict)  # first failure with <= 3 faults
     sim_seconds: float = 0.0
     baseline_failed: int = 0  # failing schedules the baseline client failed too (not counted)
     surveyed: list[tuple[str, Scenario, ScenarioResult, str]] = field(default_factory=list)
@@ -180,6 +182,8 @@ def run_campaign(config: CampaignConfig, progress: ProgressHook | None = None) -
         stats.first_failure_at.setdefault(invariant, time.monotonic() - stats.started)
         faults = len(scenario.steps)
         stats.smallest[invariant] = min(stats.smallest.get(invariant, faults), faults)
+        if faults <= 3:
+            stats.small_at.setdefault(invariant, time.monotonic() - stats.started)
         if progress:
             progress("fail", stats)
         if config.keep_going:
@@ -269,6 +273,7 @@ def run_campaign(config: CampaignConfig, progress: ProgressHook | None = None) -
             evidence=str(failed).split(": ", 1)[-1],
             found_after=stats.first_failure_at.get(invariant, finished),
             shrunk_after=finished,
+            small_after=stats.small_at.get(invariant),
         )
         if config.out_dir is not None:
             write_failure(failure, config.client, config.out_dir)
@@ -573,8 +578,10 @@ def campaign_summary(result: CampaignResult) -> str:
     for f in result.failures:
         lines.append(
             f"FAIL {f.invariant} ({INVARIANT_TITLES.get(f.invariant, 'the run broke')}): "
-            f"shrunk to {f.faults} fault(s); found after {f.found_after:.1f} s, "
-            f"shrunk after {f.shrunk_after:.1f} s"
+            f"shrunk to {f.faults} fault(s); found after {f.found_after:.1f} s"
+            + (f", down to <= 3 faults after {f.small_after:.1f} s"
+               if f.small_after is not None else "")
+            + f", shrinking done after {f.shrunk_after:.1f} s"
         )
         for step in f.scenario.steps:
             lines.append(f"  - {step.describe()}")
