@@ -207,7 +207,7 @@ async def load(args: argparse.Namespace, host: str, port: int, token: str, serve
 def serve(args: argparse.Namespace) -> None:
     """The server process: the real FakeGateway on TCP, one line with its URL on stdout."""
     from fake_gateway.config import GatewayConfig
-    from fake_gateway.server import FakeGateway
+    from fake_gateway.server import FakeGateway, tune_gc_for_a_server_process
     from harness.trace import Trace
 
     if os.environ.get("BENCH_NO_GC"):
@@ -221,8 +221,7 @@ def serve(args: argparse.Namespace) -> None:
         gateway = FakeGateway(config, Trace(clock=trio.current_time), random.Random(args.seed))
         async with trio.open_nursery() as nursery:
             urls = await nursery.start(gateway.serve_tcp, "127.0.0.1", 0, 0, None, False)
-            gc.collect()
-            gc.freeze()  # as `gateway-harness serve` does
+            tune_gc_for_a_server_process()  # as `gateway-harness serve` does
             print(json.dumps({"gateway_url": urls.gateway_url, "token": config.token}),
                   flush=True)
             await trio.sleep_forever()

@@ -7,7 +7,6 @@ resume_gateway_url, rest_url, control_url, token, and ca_file with --tls).
 from __future__ import annotations
 
 import argparse
-import gc
 import ipaddress
 import json
 import random
@@ -19,7 +18,7 @@ from typing import IO
 import trio
 
 from fake_gateway.config import GatewayConfig
-from fake_gateway.server import FakeGateway
+from fake_gateway.server import FakeGateway, tune_gc_for_a_server_process
 from harness.errors import UserError
 from harness.trace import Trace
 
@@ -116,10 +115,7 @@ async def _serve(args: argparse.Namespace, config: GatewayConfig, sink: IO[str] 
             }
             if urls.ca_file:
                 line["ca_file"] = urls.ca_file
-            # Everything alive now (modules, the listeners) lives as long as the process: keep
-            # it out of the collector's full scans, which otherwise pause every connection.
-            gc.collect()
-            gc.freeze()
+            tune_gc_for_a_server_process()
             print(json.dumps(line), flush=True)
             async for _ in signals:
                 nursery.cancel_scope.cancel()
