@@ -200,3 +200,31 @@ def test_a_failure_file_keeps_its_seed_and_gateway_knobs(tmp_path: Path) -> None
     loaded = load_scenario(failure.scenario_path)
     assert loaded.seed == 11 and loaded.gateway.tls is True
     assert failure.transcript_hash
+
+
+def test_a_tls_schedule_replays_to_the_same_hash_in_another_process(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from harness.schedules import fuzz_gateway, write_scenario
+    from harness.world import transcript_hash
+
+    # reset_after 1100 bytes cuts the server's TLS handshake flight: its outcome depends on the exact size
+    # of the handshake, which must be the same in every process.
+    steps = [
+        Step(name="", kind="toxic", type="reset_after", attributes={"bytes": 1100},
+             stream="downstream", target="both", start=Trigger(at=0.0), duration=2.0),
+        Step(name="", kind="control", action="reset", start=Trigger(at=1.0)),
+    ]
+    scenario = make_schedule(steps, seed=5, gateway=replace(fuzz_gateway(), tls=True))
+    path = write_scenario(scenario, tmp_path / "tls.toml")
+    here = transcript_hash(run_schedule(load_scenario(path)).records)
+    for hash_seed in ("1", "2"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "harness", "replay", str(path)],
+            capture_output=True, text=True, timeout=120,
+            env={**__import__("os").environ, "PYTHONHASHSEED": hash_seed},
+        )
+        match = HASH.search(proc.stdout)
+        assert match is not None, proc.stderr
+        assert match.group(1) == here
