@@ -209,8 +209,8 @@ def test_a_tls_schedule_replays_to_the_same_hash_in_another_process(tmp_path: Pa
     from harness.schedules import fuzz_gateway, write_scenario
     from harness.world import transcript_hash
 
-    # reset_after 1100 bytes cuts the server's TLS handshake flight: its outcome depends on the exact size
-    # of the handshake, which must be the same in every process.
+    # reset_after 1100 bytes cuts the server's TLS handshake flight: the outcome depends on the
+    # exact size of the handshake, which must be the same in every process.
     steps = [
         Step(name="", kind="toxic", type="reset_after", attributes={"bytes": 1100},
              stream="downstream", target="both", start=Trigger(at=0.0), duration=2.0),
