@@ -150,6 +150,8 @@ def guild_create_data(config: GatewayConfig, guild_id: int, index: int) -> dict[
                 "id": str(guild_id),
                 "name": "@everyone",
                 "color": 0,
+                # Newer libraries (py-cord, disnake) read the gradient colours (KeyError without).
+                "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
                 "hoist": False,
                 "icon": None,
                 "unicode_emoji": None,
@@ -234,3 +236,31 @@ def synthetic_event_data(
             d["guild_id"] = str(guild_id)
     d["_harness_n"] = n
     return d
+
+
+MIDJOURNEY_BOT_ID = "936929561302675456"
+
+
+def command_index_payload() -> dict[str, Any]:
+    """/guilds/{id}/application-command-index: the Midjourney bot's /imagine and /settings, so the
+    `midjourney` npm client finds the commands it posts interactions for."""
+
+    def command(command_id: str, name: str, description: str,
+                options: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"id": command_id, "application_id": MIDJOURNEY_BOT_ID, "version": command_id,
+                "type": 1, "name": name, "description": description, "options": options,
+                "default_member_permissions": None, "dm_permission": True,
+                "contexts": [0, 1, 2], "integration_types": [0, 1], "nsfw": False}
+
+    return {
+        "applications": [{"id": MIDJOURNEY_BOT_ID, "name": "Midjourney Bot", "icon": None,
+                          "description": "", "bot_id": MIDJOURNEY_BOT_ID}],
+        "application_commands": [
+            command("938956540159881230", "imagine", "Create images with Midjourney",
+                    [{"type": 3, "name": "prompt", "description": "The prompt to imagine",
+                      "required": True}]),
+            command("1000850743479255081", "settings", "View and adjust your personal settings.",
+                    []),
+        ],
+        "version": "1",
+    }

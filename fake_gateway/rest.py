@@ -86,7 +86,7 @@ def build_app(gateway: FakeGateway) -> Starlette:
         if path == "/soundboard-default-sounds":
             return _json([])
         if parts[0] == "guilds" and parts[-1] == "application-command-index":
-            return _json({"applications": [], "application_commands": [], "version": "0"})
+            return _json(payloads.command_index_payload())
         if path == "/interactions" and method == "POST":
             return await interaction(request)
         return _error(404, "404: Not Found")
