@@ -32,7 +32,8 @@ Kinds and their fields
                  "expired"), reason, conn (where one applies), seq (last seq of the session)
 ``control``      action (a protocol-level fault from fake_gateway.controls), target (conn id or
                  "all"), params (dict)
-``fault``        name, state ("on" | "off"), fault_kind ("toxic" | "control" | "proxy"), params (dict);
+``fault``        name, state ("on" | "off"), fault_kind ("toxic" | "control" | "proxy"),
+                 params (dict); "on" is written before the fault acts, "off" after it has gone;
                  written by the runner when a scenario step switches a fault
 ``identify_budget`` remaining, total, bucket (max_concurrency bucket index); after each IDENTIFY
 ``note``         text (free-form, for humans); conn where one applies (the gateway notes a RESUME
@@ -115,7 +116,7 @@ class Trace:
         return rec
 
     def subscribe(self, listener: Callable[[Record], None]) -> None:
-        """Call ``listener`` with every record appended from now on (the runner's event triggers)."""
+        """Call ``listener`` with every record appended from now on (the runner's triggers)."""
         self._listeners.append(listener)
 
     def unsubscribe(self, listener: Callable[[Record], None]) -> None:

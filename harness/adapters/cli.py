@@ -47,7 +47,8 @@ DEFAULT_SUITE = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("clients", nargs="*", metavar="CLIENT",
-                   help=f"built-in clients, NAME or NAME@VERSION: {', '.join(ADAPTERS)}")
+                   help=f"built-in clients, NAME or NAME@VERSION: {', '.join(ADAPTERS)}; "
+                        "'reference' adds our own client for comparison")
     p.add_argument("--all", action="store_true", help="every built-in client")
     # dest differs from "command": the top-level parser keeps the subcommand name there
     p.add_argument("--command", dest="client_command", metavar="CMD",
@@ -79,7 +80,10 @@ def main(args: argparse.Namespace) -> int:
 
     if args.jobs < 1:
         raise UserError(f"--jobs: must be at least 1, got {args.jobs}")
-    adapters = _adapters(args)
+    # "reference" runs our own client beside third-party ones (side by side in one report).
+    with_reference = "reference" in args.clients
+    args.clients = [c for c in args.clients if c != "reference"]
+    adapters = _adapters(args) if (args.clients or args.all or args.client_command) else []
     scenarios = _suite(args.suite, args.tag)
     if not args.no_tls:  # real clients meet the gateway as in production: over TLS
         scenarios = [dataclasses.replace(s, gateway=dataclasses.replace(s.gateway, tls=True))
@@ -93,8 +97,14 @@ def main(args: argparse.Namespace) -> int:
         options = RunOptions(mode="real", client=adapter.name, seed=args.seed, out_dir=out_dir,
                              toxiproxy_url=args.toxiproxy_url, adapter=adapter)
         results.extend(run_many(scenarios, options, args.jobs))
+    if with_reference:
+        print(f"validating reference (gateway-harness) against {len(scenarios)} scenario(s)",
+              file=sys.stderr, flush=True)
+        options = RunOptions(mode="real", client="reference", seed=args.seed, out_dir=out_dir,
+                             toxiproxy_url=args.toxiproxy_url)
+        results.extend(run_many(scenarios, options, args.jobs))
     args.mode = "real"
-    args.client = ",".join(a.name for a in adapters)
+    args.client = ",".join([a.name for a in adapters] + (["reference"] if with_reference else []))
     code = report(results, args, title="gateway-harness validate")
     print()
     print(matrix_markdown(results), end="")
