@@ -84,6 +84,8 @@ def expected_close(frame: str | bytes, state: dict[str, bool]) -> int | None:
         if d["token"] != TOKEN:
             return 4004
         intents = d.get("intents")
+        if intents is None and type(d.get("capabilities")) is int:
+            intents = 0  # a user-account IDENTIFY (the midjourney client)
         if type(intents) is not int or intents < 0 or intents & ~DEFINED_INTENTS:
             return 4013
         shard = d.get("shard")
