@@ -332,7 +332,7 @@ class ConnectionCore:
             self.gw.trace.record(KIND_NOTE, ts=now, conn=self.conn_id,
                                  text="IDENTIFY on the resume URL instead of the discovery URL")
         intents = d.get("intents")
-        if intents is None and isinstance(d.get("capabilities"), int):
+        if intents is None and _is_int(d.get("capabilities")):
             # A user-account IDENTIFY (the `midjourney` npm client) sends capabilities, no intents.
             intents = 0
         if not isinstance(intents, int) or isinstance(intents, bool) or intents < 0 or (
