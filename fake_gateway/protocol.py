@@ -541,7 +541,6 @@ class GatewayCore:
         self.start_limit = SessionStartLimit(config.session_start_total,
                                              config.session_start_window)
         self.connections: dict[int, ConnectionCore] = {}
-        self.all_connections: dict[int, ConnectionCore] = {}
         self.guild_ids = [payloads.snowflake(rng) for _ in range(config.guilds)]
         self.discovery_url = config.advertise_url or "wss://gateway.invalid"
         self.resume_url = config.resume_url or self.discovery_url
@@ -589,7 +588,6 @@ class GatewayCore:
                           listener=listener)
         conn = ConnectionCore(self, conn_id, listener, query, now)
         self.connections[conn_id] = conn
-        self.all_connections[conn_id] = conn
         for name, value in self.switches_for_all.items():
             setattr(conn, name, value)
         pending, self.pending_for_next = self.pending_for_next, []
@@ -620,7 +618,9 @@ class GatewayCore:
         return conn
 
     def forget_connection(self, conn_id: int) -> None:
-        self.connections.pop(conn_id, None)
+        conn = self.connections.pop(conn_id, None)
+        if conn is not None:
+            conn.encoder = Encoder(None)  # let go of the compression context (zlib: ~256 KiB)
 
     # ---- sessions -------------------------------------------------------------------------
 
