@@ -19,10 +19,15 @@ Use from pytest (sim mode, the reference client or your own ``core_factory`` var
         assert result.passed, result.failed_invariants
 
 Shrinking: every part is drawn so that Hypothesis's simplest choice is the smallest fault. Lists
-shrink by deleting steps; times shrink towards 0 s (earlier), durations towards 0.1 s (shorter),
-each ``one_of`` towards its first branch (a time trigger rather than an event trigger, a one-shot
-control rather than a persistent fault, no connection filter), numbers towards the least
-disruptive value, the run seed towards 0.
+shrink by deleting steps (the list is the last thing drawn, so deleting never shifts another
+draw); times shrink towards 0 s (earlier), durations towards 0.1 s (shorter), each ``one_of``
+towards its first branch (a time trigger rather than an event trigger, a one-shot control rather
+than a persistent fault, no connection filter), numbers towards the least disruptive value, the
+run seed towards 0.
+
+Search: each fault kind (``FAULT_KINDS``) is equally likely; time triggers are drawn as gaps
+after the previous time-triggered fault, so faults cluster and hit the client while it recovers
+from the last one; byte thresholds are spread over magnitudes so handshake-sized ones are common.
 
 Fairness (a correct client can pass every schedule this module generates):
 
