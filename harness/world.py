@@ -250,6 +250,9 @@ class _World:
                 starter = client_starter(options)
                 stop = await starter(nursery, env)
                 await self._wait_until_settled()
+                # Marks the end of the observed run (the timeline's right edge): what follows is
+                # the harness shutting the client down.
+                self.trace.record(KIND_NOTE, text="world: run over, stopping the client")
                 outcome = await stop()
                 with trio.CancelScope(shield=True):
                     await self._clear_steps()
