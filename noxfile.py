@@ -55,3 +55,15 @@ def fuzz(session: nox.Session) -> None:
     .hypothesis/ (cache it between CI runs) so a failure found once is retried first."""
     session.install("-e", ".")
     session.run("gateway-harness", "fuzz", "--examples", "200", *session.posargs)
+
+
+@nox.session
+def seed(session: nox.Session) -> None:
+    """The seed end to end: the real midjourney client and the reference client through the same
+    reconnect-reset-during-TLS scenario, side by side in one report."""
+    session.install("-e", ".")
+    session.run(
+        "gateway-harness", "validate", "midjourney", "reference",
+        "--suite", "harness/adapters/validation/seed", "--report", "reports/seed",
+        "--json", "reports/seed.json", success_codes=[0, 1], *session.posargs,
+    )
