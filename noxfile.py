@@ -65,5 +65,6 @@ def seed(session: nox.Session) -> None:
     session.run(
         "gateway-harness", "validate", "midjourney", "reference",
         "--suite", "harness/adapters/validation/seed", "--report", "reports/seed",
-        "--json", "reports/seed.json", success_codes=[0, 1], *session.posargs,
+        "--json", "reports/seed.json", *session.posargs,
+        success_codes=[0, 1],  # midjourney is expected to fail LV1: that is the point
     )
