@@ -24,7 +24,7 @@ from harness.report.model import ScenarioResult, summarize
 from harness.report.text import failure_details, summary_table
 from harness.scenario import Scenario, builtin_scenarios_dir, load_scenario, load_scenarios
 from harness.trace import load_jsonl, load_trace
-from harness.world import RunOptions, run_scenario
+from harness.world import RunOptions, default_jobs, run_scenario
 
 # ---- list --------------------------------------------------------------------------------------
 
@@ -55,7 +55,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="real: TCP on 127.0.0.1, wall clock; sim: in-memory, virtual time")
     p.add_argument("--client", default="reference",
                    help="the client under test: reference, a mutant, or an adapter name")
-    p.add_argument("--jobs", type=int, default=1, help="scenarios run in parallel (real mode)")
+    p.add_argument("--jobs", type=int, default=default_jobs(),
+                   help="scenarios run in parallel, each in its own process (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="the run seed (a scenario's own seed wins)")
     p.add_argument("--report", metavar="DIR", help="write traces and report.html into DIR")
     p.add_argument("--json", metavar="FILE", help="write results as JSON (schema in the README)")
@@ -79,7 +80,9 @@ def run_main(args: argparse.Namespace) -> int:
     if getattr(args, "check_determinism", False) and args.mode != "sim":
         raise UserError("--check-determinism: needs --mode sim (wall-clock runs are not "
                         "deterministic)")
-    results = run_many(scenarios, options, args.jobs)
+    # Simulated scenarios take milliseconds: a process pool would cost more than it saves.
+    jobs = 1 if args.mode == "sim" else args.jobs
+    results = run_many(scenarios, options, jobs)
     if getattr(args, "check_determinism", False):
         from harness.cli_fuzz import check_determinism
 

@@ -510,4 +510,5 @@ def transcript_hash(records: list[Record]) -> str:
 
 
 def default_jobs() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
+    """Scenarios mostly wait on heartbeat intervals, so two per core keep a machine busy."""
+    return max(1, min(4, 2 * (os.cpu_count() or 1)))
