@@ -1,6 +1,8 @@
-"""Gateway payload encoding (JSON) and transport compression (zlib-stream, zstd-stream).
+"""Gateway payload encoding (JSON, ETF) and transport compression (zlib-stream, zstd-stream).
 
-Sans-I/O: payload dicts in, WebSocket messages (str for plain JSON, bytes when compressed) out.
+Sans-I/O: payload dicts in, WebSocket messages (str for plain JSON, bytes for ETF or when
+compressed) out. ETF (`fake_gateway.etf`) is sent as Discord does: atom map keys, snowflakes as
+integers, binary frames.
 One `Encoder` per connection, so each connection gets a fresh compression context, as Discord's
 clients expect (a new inflater per connection).
 """
@@ -13,13 +15,15 @@ from typing import Any
 
 import zstandard
 
+from fake_gateway import etf
+
 ZLIB_SUFFIX = b"\x00\x00\xff\xff"
-ENCODINGS = ("json",)
+ENCODINGS = ("json", "etf")
 COMPRESSIONS = ("zlib-stream", "zstd-stream")
 
 
 class DecodeError(ValueError):
-    """A client frame that is not a JSON object (close 4002)."""
+    """A client frame that is not a JSON object, or not an ETF map with string keys (close 4002)."""
 
 
 class Encoder:
@@ -31,9 +35,13 @@ class Encoder:
     so each WebSocket message decodes on its own without ending the frame.
     """
 
-    def __init__(self, compress: str | None = None, split: int = 1) -> None:
+    def __init__(self, compress: str | None = None, split: int = 1,
+                 encoding: str = "json") -> None:
         if compress is not None and compress not in COMPRESSIONS:
             raise ValueError(f"unsupported compress={compress!r}")
+        if encoding not in ENCODINGS:
+            raise ValueError(f"unsupported encoding={encoding!r}")
+        self.encoding = encoding
         self.compress = compress
         self.split = max(1, split)
         self._zlib: Any = zlib.compressobj() if compress == "zlib-stream" else None
@@ -47,8 +55,12 @@ class Encoder:
 
     def encode(self, payload: dict[str, Any]) -> tuple[list[str | bytes], int]:
         """Return the WebSocket messages for one payload and the uncompressed size."""
-        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-        raw = text.encode()
+        if self.encoding == "etf":
+            raw = etf.encode(etf.gateway_terms(payload))
+            text: str | bytes = raw
+        else:
+            text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+            raw = text.encode()
         if self._zlib is not None:
             data = self._zlib.compress(raw) + self._zlib.flush(zlib.Z_SYNC_FLUSH)
             return _split(data, self.split), len(raw)
@@ -65,23 +77,42 @@ def _split(data: bytes, parts: int) -> list[str | bytes]:
     return [data[i : i + step] for i in range(0, len(data), step)]
 
 
-def decode_client(message: str | bytes) -> dict[str, Any]:
-    """Decode one client frame. Clients send uncompressed JSON, as text or binary."""
+def decode_client(message: str | bytes, encoding: str = "json") -> dict[str, Any]:
+    """Decode one client frame. Clients send uncompressed JSON (text or binary) or ETF."""
+    if encoding == "etf":
+        try:
+            term = etf.decode(message.encode() if isinstance(message, str) else message,
+                              allow_atom_keys=False)
+        except etf.EtfError as exc:
+            raise DecodeError(f"not ETF: {exc}") from None
+        if not isinstance(term, dict):
+            raise DecodeError("payload is not an ETF map")
+        return term
     try:
         value = json.loads(message)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise DecodeError(f"not JSON: {exc}") from None
     if not isinstance(value, dict):
         raise DecodeError("payload is not a JSON object")
     return value
 
 
+def decode_server(raw: bytes | str, encoding: str = "json") -> dict[str, Any]:
+    """Decode one whole (decompressed) server message, as a client does."""
+    if encoding == "etf":
+        term: dict[str, Any] = etf.decode(raw.encode() if isinstance(raw, str) else raw)
+        return term
+    result: dict[str, Any] = json.loads(raw)
+    return result
+
+
 class ZlibStreamDecoder:
     """Client-side zlib-stream inflater (tests, bench, reference tools)."""
 
-    def __init__(self) -> None:
+    def __init__(self, encoding: str = "json") -> None:
         self._inflater = zlib.decompressobj()
         self._buffer = bytearray()
+        self.encoding = encoding
 
     def feed(self, data: bytes) -> dict[str, Any] | None:
         self._buffer += data
@@ -89,16 +120,15 @@ class ZlibStreamDecoder:
             return None
         text = self._inflater.decompress(bytes(self._buffer))
         self._buffer.clear()
-        result: dict[str, Any] = json.loads(text)
-        return result
+        return decode_server(text, self.encoding)
 
 
 class ZstdStreamDecoder:
     """Client-side zstd-stream decoder: one context per connection."""
 
-    def __init__(self) -> None:
+    def __init__(self, encoding: str = "json") -> None:
         self._decompressor = zstandard.ZstdDecompressor().decompressobj()
+        self.encoding = encoding
 
     def feed(self, data: bytes) -> dict[str, Any]:
-        result: dict[str, Any] = json.loads(self._decompressor.decompress(data))
-        return result
+        return decode_server(self._decompressor.decompress(data), self.encoding)

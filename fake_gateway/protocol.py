@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fake_gateway import payloads
-from fake_gateway.codec import COMPRESSIONS, DecodeError, Encoder, decode_client
+from fake_gateway.codec import COMPRESSIONS, ENCODINGS, DecodeError, Encoder, decode_client
 from fake_gateway.config import DEFINED_INTENTS, PRIVILEGED_INTENTS, GatewayConfig
 from fake_gateway.controls import apply_to_connection
 from fake_gateway.sessions import (
@@ -93,8 +93,10 @@ class ConnectionCore:
         self.opened_at = now
         config = gateway.config
         compress = query.get("compress")
+        encoding = query.get("encoding", "json")
         self.encoder = Encoder(
-            compress if compress in COMPRESSIONS else None, config.zlib_split
+            compress if compress in COMPRESSIONS else None, config.zlib_split,
+            encoding if encoding in ENCODINGS else "json",
         )
         self.version = int(query["v"]) if query.get("v", "").isdigit() else 10
         self.actions: list[Action] = []
@@ -264,7 +266,7 @@ class ConnectionCore:
             return self._bad(now, f"payload of {size} bytes exceeds {config.max_payload_bytes}",
                              size, 4002, "Decode error")
         try:
-            payload = decode_client(message)
+            payload = decode_client(message, self.encoder.encoding)
         except DecodeError as exc:
             return self._bad(now, str(exc), size, 4002, "Decode error")
         op = payload.get("op")
@@ -598,7 +600,7 @@ class GatewayCore:
                                     or int(version) not in self.config.allowed_versions):
             conn.close(now, 4012, "Invalid API version.")
             return conn
-        if query.get("encoding", "json") != "json":
+        if query.get("encoding", "json") not in ENCODINGS:
             self.trace.record(KIND_NOTE, ts=now, conn=conn_id,
                               text=f"unsupported encoding {query.get('encoding')!r}")
             conn.close(now, 4002, "Unsupported encoding.")

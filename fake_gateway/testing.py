@@ -8,28 +8,37 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qs
 
 import trio
 from websockets.exceptions import ConnectionClosed
 from websockets.trio.client import ClientConnection, connect
 
-from fake_gateway.codec import ZlibStreamDecoder, ZstdStreamDecoder
+from fake_gateway import etf
+from fake_gateway.codec import ZlibStreamDecoder, ZstdStreamDecoder, decode_server
 
 
 class RawGatewayClient:
-    """Sends payload dicts and receives decoded payloads over one WebSocket connection."""
+    """Sends payload dicts and receives decoded payloads over one WebSocket connection.
 
-    def __init__(self, ws: ClientConnection, compress: str | None) -> None:
+    `encoding="etf"`: dicts go out as ETF with binary (string) keys, as Discord requires of
+    clients; binary frames are decoded as ETF.
+    """
+
+    def __init__(self, ws: ClientConnection, compress: str | None,
+                 encoding: str = "json") -> None:
         self.ws = ws
         self.compress = compress
-        self._zlib = ZlibStreamDecoder() if compress == "zlib-stream" else None
-        self._zstd = ZstdStreamDecoder() if compress == "zstd-stream" else None
+        self.encoding = encoding
+        self._zlib = ZlibStreamDecoder(encoding) if compress == "zlib-stream" else None
+        self._zstd = ZstdStreamDecoder(encoding) if compress == "zstd-stream" else None
         self.binary_frames = 0
         self.text_frames = 0
 
     async def send(self, payload: dict[str, Any] | str | bytes) -> None:
         if isinstance(payload, dict):
-            payload = json.dumps(payload)
+            payload = (etf.encode(payload, atom_keys=False) if self.encoding == "etf"
+                       else json.dumps(payload))
         await self.ws.send(payload)
 
     async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
@@ -44,6 +53,8 @@ class RawGatewayClient:
                 self.binary_frames += 1
                 if self._zstd is not None:
                     return self._zstd.feed(message)
+                if self._zlib is None and self.encoding == "etf":
+                    return decode_server(message, "etf")
                 assert self._zlib is not None, "binary frame without compression"
                 decoded = self._zlib.feed(message)
                 if decoded is not None:
@@ -104,4 +115,5 @@ async def raw_client(url: str, *, query: str = "v=10&encoding=json", compress: s
     async with connect(f"{url}/?{query}", ssl=context, compression=None, open_timeout=open_timeout,
                        close_timeout=2, ping_interval=None, max_size=2**22,
                        max_queue=4096) as ws:
-        yield RawGatewayClient(ws, compress)
+        encoding = parse_qs(query).get("encoding", ["json"])[-1]
+        yield RawGatewayClient(ws, compress, encoding)
