@@ -50,6 +50,9 @@ ATOM_UTF8_EXT = 118
 SMALL_ATOM_UTF8_EXT = 119
 
 MAX_DEPTH = 256  # deeper client payloads are a decode error, not a RecursionError
+# Wider integers are a decode error: like JSON's 4300-digit limit, so every decoded value can still
+# be written to the trace (2,466 digits at most).
+MAX_BIG_BYTES = 1024
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
 
@@ -199,6 +202,8 @@ class _Reader:
             return self.unpack(">i")
         if tag in (SMALL_BIG_EXT, LARGE_BIG_EXT):
             size = self.count(">B" if tag == SMALL_BIG_EXT else ">I", 0)
+            if size > MAX_BIG_BYTES:
+                raise EtfError(f"integer of {size} bytes (at most {MAX_BIG_BYTES})")
             sign = self.unpack(">B")
             if sign > 1:
                 raise EtfError(f"bad bignum sign byte {sign}")

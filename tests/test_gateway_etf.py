@@ -114,12 +114,31 @@ def test_decodes_what_other_encoders_send(wire: bytes, value: Any) -> None:
     pytest.param(b"\x83\x01", id="unknown-tag"),
     pytest.param(b"\x83l\xff\xff\xff\xff", id="huge-length"),
     pytest.param(b"\x83n\x01\x02\x01", id="bad-bignum-sign"),
+    pytest.param(etf.encode(2**8200), id="integer-over-1024-bytes"),
     pytest.param(b"\x83t\x00\x00\x00\x01ja\x01", id="list-as-key"),
     pytest.param(b"\x83" + b"l\x00\x00\x00\x01" * 300 + b"j" + b"j" * 300, id="too-deep"),
 ])
 def test_malformed_etf_is_an_etf_error(data: bytes) -> None:
     with pytest.raises(etf.EtfError):
         etf.decode(data)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.data())
+def test_junk_and_damaged_etf_only_ever_raise_etf_error(data: st.DataObject) -> None:
+    """The gateway maps EtfError to close 4002; any other exception would be a crash."""
+    good = etf.encode(data.draw(terms))
+    cut = data.draw(st.integers(0, len(good)))
+    flips = data.draw(st.lists(st.tuples(st.integers(0, len(good) - 1), st.integers(0, 255)),
+                               max_size=3))
+    damaged = bytearray(good[:cut] + data.draw(st.binary(max_size=8)) + good[cut:])
+    for index, byte in flips:
+        damaged[index % len(damaged)] = byte
+    for frame in (bytes(damaged), b"\x83" + data.draw(st.binary(max_size=40))):
+        try:
+            etf.decode(frame)
+        except etf.EtfError:
+            pass
 
 
 def test_atom_keys_are_rejected_when_the_caller_says_so() -> None:
