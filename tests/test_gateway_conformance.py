@@ -235,7 +235,7 @@ async def test_payload_of_exactly_4096_bytes_is_fine(start: Start) -> None:
 
 @pytest.mark.parametrize(("query", "code"), [("v=8&encoding=json", 4012),
                                               ("v=abc&encoding=json", 4012),
-                                              ("v=10&encoding=etf", 4002)])
+                                              ("v=10&encoding=msgpack", 4002)])
 async def test_bad_query_gets_closed(start: Start, query: str, code: int) -> None:
     _, urls = await start()
     async with raw_client(urls.gateway_url, query=query) as client:
