@@ -117,6 +117,9 @@ def apply_to_connection(gw: GatewayCore, conn: ConnectionCore, action: str,
             conn.schedule_close(now + params["close_after_ms"] / 1000.0, 4000, "reconnect", True)
         return
     if action == "invalid_session":
+        if conn.session is None and not params["resumable"]:
+            # Not yet resumed (op 9 raced the client's RESUME): d=false still ends the session.
+            conn.session_ended_by_op9 = True
         conn.send_invalid_session(now, params["resumable"], params["close"])
         return
     if action == "close":

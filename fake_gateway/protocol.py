@@ -122,6 +122,9 @@ class ConnectionCore:
         self.deadline_resumable = config.heartbeat_deadline_resumable
         self._holding = False  # READY/RESUMED withheld: later dispatches queue behind it
         self.hello_delay: float | None = None  # set by a delay_hello aimed at this connection
+        # The invalid_session control sent op 9 d=false before this connection had a session:
+        # the session a later RESUME here names is the one that op 9 ended.
+        self.session_ended_by_op9 = False
 
     # ---- output -------------------------------------------------------------------------
 
@@ -400,6 +403,8 @@ class ConnectionCore:
                                  text="RESUME on the discovery URL instead of resume_gateway_url")
             if config.resume_on_discovery == "reject":
                 return self.send_invalid_session(now, False)
+        if session is not None and self.session_ended_by_op9:
+            self.gw.invalidate(session, now, "invalid_session sent before its RESUME")
         if session is None or session.state == INVALIDATED:
             return self.send_invalid_session(now, False)
         if session.state == EXPIRED:
