@@ -9,6 +9,12 @@ What the gateway *sent* is not always what the client *received* (a toxic may de
 the checks that depend on reception skip the spans where a fault window was active and say so.
 
 An invariant with nothing to judge in a run is ``not_judged`` with the reason, never ``pass``.
+
+The run ends where the runner writes its note "world: run over, stopping the client"
+(``SHUTDOWN_NOTE``): everything after it is the harness shutting the client down (a client
+closing with 1000 because it was told to stop, a connection cut as the world goes away), so the
+oracle judges the trace up to that note and no further. A connection still open there is open at
+the end of the run.
 """
 
 from __future__ import annotations
@@ -83,6 +89,10 @@ ONE_SHOT_CONTROLS = frozenset(
 # Controls that change policy rather than inject a fault (never a fault window).
 POLICY_CONTROLS = frozenset({"heartbeat_deadline"})
 
+# The runner's note that ends the observed run (harness/world.py writes it before stopping the
+# client); what follows it is the harness's shutdown, not the client's behaviour.
+SHUTDOWN_NOTE = "world: run over"
+
 OP_DISPATCH, OP_HEARTBEAT, OP_IDENTIFY, OP_RESUME = 0, 1, 2, 6
 OP_RECONNECT, OP_INVALID_SESSION, OP_HELLO, OP_ACK = 7, 9, 10, 11
 
@@ -103,7 +113,12 @@ class Tolerances:
     zombie_close_grace: float = 0.5
     """ZB1: seconds beyond one (slackened) interval after an unACKed beat to close the socket."""
     reconnect_within: float = 5.0
-    """ZB1: seconds from the zombie close to the next connection."""
+    """ZB1: seconds from the zombie close to the next connection ..."""
+    reconnect_backoff_factor: float = 2.0
+    """ZB1: ... or up to this many times the longest wait the client took earlier in the run
+    between a connection ending and the next one opening (capped at backoff_cap): a client still
+    backing off from earlier failures (attempts against a proxy that is down never reach the
+    trace) may wait one doubling longer, but a client that never reconnects still fails."""
     reidentify_delay_min: float = 1.0
     reidentify_delay_max: float = 5.0
     reidentify_slack: float = 1.5
@@ -121,7 +136,7 @@ class Tolerances:
     """BO2: the max_concurrency window in seconds."""
     teardown_window: float = 1.0
     """LV1/RS1: closes in the trace's last this-many seconds, after every fault cleared, are the
-    run ending, not a loss."""
+    run ending, not a loss (for traces without the runner's SHUTDOWN_NOTE, which marks it)."""
     rate_window: float = 60.0
     rate_max_frames: int = 120
     max_payload: int = 4096
@@ -282,6 +297,9 @@ class RunView:
 
     def __init__(self, records: Sequence[Record]):
         self.records = list(records)
+        self.shutdown_idx = shutdown_index(self.records)
+        if self.shutdown_idx is not None:  # the harness's shutdown is not judged (module doc)
+            del self.records[self.shutdown_idx + 1 :]
         times = [float(r["ts"]) for r in self.records if isinstance(r.get("ts"), int | float)]
         self.start_ts = min(times, default=0.0)  # the run's start (0 once a trace is rebased)
         self.end_ts = max(times, default=0.0)
@@ -456,6 +474,14 @@ def _without_echoes(windows: list[FaultWindow]) -> list[FaultWindow]:
         if not echoed:
             kept.append(w)
     return kept
+
+
+def shutdown_index(records: Sequence[Record]) -> int | None:
+    """The index of the runner's note that ends the observed run (``SHUTDOWN_NOTE``), if any."""
+    for idx, rec in enumerate(records):
+        if rec.get("kind") == "note" and str(rec.get("text", "")).startswith(SHUTDOWN_NOTE):
+            return idx
+    return None
 
 
 def is_live_frame(rec: Record) -> bool:
@@ -759,6 +785,42 @@ def check_hb4(view: RunView, exp: Expectations) -> Verdict:
     return _pass("HB4", f"{judged} server op 1 answered within {within} s; {tol}", proof)
 
 
+def _reconnect_bound(
+    conns: Sequence[Connection], zombie: Connection, tol: Tolerances
+) -> tuple[float, str]:
+    """How long after closing ``zombie`` the client may take to open its next connection, and why.
+
+    ``reconnect_within``, or ``reconnect_backoff_factor`` times the longest wait the client took
+    before ``zombie`` opened (from a connection's end to the next connection's start; capped at
+    ``backoff_cap``): a client whose backoff has not reset since earlier failures waits one step
+    longer. Attempts refused by a proxy that is down never reach the trace, but their waits add up
+    to the gap between the connections on either side of the outage.
+    """
+    starts = [c.start_ts for c in conns]
+    limit = zombie.start_ts
+    longest: tuple[float, Connection, Connection] | None = None
+    for i, conn in enumerate(conns):
+        if conn.id == zombie.id or conn.close_ts is None or conn.close_ts > limit:
+            continue
+        j = max(bisect.bisect_left(starts, conn.close_ts), i + 1)
+        if j < len(conns) and conns[j].start_ts <= limit:
+            wait = conns[j].start_ts - conn.close_ts
+            if longest is None or wait > longest[0]:
+                longest = (wait, conn, conns[j])
+    text = f"reconnect_within={tol.reconnect_within} s"
+    if longest is None:
+        return tol.reconnect_within, text
+    backoff = min(tol.backoff_cap, tol.reconnect_backoff_factor * longest[0])
+    if backoff <= tol.reconnect_within:
+        return tol.reconnect_within, text
+    wait, before, after = longest
+    return backoff, (
+        f"{tol.reconnect_backoff_factor:g} x the client's earlier wait of {wait:.2f} s "
+        f"(conn {before.id} ended at {fmt(before.close_ts or 0.0)}, conn {after.id} opened at "
+        f"{fmt(after.start_ts)})"
+    )
+
+
 def check_zb1(view: RunView, exp: Expectations) -> Verdict:
     tol = exp.tolerances
     failures: list[tuple[str, list[int]]] = []
@@ -811,16 +873,20 @@ def check_zb1(view: RunView, exp: Expectations) -> Verdict:
             continue
         close_ts = float(close["ts"])
         nxt_conn = next((c for c in conns if c.start_ts >= close_ts and c.id != conn.id), None)
-        if nxt_conn is None or nxt_conn.start_ts > close_ts + tol.reconnect_within:
+        within, within_text = _reconnect_bound(conns, conn, tol)
+        if nxt_conn is None and view.end_ts < close_ts + within:
+            judged -= 1  # the run ended before the client was due to reconnect
+            continue
+        if nxt_conn is None or nxt_conn.start_ts > close_ts + within:
             when = (
                 f"next connection at {fmt(nxt_conn.start_ts)}"
                 if nxt_conn
-                else "no later connection"
+                else f"no later connection by the end of the run at {fmt(view.end_ts)}"
             )
             failures.append(
                 (
                     f"conn {conn.id}: zombie closed at {fmt(close_ts)} but {when} (bound "
-                    f"{tol.reconnect_within} s)",
+                    f"{within:.2f} s: {within_text})",
                     [unacked.idx, conn.close_idx or 0],
                 )
             )
@@ -831,12 +897,13 @@ def check_zb1(view: RunView, exp: Expectations) -> Verdict:
             f"{fmt(close_ts)} "
             f"with {'code ' + str(code) if code is not None else 'no code'}, conn {nxt_conn.id} "
             "opened at "
-            f"{fmt(nxt_conn.start_ts)}"
+            f"{fmt(nxt_conn.start_ts)} (bound {within:.2f} s: {within_text})"
         )
     tol_text = (
         f"tolerances heartbeat_slack={tol.heartbeat_slack}, "
         f"zombie_close_grace={tol.zombie_close_grace} s, "
-        f"reconnect_within={tol.reconnect_within} s"
+        f"reconnect_within={tol.reconnect_within} s, "
+        f"reconnect_backoff_factor={tol.reconnect_backoff_factor}"
     )
     if failures:
         return _first_failure("ZB1", failures, tol_text)
@@ -926,9 +993,64 @@ def _resume_path_failing(view: RunView, a: float, b: float, a_idx: int, b_idx: i
     return None
 
 
-def check_rs1(view: RunView, exp: Expectations) -> Verdict:
+def _highest_seq_before(view: RunView) -> Callable[[int], int]:
+    """A function: the highest dispatch seq the gateway sent before trace record ``idx`` (0)."""
+    positions: list[int] = []
+    highest: list[int] = []
+    for f in view.frames_out:
+        s = f.rec.get("s")
+        if f.op == OP_DISPATCH and isinstance(s, int):
+            positions.append(f.idx)
+            highest.append(max(s, highest[-1]) if highest else s)
+
+    def before(idx: int) -> int:
+        i = bisect.bisect_left(positions, idx)
+        return highest[i - 1] if i else 0
+
+    return before
+
+
+def _session_known(
+    loss: Loss, delivered_sessions: set[str], seq_before: Callable[[int], int]
+) -> tuple[bool, str]:
+    """Whether the trace (or the delivery log) proves the client had the session it lost.
+
+    The gateway recording READY only says it was sent: a fault may cut it in flight, and then the
+    client rightly IDENTIFYs again. Proof that it arrived: the client RESUMEd on that connection
+    (it knew a session), its delivery log holds the session, or a heartbeat on that connection
+    after READY carried a seq the client could only have had from READY or a later dispatch
+    (``d`` at least READY's ``s`` and above every seq sent to it before that READY).
+    """
+    conn = loss.conn
+    if any(f.op == OP_RESUME and f.idx < loss.idx for f in conn.frames_in):
+        return True, "it sent RESUME on that connection"
+    readies = [f for f in conn.frames_out if f.rec.get("t") == "READY" and f.idx < loss.idx]
+    if not readies:
+        return False, f"conn {conn.id} carried no READY"
+    ready = readies[-1]
+    sid = ready.rec.get("session_id")
+    if sid is not None and str(sid) in delivered_sessions:
+        return True, f"its delivery log holds session {sid}"
+    ready_s = ready.rec["s"] if isinstance(ready.rec.get("s"), int) else 1
+    floor = max(ready_s - 1, seq_before(ready.idx))
+    for beat in conn.beats():
+        d = beat.rec.get("d")
+        if ready.idx < beat.idx < loss.idx and isinstance(d, int) and d > floor:
+            return True, f"its heartbeat at {fmt(beat.ts)} cited d={d}, sent only after READY"
+    return False, (
+        f"READY on conn {conn.id} at {fmt(ready.ts)} may never have reached the client (no "
+        f"heartbeat after it cited s>{floor}, no delivery-log entry of its session)"
+    )
+
+
+def check_rs1(
+    view: RunView, exp: Expectations, delivery_log: Sequence[Record] | None = None
+) -> Verdict:
     cleared, _, _ = last_fault_cleared(view)
     last_open = max((c.open_idx for c in view.conns.values() if c.open_idx is not None), default=-1)
+    delivered_sessions = {
+        str(e["session_id"]) for e in delivery_log or () if e.get("session_id") is not None
+    }
     # A loss that is the run ending (see _is_teardown), with no connection after it, is no loss.
     losses = [
         loss
@@ -937,6 +1059,8 @@ def check_rs1(view: RunView, exp: Expectations) -> Verdict:
         or last_open > loss.idx
         or not _is_teardown(view, loss.conn, cleared, exp.tolerances)
     ]
+    seq_before = _highest_seq_before(view)
+    unknown: list[str] = []
     failures: list[tuple[str, list[int]]] = []
     judged = 0
     proof: list[int] = []
@@ -944,16 +1068,23 @@ def check_rs1(view: RunView, exp: Expectations) -> Verdict:
         nxt = _first_session_frame_after(view, loss.ts, loss.idx)
         if nxt is None:
             continue
-        judged += 1
         conn = view.conns[nxt.rec["conn"]]
+        if nxt.op == OP_IDENTIFY:
+            # A session the client may never have received (READY cut in flight) is not judged:
+            # a new IDENTIFY is then the right move. (A RESUME shows it had one.)
+            known, why = _session_known(loss, delivered_sessions, seq_before)
+            if not known:
+                unknown.append(f"conn {loss.conn.id} lost at {fmt(loss.ts)}: {why}")
+                continue
+        judged += 1
         if nxt.op == OP_IDENTIFY:
             excuse = _resume_path_failing(view, loss.ts, nxt.ts, loss.idx, nxt.idx)
             if excuse is None:
                 failures.append(
                     (
-                        f"conn {loss.conn.id} lost at {fmt(loss.ts)} ({loss.why}) while resumable; "
-                        "the client "
-                        f"then IDENTIFYd on conn {conn.id} at {fmt(nxt.ts)} instead of RESUMing",
+                        f"conn {loss.conn.id} lost at {fmt(loss.ts)} ({loss.why}) while resumable "
+                        f"and the client had the session ({why}); the client then IDENTIFYd on "
+                        f"conn {conn.id} at {fmt(nxt.ts)} instead of RESUMing",
                         [loss.idx, nxt.idx],
                     )
                 )
@@ -970,18 +1101,27 @@ def check_rs1(view: RunView, exp: Expectations) -> Verdict:
             )
             continue
         proof = proof or [loss.idx, nxt.idx]
+    unknown_text = (
+        f"; {len(unknown)} IDENTIFY after a loss not judged, the client may not have had the "
+        f"session ({unknown[0]}{' ...' if len(unknown) > 1 else ''})"
+        if unknown
+        else ""
+    )
     if failures:
-        return _first_failure("RS1", failures, f"{judged} resumable loss(es) judged")
+        return _first_failure("RS1", failures, f"{judged} resumable loss(es) judged{unknown_text}")
     if not judged:
         why = (
             "no resumable loss in the run"
             if not losses
             else "no IDENTIFY/RESUME followed the resumable loss"
-        )
+            if not unknown
+            else "no resumable loss judged"
+        ) + unknown_text
         due = [
             loss
             for loss in losses
             if view.end_ts - loss.ts > max(exp.recovery_bound, exp.tolerances.teardown_window)
+            and _first_session_frame_after(view, loss.ts, loss.idx) is None
         ]
         if due and exp.outcome == "resume":
             loss = due[-1]
@@ -995,7 +1135,7 @@ def check_rs1(view: RunView, exp: Expectations) -> Verdict:
     return _pass(
         "RS1",
         f"{judged} resumable loss(es), each followed by a RESUME on the resume URL "
-        f"(or a fallback after the resume path failed)",
+        f"(or a fallback after the resume path failed){unknown_text}",
         proof,
     )
 
@@ -1801,6 +1941,8 @@ def judge(
     for inv in INVARIANTS:
         if inv == "RS3":
             verdicts.append(check_rs3(view, exp, delivery_log))
+        elif inv == "RS1":
+            verdicts.append(check_rs1(view, exp, delivery_log))
         else:
             verdicts.append(CHECKS[inv](view, exp))
     return verdicts

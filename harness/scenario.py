@@ -3,7 +3,7 @@
 A scenario is one TOML file (see the README section "Scenario files" for a full example)::
 
     name = "seed-tls-reset-on-resume"
-    source = "seed"                     # "seed", "F1".."F22", or "protocol §N"
+    source = "seed"                     # "seed", "generated", "F1".."F22", or "protocol §N"
     tags = ["seed", "tls"]
     description = '''One paragraph: the real-world failure this models.'''
     seed = 7                            # optional: the run seed a replay must use
@@ -53,6 +53,7 @@ with ``Step.fault_params()`` as ``params`` (the oracle reads ``target`` from it)
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
@@ -128,7 +129,10 @@ EVENTS = (
     "close",
     "rejected",
 )
-SOURCE_PATTERN = re.compile(r"^(seed|F([1-9]|1[0-9]|2[0-2])|protocol §\d+(\.\d+)?)$")
+# "generated": a schedule written by the fuzzer (harness/schedules.py), not modelled on one source.
+SOURCE_PATTERN = re.compile(
+    r"^(seed|generated|F([1-9]|1[0-9]|2[0-2])|protocol §\d+(\.\d+)?)$"
+)
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
@@ -344,7 +348,9 @@ class GatewayKnobs:
 
     heartbeat_interval: int = 1000  # ms, advertised in HELLO
     heartbeat_deadline: bool = True  # the server closes a client that stops heartbeating
-    heartbeat_grace: float = 0.25  # fraction of the interval before that deadline
+    # Fraction of the interval before that deadline. Above the oracle's heartbeat_slack (0.25):
+    # with equal values the gateway closes a silent client at the very instant HB1/LV1 judge it.
+    heartbeat_grace: float = 0.5
     heartbeat_deadline_close_code: int = 1000  # what field reports saw (api-docs#2922)
     heartbeat_deadline_resumable: bool = True
     session_ttl: float = 120.0  # s a session stays resumable after its connection is lost
@@ -605,7 +611,9 @@ class _Loader:
             raise top.error("description", "write a sentence or more on the failure this models")
         source = top.get("source", str, required=True)
         if not SOURCE_PATTERN.match(source):
-            raise top.error("source", f"must be 'seed', F1..F22 or 'protocol §N'; got {source!r}")
+            raise top.error(
+                "source", f"must be 'seed', 'generated', F1..F22 or 'protocol §N'; got {source!r}"
+            )
         tags = top.get("tags", list, [])
         for i, tag in enumerate(tags):
             if not isinstance(tag, str) or not NAME_PATTERN.match(tag):
@@ -1037,13 +1045,18 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        return f'"{escaped}"'
+        # A JSON string is a valid TOML basic string (same escapes, \uXXXX included).
+        return json.dumps(value, ensure_ascii=False)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, Mapping):
+        inner = ", ".join(f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + inner + " }" if inner else "{}"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key, ensure_ascii=False)
 
 
 def _trigger_table(trigger: Trigger) -> dict[str, Any]:
@@ -1057,9 +1070,13 @@ def _trigger_table(trigger: Trigger) -> dict[str, Any]:
     return out
 
 
-def scenario_to_toml(scenario: Scenario, seed: int | None = None) -> str:
-    """The scenario as a TOML file that loads back to the same scenario (``seed`` overrides)."""
-    lines = [f"name = {_toml_value(scenario.name)}", f"source = {_toml_value(scenario.source)}"]
+def scenario_to_toml(
+    scenario: Scenario, seed: int | None = None, comments: Sequence[str] = ()
+) -> str:
+    """The scenario as a TOML file that loads back to the same scenario (``seed`` overrides;
+    ``comments`` become ``#`` lines at the top)."""
+    lines = [f"# {line}" for comment in comments for line in comment.splitlines() or [""]]
+    lines += [f"name = {_toml_value(scenario.name)}", f"source = {_toml_value(scenario.source)}"]
     lines.append(f"tags = {_toml_value(list(scenario.tags))}")
     description = scenario.description.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
     lines.append(f'description = """\n{description}\n"""')

@@ -46,8 +46,7 @@ Fairness (a correct client can pass every schedule this module generates):
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -64,6 +63,7 @@ from harness.scenario import (
     Step,
     Trigger,
     parse_scenario,
+    scenario_to_toml,
 )
 
 DEFAULT_HORIZON = 10.0
@@ -477,7 +477,7 @@ def make_schedule(
     scenario = Scenario(
         name=name,
         description=description or _describe(fitted, seed),
-        source="protocol §13",
+        source="generated",
         tags=tuple(tags),
         seed=seed,
         gateway=gateway or fuzz_gateway(),
@@ -525,109 +525,10 @@ def schedule_id(scenario: Scenario) -> str:
 # Writing a schedule as a scenario file
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        text = repr(value)
-        return text if ("." in text or "e" in text or "inf" in text) else text + ".0"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, Mapping):
-        inner = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
-        return "{ " + inner + " }" if inner else "{}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
-def _toml_key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() else json.dumps(key)
-
-
-def _trigger_table(trigger: Trigger) -> dict[str, Any]:
-    if trigger.at is not None:
-        return {"at": float(trigger.at)}
-    out: dict[str, Any] = {"after": trigger.after}
-    for key in ("op", "seq", "code", "by", "listener", "conn"):
-        value = getattr(trigger, key)
-        if value is not None:
-            out[key] = value
-    if trigger.count != 1:
-        out["count"] = trigger.count
-    if trigger.delay:
-        out["delay"] = float(trigger.delay)
-    return out
-
-
 def scenario_toml(scenario: Scenario, comments: Sequence[str] = ()) -> str:
-    """The scenario as TOML text that ``load_scenario`` reads back to an equal Scenario."""
-    lines = [f"# {c}" for c in comments]
-    lines += [
-        f"name = {_toml_value(scenario.name)}",
-        f"source = {_toml_value(scenario.source)}",
-        f"tags = {_toml_value(list(scenario.tags))}",
-        f"description = {_toml_value(' '.join(scenario.description.split()))}",
-    ]
-    if scenario.seed is not None:
-        lines.append(f"seed = {scenario.seed}")
-    knobs = scenario.gateway
-    default = GatewayKnobs()
-    changed = {
-        f: getattr(knobs, f) for f in knobs.__dataclass_fields__
-        if getattr(knobs, f) != getattr(default, f)
-    }
-    if changed:
-        lines += ["", "[gateway]"] + [f"{k} = {_toml_value(v)}" for k, v in changed.items()]
-    exp = scenario.expect
-    lines += ["", "[expect]"]
-    if exp.outcome is not None:
-        lines.append(f"outcome = {_toml_value(exp.outcome)}")
-    lines.append(f"recovery_bound = {_toml_value(float(exp.recovery_bound))}")
-    lines.append(f"duration = {_toml_value(float(exp.duration))}")
-    if exp.max_identifies is not None:
-        lines.append(f"max_identifies = {exp.max_identifies}")
-    if exp.max_resumes is not None:
-        lines.append(f"max_resumes = {exp.max_resumes}")
-    tol_default = Tolerances()
-    tol_changed = {
-        f: getattr(exp.tolerances, f) for f in exp.tolerances.__dataclass_fields__
-        if getattr(exp.tolerances, f) != getattr(tol_default, f)
-    }
-    if tol_changed:
-        lines += ["[expect.tolerances]"] + [f"{k} = {_toml_value(v)}"
-                                             for k, v in tol_changed.items()]
-    for step in scenario.steps:
-        lines += ["", "[[steps]]", f"name = {_toml_value(step.name)}",
-                  f"kind = {_toml_value(step.kind)}"]
-        if step.kind == "toxic":
-            lines.append(f"type = {_toml_value(step.type)}")
-            if step.attributes:
-                lines.append(f"attributes = {_toml_value(step.attributes)}")
-            lines.append(f"stream = {_toml_value(step.stream)}")
-            if step.toxicity != 1.0:
-                lines.append(f"toxicity = {_toml_value(step.toxicity)}")
-        else:
-            lines.append(f"action = {_toml_value(step.action)}")
-        if step.kind in ("toxic", "proxy"):
-            lines.append(f"target = {_toml_value(step.target)}")
-            if step.only_connection is not None:
-                lines.append(f"only_connection = {step.only_connection}")
-            if step.from_connection is not None:
-                lines.append(f"from_connection = {step.from_connection}")
-        else:
-            if step.conn_target != "all":
-                lines.append(f"target = {_toml_value(step.conn_target)}")
-            if step.params:
-                lines.append(f"params = {_toml_value(step.params)}")
-        lines.append(f"start = {_toml_value(_trigger_table(step.start))}")
-        if step.duration is not None:
-            lines.append(f"duration = {_toml_value(float(step.duration))}")
-        if step.stop is not None:
-            lines.append(f"stop = {_toml_value(_trigger_table(step.stop))}")
-    return "\n".join(lines) + "\n"
+    """The scenario as TOML text that ``load_scenario`` reads back to an equal Scenario
+    (``harness.scenario.scenario_to_toml``, with ``comments`` as ``#`` lines at the top)."""
+    return scenario_to_toml(scenario, comments=comments)
 
 
 def write_scenario(scenario: Scenario, path: str | Path, comments: Sequence[str] = ()) -> Path:

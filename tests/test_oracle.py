@@ -610,3 +610,140 @@ def test_lv1_fails_a_silent_session_after_recovery_even_if_a_newer_one_is_too_yo
     run.close(5, 9.0, "client", 1000)  # the run ends
     v = verdict(run, "LV1", recovery_bound=5.0, run_duration=9.0)
     assert_status(v, "fail", "conn 4 got RESUMED at 3.22 s but sent no heartbeat")
+
+
+# False alarms and a blind spot found by fuzzing the reference client -----------------------------
+
+
+def test_the_gateway_deadline_is_past_the_oracles_so_a_silent_client_is_caught():
+    from harness.scenario import GatewayKnobs
+
+    # The scenario default closes a silent client at HELLO + 1.5 intervals, past HB1's 1.25.
+    grace = GatewayKnobs().heartbeat_grace
+    assert grace > Tolerances().heartbeat_slack
+    silent = Run().open(1, 0.0).hello(1, 0.0).identify(1, 0.05).ready(1, 0.1)
+    silent.close(1, 1.0 + grace, "server", 1000)
+    assert_status(verdict(silent, "HB1"), "fail", "conn 1: no heartbeat", "closed by server")
+    # A client whose first beat comes late but inside the slack is fine.
+    ok = Run().open(1, 0.0).hello(1, 0.0).identify(1, 0.05).ready(1, 0.1).beats(1, 1.2, 4.0, d=1)
+    assert_status(verdict(ok, "HB1"), "pass")
+
+
+def ready_cut_run(beat: bool = False, d: int | None = None) -> Run:
+    """READY goes out on conn 1, then the discovery proxy cuts the connection; the client comes
+    back 5 s later and IDENTIFYs. ``beat``: a heartbeat carrying ``d`` on conn 1 after READY."""
+    run = Run().open(1, 0.0).hello(1, 0.0).identify(1, 0.0).ready(1, 0.0)
+    run.dispatch(1, 0.0).dispatch(1, 0.0)
+    if beat:
+        run.beat(1, 0.3, d)
+    run.fault("f1", 0.4, "on", kind="proxy", action="down", target="discovery")
+    run.close(1, 0.4, "network", None, "eof")
+    run.fault("f1", 1.1, "off", kind="proxy", action="down", target="discovery")
+    run.open(2, 5.0).hello(2, 5.0).identify(2, 5.0).ready(2, 5.0, "sess-b").beats(2, 5.5, 8.0, d=1)
+    return run
+
+
+def test_rs1_does_not_judge_an_identify_when_ready_may_never_have_arrived():
+    v = verdict(ready_cut_run(), "RS1")
+    assert_status(v, "not_judged", "may never have reached the client")
+    # A heartbeat with d=null after READY shows the client had no seq yet: no proof either.
+    assert_status(verdict(ready_cut_run(beat=True), "RS1"), "not_judged", "cited s>0")
+
+
+def test_rs1_still_fails_an_identify_when_the_client_had_the_session():
+    # Its heartbeat cited s=3, which only READY's stream could have given it.
+    v = verdict(ready_cut_run(beat=True, d=3), "RS1")
+    assert_status(v, "fail", "IDENTIFYd on conn 2", "cited d=3")
+    # Its delivery log says it had the session.
+    log = [{"s": 1, "t": "READY", "session_id": "sess-a", "rx": 0.0}]
+    v = verdict(ready_cut_run(), "RS1", delivery=log)
+    assert_status(v, "fail", "IDENTIFYd on conn 2", "delivery log holds session sess-a")
+
+
+def test_rs1_a_stale_seq_from_an_earlier_session_is_no_proof_of_the_new_one():
+    def run(d: int) -> Run:
+        r = healthy_start().beats(1, 0.5, 2.0, d=3).server_op(1, 2.0, 9, d=False)
+        r.identify(1, 3.5).ready(1, 3.6, "sess-b")
+        r.dispatch(1, 3.7, "sess-b").dispatch(1, 3.71, "sess-b").dispatch(1, 3.72, "sess-b")
+        r.beat(1, 3.8, d).close(1, 4.0, "network", None, "reset")
+        r.open(2, 6.0).hello(2, 6.0).identify(2, 6.1).ready(2, 6.2, "sess-c")
+        return r
+
+    # d=3 may still be sess-a's last seq (sess-b's READY in flight): not judged.
+    assert_status(verdict(run(3), "RS1"), "not_judged", "cited s>3")
+    # Only a seq above every seq sent before that READY proves the client had sess-b.
+    assert_status(verdict(run(4), "RS1"), "fail", "IDENTIFYd on conn 2", "cited d=4")
+
+
+def shutdown_run(unacked_at: float, note_at: float, close_code: int = 1000) -> Run:
+    """ACKs are withheld around one heartbeat; later beats are ACKed; the runner then writes its
+    shutdown note and stops the client, which closes with ``close_code``."""
+    run = healthy_start().beats(1, 0.5, unacked_at, d=3)
+    run.fault("f1", unacked_at - 0.2, "on", kind="control", action="withhold_acks")
+    run.beat(1, unacked_at, 3, ack=False)
+    run.fault("f1", unacked_at + 0.1, "off", kind="control", action="withhold_acks")
+    run.beats(1, unacked_at + 0.4, note_at, d=3)
+    run.rec("note", note_at, text="world: run over, stopping the client")
+    run.close(1, note_at, "client", close_code, "close_frame")
+    return run
+
+
+def test_the_harness_stopping_the_client_is_not_judged_as_the_clients_behaviour():
+    # The unACKed beat's zombie deadline (9.8 + 1.25 + 0.5) falls after the shutdown at 11.5.
+    run = shutdown_run(unacked_at=9.8, note_at=11.5)
+    for inv in ("ZB1", "RS4"):
+        assert verdict(run, inv, outcome="resume").status == "not_judged"
+    assert_status(verdict(run, "LV1", outcome="resume", recovery_bound=3.0), "pass")
+    # A server close after the note is the world going away, not a failed attempt.
+    run.close(2, 11.6, "server", 1001)
+    assert verdict(run, "BO1").status != "fail"
+
+
+def test_a_zombie_left_open_until_the_shutdown_still_fails():
+    # The deadline (3.8 + 1.75 = 5.55) passed long before the shutdown at 11.5.
+    run = healthy_start().beats(1, 0.5, 3.0, d=3).beats(1, 3.8, 11.5, d=3, ack=False)
+    run.rec("note", 11.5, text="world: run over, stopping the client")
+    run.close(1, 11.5, "client", 1000)
+    assert_status(verdict(run, "ZB1"), "fail", "got no ACK", "still open")
+    # A 1000 close before the shutdown is still the client's own.
+    early = zombie_run(1000, 3.5, None)
+    early.rec("note", 12.0, text="world: run over, stopping the client")
+    assert_status(verdict(early, "RS4"), "fail", "closed with 1000")
+    assert_status(verdict(early, "ZB1"), "fail", "code 1000")
+
+
+def backoff_then_zombie(reconnect_after: float | None, end: float = 25.0) -> Run:
+    """Both proxies are down 0.9-3.4 s (the client's attempts never reach the gateway; it is back
+    at 5.0 s), then ACKs stop; the client closes the zombie at 8.3 s and reconnects
+    ``reconnect_after`` s later (None: never)."""
+    run = healthy_start().beats(1, 0.5, 0.9, d=3)
+    run.fault("f1", 0.9, "on", kind="proxy", action="down", target="both")
+    run.close(1, 0.9, "network", None, "eof")
+    run.fault("f1", 3.4, "off", kind="proxy", action="down", target="both")
+    run.open(2, 5.0, "resume").hello(2, 5.0).resume(2, 5.0, "sess-a", 3).resumed(2, 5.0)
+    run.beats(2, 5.3, 7.0, d=4)
+    run.fault("f2", 6.8, "on", kind="control", action="go_silent")
+    run.beat(2, 7.3, 4, ack=False).close(2, 8.3, "client", 4000)
+    run.fault("f2", 9.1, "off", kind="control", action="go_silent")
+    if reconnect_after is not None:
+        t = 8.3 + reconnect_after
+        run.open(3, t, "resume").hello(3, t).resume(3, t, "sess-a", 4).resumed(3, t)
+        run.beats(3, t + 0.3, end, d=5)
+    run.rec("note", end, text="end")
+    return run
+
+
+def test_zb1_allows_a_client_still_backing_off_from_earlier_failures():
+    v = verdict(backoff_then_zombie(5.5), "ZB1")
+    assert_status(v, "pass", "conn 3 opened at 13.80 s", "2 x the client's earlier wait of 4.10 s")
+
+
+def test_zb1_still_fails_a_client_that_never_reconnects_or_takes_too_long():
+    never = verdict(backoff_then_zombie(None), "ZB1")
+    assert_status(never, "fail", "no later connection", "bound 8.20 s")
+    slow = verdict(backoff_then_zombie(9.0), "ZB1")
+    assert_status(slow, "fail", "next connection at 17.30 s", "bound 8.20 s")
+    # Without earlier failures the plain bound holds.
+    assert_status(verdict(zombie_run(4000, 3.5, 9.0), "ZB1"), "fail", "bound 5.00 s")
+    # A run that ends before the client was due to reconnect cannot tell.
+    assert verdict(backoff_then_zombie(None, end=12.0), "ZB1").status == "not_judged"

@@ -178,7 +178,7 @@ BAD_CASES = [
         "outcome",
         "expect.outcome: unknown value 'resumes'",
     ),
-    ('source = "F11"', 'source = "F23"', "source", "source: must be 'seed', F1..F22"),
+    ('source = "F11"', 'source = "F23"', "source", "source: must be 'seed', 'generated', F1..F22"),
     ('target = "resume"', 'target = "resumes"', "resumes", "steps[2].target"),
     ("start = { at = 1.0 }", 'start = { at = 1.0, after = "ready" }', "at = 1.0", "exactly one of"),
     (
@@ -375,3 +375,37 @@ def test_the_readme_example_is_a_valid_scenario(tmp_path: Path):
     scenario = parse_scenario(example, tmp_path / "example.toml")
     assert [s.kind for s in scenario.steps] == ["toxic", "proxy", "control"]
     assert scenario.steps[1].stop == Trigger(after="connection", listener="resume")
+
+
+def test_generated_schedules_say_so_and_write_back_through_the_one_scenario_writer(tmp_path: Path):
+    from dataclasses import replace
+
+    from harness.scenario import scenario_to_toml
+    from harness.schedules import make_schedule, scenario_toml, write_scenario
+
+    steps = [
+        replace(parse_scenario(GOOD).steps[0], name=""),
+        parse_scenario(GOOD).steps[1],
+    ]
+    schedule = make_schedule(steps, seed=3389561081)
+    assert schedule.source == "generated"
+    # One writer: the fuzzer's file is scenario_to_toml's text under its comment lines.
+    text = scenario_toml(schedule, ["found by fuzz", "client: reference"])
+    assert text == "# found by fuzz\n# client: reference\n" + scenario_to_toml(schedule)
+    path = write_scenario(schedule, tmp_path / "fuzz.toml", ["found by fuzz"])
+    loaded = load_scenario(path)
+    assert loaded.source == "generated" and loaded.seed == 3389561081
+    assert replace(loaded, path=None) == replace(schedule, description=loaded.description)
+
+
+def test_strings_with_quotes_tabs_and_backslashes_survive_the_writer(tmp_path: Path):
+    from dataclasses import replace
+
+    from harness.scenario import scenario_to_toml
+
+    scenario = parse_scenario(GOOD, tmp_path / "good.toml")
+    step = replace(scenario.steps[0], kind="control", action="close", duration=None,
+                   params={"code": 4000, "reason": 'tab\there "quoted" \\ §'})
+    scenario = replace(scenario, steps=(step,))
+    again = parse_scenario(scenario_to_toml(scenario), tmp_path / "good.toml")
+    assert again.steps[0].params == step.params
