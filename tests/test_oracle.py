@@ -747,3 +747,54 @@ def test_zb1_still_fails_a_client_that_never_reconnects_or_takes_too_long():
     assert_status(verdict(zombie_run(4000, 3.5, 9.0), "ZB1"), "fail", "bound 5.00 s")
     # A run that ends before the client was due to reconnect cannot tell.
     assert verdict(backoff_then_zombie(None, end=12.0), "ZB1").status == "not_judged"
+
+
+def op7_then(second_listener: str, server_close: int | None) -> Run:
+    """op 7 on conn 1: the client opens conn 2 first, then closes conn 1 (same instant); conn 2 is
+    closed by the server with ``server_close`` before the client says anything (or, with None,
+    IDENTIFYs at once); the client then IDENTIFYs on conn 3 after 2 s."""
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).server_op(1, 2.0, 7)
+    run.open(2, 2.0, second_listener).close(1, 2.0, "client", 4000)
+    if server_close is not None:
+        run.hello(2, 2.0).close(2, 2.0, "server", server_close)
+        run.open(3, 4.1).hello(3, 4.1).identify(3, 4.1).ready(3, 4.1, "sess-b")
+        return run.beats(3, 4.5, 7.0, d=1)
+    run.hello(2, 2.0).identify(2, 2.01).ready(2, 2.02, "sess-b")
+    return run.beats(2, 2.5, 7.0, d=1)
+
+
+def test_rs1_a_new_session_demanded_on_the_reconnect_excuses_the_identify():
+    # The reconnect opened before the old close was recorded and got 4007 (a bad seq): IDENTIFY.
+    v = verdict(op7_then("resume", 4007), "RS1")
+    assert_status(v, "pass")
+    assert_status(verdict(op7_then("resume", 4007), "RS5"), "pass", "server close 4007")
+
+
+def test_rs1_still_fails_an_identify_straight_after_op7():
+    v = verdict(op7_then("discovery", None), "RS1")
+    assert_status(v, "fail", "client closed with 4000", "IDENTIFYd on conn 2")
+
+
+def op9_in_flight_run(toxic_target: str) -> Run:
+    """op 9 d=false goes out on conn 1 (discovery) while a latency toxic on ``toxic_target`` is on;
+    the client, seeing ACKs late, closes the connection as a zombie and RESUMEs; the gateway then
+    answers with op 9 d=false and the client IDENTIFYs 1.4 s later."""
+    run = healthy_start().beats(1, 0.5, 2.0, d=3)
+    run.fault("lag", 1.9, "on", kind="toxic", type="latency", target=toxic_target)
+    run.server_op(1, 3.8, 9, d=False).close(1, 4.3, "client", 4000)
+    run.open(2, 4.3, "resume").hello(2, 4.3).resume(2, 4.3, "sess-a", 3)
+    run.server_op(2, 4.3, 9, d=False).close(2, 4.31, "client", 4000)
+    run.fault("lag", 4.7, "off", kind="toxic", type="latency", target=toxic_target)
+    run.open(3, 5.7).hello(3, 5.7).identify(3, 5.7).ready(3, 5.7, "sess-b")
+    return run.beats(3, 6.0, 9.0, d=1)
+
+
+def test_rs5_does_not_judge_a_resume_when_the_op9_may_still_have_been_in_flight():
+    v = verdict(op9_in_flight_run("discovery"), "RS5")
+    assert_status(v, "pass", "IDENTIFY on conn 3 after 1.40 s", "may not have reached the client")
+
+
+def test_rs5_still_fails_a_resume_after_an_op9_no_fault_could_hide():
+    # The toxic sits on the resume URL: it cannot touch conn 1, so the op 9 arrived.
+    v = verdict(op9_in_flight_run("resume"), "RS5")
+    assert_status(v, "fail", "RESUMEd at 4.30 s instead of IDENTIFYing")
