@@ -579,7 +579,86 @@ async def test_blackhole_added_live_silences_both_ways(
     assert waited.cancelled_caught and world.upstream.data == b"1"
     world.proxy.remove_toxic("blackhole_downstream")
     await client.send_all(b"3")
-    assert await read_exactly(client, 1) == b"3"
+    # What it held goes on first: no hole in the byte stream, as after TCP retransmission.
+    with trio.fail_after(60):
+        assert await read_exactly(client, 2) == b"23"
+    assert world.upstream.data == b"123"
+
+
+async def test_blackhole_holds_both_directions_and_releases_them_in_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A server that talks on its own (like gateway dispatches) while the path is black."""
+    net = MemoryNetwork()
+    heard: list[bytes] = []
+
+    async def ticker(stream: trio.abc.Stream) -> None:
+        async def listen() -> None:
+            while data := await stream.receive_some():
+                heard.append(bytes(data))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(listen)
+            for tick in range(20):
+                await stream.send_all(b"%d," % tick)
+                await trio.sleep(0.1)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, ticker, [net.listen(UPSTREAM)])
+        collection = ProxyCollection(nursery, MemoryTransport(net), seed=42)
+        proxy = await collection.create(ProxySpec("gw", UPSTREAM, "proxy:0"))
+        client = await net.connect(proxy.listen)
+        assert await read_exactly(client, 2) == b"0,"
+        proxy.add_toxic({"type": "blackhole", "stream": "upstream"})
+        await client.send_all(b"heartbeat")
+        with trio.move_on_after(0.8) as waited:
+            await client.receive_some()
+        assert waited.cancelled_caught and heard == []  # nothing either way while present
+        proxy.remove_toxic("blackhole_upstream")
+        ticks = b"".join(b"%d," % t for t in range(1, 15))
+        with trio.fail_after(60):
+            received = await read_exactly(client, len(ticks))
+        assert received == ticks  # every tick, in order
+        with trio.fail_after(1):
+            while b"".join(heard) != b"heartbeat":
+                await trio.sleep(0.01)
+        await collection.close()
+        nursery.cancel_scope.cancel()
+
+
+async def test_blackhole_reads_up_to_its_bound_then_backs_the_sender_up(
+    world: World, autojump_clock: trio.testing.MockClock
+) -> None:
+    client = await world.connect()
+    await client.send_all(b"hi")
+    assert await read_exactly(client, 2) == b"hi"  # connected through to the upstream
+    world.upstream.echo = False
+    world.proxy.add_toxic({"type": "blackhole"})
+    # More than the memnet socket buffer (256 KiB): only completes because the blackhole reads.
+    first = bytes(range(256)) * 2400  # 600 KiB
+    with trio.move_on_after(60) as sending:
+        await client.send_all(first)
+    assert not sending.cancelled_caught
+    rest = b"z" * (3 * 1024 * 1024)
+    finished = trio.Event()
+
+    async def send_rest() -> None:
+        await client.send_all(rest)
+        finished.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send_rest)
+        with trio.move_on_after(3600):
+            await finished.wait()
+        assert not finished.is_set()  # held bytes are bounded: the sender is stalled
+        assert world.upstream.data == b"hi"
+        world.proxy.remove_toxic("blackhole_downstream")
+        with trio.fail_after(3600):
+            await finished.wait()
+        with trio.fail_after(3600):
+            while len(world.upstream.data) < 2 + len(first) + len(rest):
+                await trio.sleep(0.1)
+    assert world.upstream.data == b"hi" + first + rest
 
 
 # -- real TCP ------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from trio.lowlevel import ParkingLot, checkpoint
 
 from harness.faults.memnet import abort_stream, close_stream
 from harness.faults.toxics import (
+    BLACKHOLE_HOLD_LIMIT,
     FIN,
     RST,
     End,
@@ -289,6 +290,7 @@ class Link:
                 moved: list[Item] = [EndOfStream(FIN)]  # Toxiproxy's timeout cleanup
                 stage.pending.clear()
             else:
+                stage.pending.extendleft(reversed(stage.core.release()))
                 moved = self._flush_pending(stage) + list(stage.inq.items)
                 if (
                     stage.saw_end
@@ -510,9 +512,14 @@ class ProxiedConnection:
             self.closed.set()
 
     async def _drain_client_forever(self) -> None:
+        """Read (as the blackhole core does, up to its hold limit, then the client backs up)."""
+        read = 0
         try:
-            while await self.client.receive_some(READ_SIZE):
-                pass
+            while read < BLACKHOLE_HOLD_LIMIT:
+                data = await self.client.receive_some(READ_SIZE)
+                if not data:
+                    break
+                read += len(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         await trio.sleep_forever()

@@ -98,6 +98,10 @@ class ToxicCore:
     def on_idle(self, now: float) -> list[Step]:
         return []
 
+    def release(self) -> list[Step]:
+        """The toxic is being removed: what it still holds goes on (ahead of its pending steps)."""
+        return []
+
 
 class NoopCore(ToxicCore):
     pass
@@ -250,14 +254,35 @@ class ResetAfterCore(ToxicCore):
         return self._fire([Forward(data, ts)] if self.attributes["forward"] else [])
 
 
+# What a blackhole reads and holds per direction before it stops reading (the sender then
+# backs up, as into a full TCP send buffer and receive window).
+BLACKHOLE_HOLD_LIMIT = 1 << 20
+
+
 class BlackholeCore(ToxicCore):
-    """Extension: read and drop everything, never forward, never close (not even on EOF)."""
+    """Extension: a path that carries nothing. Reads and holds everything (up to
+    ``BLACKHOLE_HOLD_LIMIT`` bytes, then stops reading), never forwards, never closes (not even
+    on EOF); on removal what it holds goes on in order, as TCP's retransmissions would deliver
+    it once the path is back. It never drops bytes: a live connection has no holes."""
+
+    def __init__(self, attributes: dict[str, Any], rng: random.Random) -> None:
+        super().__init__(attributes, rng)
+        self.held: list[Forward] = []
+        self.held_bytes = 0
 
     def on_chunk(self, data: bytes, ts: float, now: float) -> list[Step]:
+        self.held.append(Forward(data, ts))
+        self.held_bytes += len(data)
+        if self.held_bytes >= BLACKHOLE_HOLD_LIMIT:
+            return [WaitUntil(float("inf"))]  # take no more input: the sender backs up
         return []
 
     def on_end(self, mode: str, now: float) -> list[Step]:
         return []
+
+    def release(self) -> list[Step]:
+        held, self.held, self.held_bytes = self.held, [], 0
+        return list(held)
 
 
 # ---------------------------------------------------------------------------------------------
