@@ -279,6 +279,26 @@ async def test_reconnects_back_off_with_growing_jittered_capped_delays(autojump_
         assert len(set(round(g, 3) for g in gaps)) == len(gaps)  # jittered, not constant
 
 
+async def test_backoff_keeps_growing_when_both_urls_reject(autojump_clock: MockClock):
+    """Fuzz seed 13077: the fallback from resume URL to discovery URL must not restart the
+    backoff, or a gateway rejecting every upgrade (429) gets an attempt every second."""
+    async with open_sim_world() as world:
+        client = await _live(world)
+        await trio.sleep(6.0)
+        lost_at = trio.current_time()
+        world.gateway.controls.apply("reject_upgrade", "all", status=429)
+        world.gateway.controls.apply("reset", world.live_conn())
+        await trio.sleep(60.0)
+        opens = [r for r in world.records("conn_open") if r["ts"] > lost_at]
+        assert {r["listener"] for r in opens} == {"resume", "discovery"}  # it did fall back
+        gaps = [b["ts"] - a["ts"] for a, b in zip(opens, opens[1:], strict=False)]
+        assert all(b >= a for a, b in zip(gaps, gaps[1:], strict=False)), gaps  # never shrink
+        assert gaps[-1] > 8 * gaps[1], gaps  # exponential, not flat
+        assert len(opens) <= 10  # ~1 a second would be 60
+        world.gateway.controls.apply("reject_upgrade", "all", on=False)
+        await _settled_again(client, 2)
+
+
 # ----------------------------------------------------------------------------- stage deadlines
 
 

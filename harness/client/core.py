@@ -905,20 +905,13 @@ class GatewayClientCore:
         purpose: Purpose = "resume"
         if self.session is None or not self.session.resume_url:
             purpose = "identify"
-        elif self._give_up_resuming(now + wait):
-            # The failures were the resume host's; the discovery host gets a fresh schedule.
-            fresh = self._backoff_delay(attempt=0)
-            slot = self._next_identify_slot()
-            if now + fresh >= slot:
-                reason = (f"{self._failed_resumes} resumes failed in a row; trying the "
-                          "discovery URL to IDENTIFY")
-                purpose = "identify"
-                wait = fresh
-                self._backoff_attempt = 1
-            else:
-                # IDENTIFY has to wait for its slot anyway: give the resume host one more
-                # chance by then (a short outage of the whole gateway keeps the session).
-                wait = min(wait, slot - now)
+        elif self._give_up_resuming(now + wait) and now + wait >= self._next_identify_slot():
+            # Try the discovery URL, on the same backoff schedule: if it fails too (the whole
+            # gateway is down), attempts must keep spreading out, never start over. Before the
+            # identify slot, the resume host gets one more chance instead (same wait).
+            reason = (f"{self._failed_resumes} resumes failed in a row; trying the "
+                      "discovery URL to IDENTIFY")
+            purpose = "identify"
         if wait <= 0:
             self._begin_attempt(purpose, now)
         else:
