@@ -105,6 +105,9 @@ class Tolerances:
     """HB1/HB2/ZB1/LV1: a gap may reach interval x (1 + heartbeat_slack)."""
     seq_staleness: float = 1.0
     """HB3: seconds a dispatch may take to reach the client before its heartbeat must cite it."""
+    crossing_window: float = 0.1
+    """RS5: a RESUME on the connection that got op 9 d=false, this soon after it, crossed it on
+    the wire (the client sent it before it could have read the op 9)."""
     op1_reply_within: float = 1.0
     """HB4: seconds to answer a server op 1."""
     ack_wait: float = 0.5
@@ -1396,7 +1399,13 @@ def check_rs5(view: RunView, exp: Expectations) -> Verdict:
         in_flight = (
             view.fault_active(ts, nxt.ts, carrier) if carrier is not None else None
         )
-        if nxt.op == OP_RESUME and in_flight is not None:
+        crossed = (nxt.op == OP_RESUME and nxt.rec.get("conn") == rec.get("conn")
+                   and nxt.ts - ts <= tol.crossing_window)
+        if crossed:
+            judged -= 1
+            unseen.append(f"{what} (the RESUME on the same connection {nxt.ts - ts:.3f} s "
+                          f"later crossed it; crossing_window={tol.crossing_window} s)")
+        elif nxt.op == OP_RESUME and in_flight is not None:
             # What the gateway sent is not what a faulted client received: the invalidation may
             # still have been in flight when the client resumed for a reason of its own.
             judged -= 1

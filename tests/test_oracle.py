@@ -798,3 +798,25 @@ def test_rs5_still_fails_a_resume_after_an_op9_no_fault_could_hide():
     # The toxic sits on the resume URL: it cannot touch conn 1, so the op 9 arrived.
     v = verdict(op9_in_flight_run("resume"), "RS5")
     assert_status(v, "fail", "RESUMEd at 4.30 s instead of IDENTIFYing")
+
+
+def op9_crossing_run(resume_delay: float) -> Run:
+    """op 7, then the reconnect's RESUME and the gateway's op 9 d=false on that new connection
+    at (almost) the same instant: the two crossed on the wire."""
+    run = healthy_start().beats(1, 0.5, 2.0, d=3)
+    run.server_op(1, 2.5, 7).close(1, 2.55, "client", 4000)
+    run.open(2, 2.6, "resume").hello(2, 2.6).server_op(2, 2.6, 9, d=False)
+    run.resume(2, 2.6 + resume_delay, "sess-a", 3)
+    run.server_op(2, 2.62 + resume_delay, 9, d=False).close(2, 2.7 + resume_delay, "client", 4000)
+    run.open(3, 5.0).hello(3, 5.0).identify(3, 5.0).ready(3, 5.1, "sess-b")
+    return run.beats(3, 5.5, 8.0, d=1)
+
+
+def test_rs5_does_not_judge_a_resume_that_crossed_the_op9_on_the_wire():
+    v = verdict(op9_crossing_run(0.0), "RS5")
+    assert v.status != "fail", v.evidence
+    assert "crossed it" in v.evidence
+
+
+def test_rs5_fails_a_resume_sent_well_after_the_op9_on_the_same_connection():
+    assert_status(verdict(op9_crossing_run(0.5), "RS5"), "fail", "RESUMEd")
