@@ -122,3 +122,11 @@ def test_the_default_suite_loads() -> None:
     assert names == [*DEFAULT_SUITE, "op9-resumable"]
     assert [s.name for s in _suite([], ["op9"])] == ["f01-invalid-session-mid-session",
                                                       "op9-resumable"]
+
+
+def test_validate_reference_alone_runs_our_client(tmp_path, capsys: pytest.CaptureFixture[str]):
+    suite = builtin_scenarios_dir() / "f16-op7-close-code.toml"
+    assert main(["validate", "reference", "--suite", str(suite),
+                 "--json", str(tmp_path / "r.json")]) == 0
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert [s["client"] for s in data["scenarios"]] == ["reference"]

@@ -83,7 +83,8 @@ def main(args: argparse.Namespace) -> int:
     # "reference" runs our own client beside third-party ones (side by side in one report).
     with_reference = "reference" in args.clients
     args.clients = [c for c in args.clients if c != "reference"]
-    adapters = _adapters(args) if (args.clients or args.all or args.client_command) else []
+    only_reference = with_reference and not (args.clients or args.all or args.client_command)
+    adapters = [] if only_reference else _adapters(args)  # _adapters: "name a client" error
     scenarios = _suite(args.suite, args.tag)
     if not args.no_tls:  # real clients meet the gateway as in production: over TLS
         scenarios = [dataclasses.replace(s, gateway=dataclasses.replace(s.gateway, tls=True))
