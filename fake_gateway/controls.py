@@ -89,8 +89,10 @@ def apply_to_connection(gw: GatewayCore, conn: ConnectionCore, action: str,
         setattr(conn, action if action != "go_silent" else "silent", params["on"])
         if action in ("withhold_ready", "withhold_resumed") and not params["on"]:
             conn.release_held(now)
-        if action == "go_silent" and not params["on"] and conn.hello_sent_at is None:
-            conn.send_hello(now)
+        if action == "go_silent" and not params["on"]:
+            conn.end_silence(now)
+            if conn.hello_sent_at is None:
+                conn.send_hello(now)
         gw.notify(conn.conn_id)
         return
     if action == "delay_hello":

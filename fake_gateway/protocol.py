@@ -116,6 +116,9 @@ class ConnectionCore:
         self.withhold_ready = False
         self.withhold_resumed = False
         self.silent = False
+        # Dispatches generated while silent: a stalled path delays them, it never loses them
+        # (TCP retransmits), so they go out in order when the silence ends.
+        self.silenced: list[tuple[dict[str, Any], dict[str, Any]]] = []
         self.ignore_client_close = False
         self.deadline_enforced = config.heartbeat_deadline
         self.deadline_code = config.heartbeat_deadline_close_code
@@ -138,8 +141,13 @@ class ConnectionCore:
 
     def _send(self, payload: dict[str, Any], now: float, *, before_hello: bool = False,
               **fields: Any) -> None:
-        """Encode, record and queue one payload (nothing while silent or closed)."""
-        if self.closed or self.silent:
+        """Encode, record and queue one payload (nothing while closed; while silent only
+        dispatches are kept, for `end_silence`)."""
+        if self.closed:
+            return
+        if self.silent:
+            if payload["op"] == OP_DISPATCH:
+                self.silenced.append((payload, fields))
             return
         if self.hello_sent_at is None and not before_hello and payload["op"] != OP_HELLO:
             self.pre_hello.append(payload)
@@ -150,6 +158,13 @@ class ConnectionCore:
             t=payload.get("t"), size=size, compressed=self.encoder.compressed, **fields,
         )
         self._push(Send(tuple(messages)))
+
+    def end_silence(self, now: float) -> None:
+        """The silence is over: send the dispatches it held back, in order."""
+        self.silent = False
+        queued, self.silenced = self.silenced, []
+        for payload, fields in queued:
+            self._send(payload, now, **fields)
 
     def send_dispatch(self, dispatch: Dispatch, now: float, **fields: Any) -> None:
         if self._holding:

@@ -79,3 +79,24 @@ async def test_op9_false_before_identify_does_not_touch_other_sessions(
         ready = await client.identify(TOKEN)
         assert ready["t"] == "READY"
         assert gateway.sessions[session_id].alive
+
+
+async def test_go_silent_delays_dispatches_and_never_loses_them(nursery: trio.Nursery) -> None:
+    """A silent spell is a stalled path: what the gateway emits meanwhile arrives afterwards, in
+    order, on the same connection (fuzz seed 270: s=2,3 were lost while s=4 arrived)."""
+    config = GatewayConfig(heartbeat_interval_ms=5000, heartbeat_deadline=False, guilds=1)
+    gateway = FakeGateway(config, Trace(clock=trio.current_time), random.Random(7))
+    urls: ServedURLs = await nursery.start(gateway.serve_tcp, "127.0.0.1", 0, 0, None, False)
+    async with raw_client(urls.gateway_url) as client:
+        await client.recv_op(10)
+        await client.identify(TOKEN)
+        await client.recv_dispatch("GUILD_CREATE")
+        gateway.controls.apply("go_silent", "all")
+        gateway.controls.apply("burst", "all", count=3)
+        with trio.move_on_after(0.3) as quiet:
+            await client.recv()
+        assert quiet.cancelled_caught  # nothing arrives while silent
+        gateway.controls.apply("go_silent", "all", on=False)
+        gateway.controls.apply("burst", "all", count=1)
+        seqs = [(await client.recv_op(0))["s"] for _ in range(4)]
+    assert seqs == [3, 4, 5, 6]
