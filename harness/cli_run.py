@@ -26,6 +26,9 @@ from harness.scenario import Scenario, builtin_scenarios_dir, load_scenario, loa
 from harness.trace import load_jsonl, load_trace
 from harness.world import RunOptions, default_jobs, run_scenario
 
+# Where `run` keeps traces and delivery logs when no --report DIR is given.
+DEFAULT_RESULTS_DIR = Path("results")
+
 # ---- list --------------------------------------------------------------------------------------
 
 
@@ -58,7 +61,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=int, default=default_jobs(),
                    help="scenarios run in parallel, each in its own process (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="the run seed (a scenario's own seed wins)")
-    p.add_argument("--report", metavar="DIR", help="write traces and report.html into DIR")
+    p.add_argument("--report", metavar="DIR",
+                   help="write traces, delivery logs and report.html into DIR "
+                        f"(default: traces only, into {DEFAULT_RESULTS_DIR}/)")
     p.add_argument("--json", metavar="FILE", help="write results as JSON (schema in the README)")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML, one testcase per scenario")
     p.add_argument("--toxiproxy-url", default=os.environ.get("TOXIPROXY_URL"),
@@ -73,7 +78,7 @@ def run_main(args: argparse.Namespace) -> int:
     scenarios = load_scenarios(args.paths or [builtin_scenarios_dir()], args.tag)
     if not scenarios:
         raise UserError("no scenarios matched the given paths and tags")
-    out_dir = Path(args.report) if args.report else None
+    out_dir = Path(args.report) if args.report else DEFAULT_RESULTS_DIR
     options = RunOptions(mode=args.mode, client=args.client, seed=args.seed, out_dir=out_dir,
                          toxiproxy_url=args.toxiproxy_url)
     _check_client(options)

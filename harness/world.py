@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -62,7 +63,7 @@ class RunOptions:
     mode: str = "real"  # "real" | "sim"
     client: str = "reference"  # "reference", a planted-bug mutant name, or an adapter name
     seed: int = 0
-    out_dir: Path | None = None  # where the trace and delivery log are written
+    out_dir: Path | None = None  # where the trace and delivery log are written (None: nowhere)
     toxiproxy_url: str | None = None  # a real Toxiproxy server (real mode only)
     deadline_slack: float = 30.0  # seconds past the scenario's duration before a run is killed
     adapter: Any = None  # harness.adapters.contract.Adapter for third-party clients
@@ -157,17 +158,26 @@ class _World:
     # ---- the run -----------------------------------------------------------------------------
 
     async def run(self) -> ScenarioResult:
-        scenario, options = self.scenario, self.options
         self.t0 = trio.current_time()
+        # Run-time files (TLS material, client logs without an out_dir) live in tmp and go with
+        # the run; the trace and delivery log are kept only where the caller asked (out_dir).
         tmp = Path(tempfile.mkdtemp(prefix="gateway-harness-run-"))
-        out_dir = options.out_dir or tmp
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            return await self._run_and_judge(tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    async def _run_and_judge(self, tmp: Path) -> ScenarioResult:
+        scenario, options = self.scenario, self.options
+        out_dir = options.out_dir
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
         outcome = ClientOutcome()
         error: str | None = None
         deadline = scenario.expect.duration + options.deadline_slack
         with trio.move_on_after(deadline) as deadline_scope:
             try:
-                outcome = await self._run_inside(tmp, out_dir)
+                outcome = await self._run_inside(tmp, out_dir or tmp)
             except UserError:
                 raise
             except FaultBackendError as exc:
@@ -180,11 +190,13 @@ class _World:
         delivery = outcome.delivery_log
         if delivery is not None:
             delivery = [self._normalise_delivery(rec) for rec in delivery]
-        trace_path = out_dir / f"{scenario.name}.{options.mode}.{options.client}.trace.jsonl"
-        write_jsonl(trace_path, records)
-        if delivery is not None:
-            write_jsonl(trace_path.with_name(trace_path.name.replace(".trace.", ".delivery.")),
-                        delivery)
+        trace_path = None
+        if out_dir is not None:
+            trace_path = out_dir / f"{scenario.name}.{options.mode}.{options.client}.trace.jsonl"
+            write_jsonl(trace_path, records)
+            if delivery is not None:
+                write_jsonl(trace_path.with_name(trace_path.name.replace(".trace.", ".delivery.")),
+                            delivery)
         verdicts = judge(records, delivery, scenario.expectations())
         verdicts.append(_process_verdict(outcome, scenario.expect.outcome == "stop", error))
         return ScenarioResult(

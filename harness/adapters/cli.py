@@ -22,6 +22,7 @@ from pathlib import Path
 
 from harness.adapters.contract import Adapter
 from harness.adapters.registry import ADAPTERS, get_spec
+from harness.cli_run import DEFAULT_RESULTS_DIR
 from harness.errors import UserError
 from harness.report.matrix import matrix_html, matrix_markdown
 from harness.report.model import ScenarioResult
@@ -89,7 +90,7 @@ def main(args: argparse.Namespace) -> int:
     if not args.no_tls:  # real clients meet the gateway as in production: over TLS
         scenarios = [dataclasses.replace(s, gateway=dataclasses.replace(s.gateway, tls=True))
                      for s in scenarios]
-    out_dir = Path(args.report) if args.report else None
+    out_dir = Path(args.report) if args.report else DEFAULT_RESULTS_DIR  # traces are kept
     results: list[ScenarioResult] = []
     for adapter in adapters:
         versions = ", ".join(f"{k} {v}" for k, v in adapter.versions.items())
