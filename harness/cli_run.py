@@ -11,6 +11,7 @@ import argparse
 import concurrent.futures
 import multiprocessing
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -126,9 +127,23 @@ def run_many(scenarios: Sequence[Scenario], options: RunOptions, jobs: int) -> l
             except BaseException:
                 for fut in futures:
                     fut.cancel()
+                _interrupt_workers(pool)
                 raise
     progress.finish()
     return [r for r in results if r is not None]
+
+
+def _interrupt_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Pass an interrupt on to running workers, so each tears its world down (listeners, client
+    process groups, temporary files) instead of running its scenario to the end or dying
+    without cleanup. A Ctrl-C on a terminal reaches them anyway; `kill -INT` of the parent
+    alone does not."""
+    for process in list(getattr(pool, "_processes", {}).values()):
+        if process.pid is not None and process.is_alive():
+            try:
+                os.kill(process.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
 
 
 class Progress:
