@@ -27,8 +27,8 @@ from harness.scenario import Scenario, builtin_scenarios_dir, load_scenario, loa
 from harness.trace import load_jsonl, load_trace
 from harness.world import RunOptions, default_jobs, run_scenario
 
-# Where `run` keeps traces and delivery logs when no --report DIR is given.
-DEFAULT_RESULTS_DIR = Path("results")
+# Where `run` and `validate` keep traces and delivery logs when no --report DIR is given.
+DEFAULT_RESULTS_DIR = Path(os.environ.get("GATEWAY_HARNESS_RESULTS_DIR", "results"))
 
 # ---- list --------------------------------------------------------------------------------------
 
