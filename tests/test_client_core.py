@@ -316,6 +316,27 @@ def test_no_ack_between_beats_closes_4000_and_resumes_on_resume_url():
     assert sim.sent_ops(new) == [6]  # RESUME, not IDENTIFY
 
 
+def test_an_unacked_answer_to_a_server_op1_is_a_zombie_sign_too():
+    """The answer to a server op 1 is a beat: no ACK for it by the next beat means zombie."""
+    sim = CoreSim()
+    gen = sim.session_up(interval_ms=1000, seqs=4)
+    sim.ack_all(gen, 1.0)  # periodic beats ACKed so far
+    sim.server(gen, {"op": 1, "d": None})  # answered at once; its ACK never comes
+    sim.advance(1.0)
+    assert [c.code for c in sim.closes] == [4000]
+    assert sim.core.counters.zombies == 1
+
+
+def test_an_acked_answer_to_a_server_op1_keeps_the_connection():
+    sim = CoreSim()
+    gen = sim.session_up(interval_ms=1000, seqs=4)
+    sim.ack_all(gen, 1.0)
+    sim.server(gen, {"op": 1, "d": None})
+    sim.server(gen, {"op": 11})
+    sim.ack_all(gen, 1.0)
+    assert sim.closes == []
+
+
 def test_stale_heartbeat_timer_of_a_dead_connection_never_fires_on_the_new_one():
     sim = CoreSim()
     old = sim.session_up(interval_ms=1000)

@@ -458,8 +458,10 @@ class GatewayClientCore:
                 self.counters.heartbeat_rtts.append(now - conn.last_beat_at)
         elif op == OP_HEARTBEAT:
             # The server wants a beat now: answer with our stored seq, never the frame's d.
+            # The answer is a beat like any other: no ACK for it by the next beat is a zombie.
             if conn.hello:
                 self._send_heartbeat(conn, now)
+                conn.acked = False
         elif op == OP_RECONNECT:
             self._close_and_reconnect("server sent op 7 Reconnect", "resume", now)
         elif op == OP_INVALID_SESSION:
