@@ -570,6 +570,19 @@ class _Fields:
         value = self.get(key, dict)
         return None if value is None else _Fields(self.loader, value, self.path + (key,))
 
+    def known_keys(self, allowed: Mapping[str, type | tuple[type, ...]], owner: str,
+                   noun: str) -> dict[str, Any]:
+        """Every key of this table, type-checked; a key not in ``allowed`` is an error naming
+        the ones that are (``owner`` has no ``noun`` 'x')."""
+        values: dict[str, Any] = {}
+        for key in list(self.table):
+            if key not in allowed:
+                names = ", ".join(allowed) or "none"
+                raise self.error(key, f"{owner} has no {noun} {key!r} ({noun}s: {names})")
+            values[key] = self.get(key, allowed[key])
+        self.finish()
+        return values
+
     def finish(self) -> None:
         unknown = [k for k in self.table if k not in self.used]
         if unknown:
@@ -786,21 +799,11 @@ class _Loader:
         attrs_f = f.table_of("attributes")
         attrs: dict[str, Any] = {}
         if attrs_f is not None:
-            allowed = TOXIC_ATTRIBUTES[toxic_type]
-            for key in list(attrs_f.table):
-                if key not in allowed:
-                    names = ", ".join(allowed) or "none"
-                    raise attrs_f.error(
-                        key, f"toxic {toxic_type!r} has no attribute {key!r} (attributes: {names})"
-                    )
-                attrs[key] = attrs_f.get(key, allowed[key])
-                if (
-                    isinstance(attrs[key], int)
-                    and not isinstance(attrs[key], bool)
-                    and attrs[key] < 0
-                ):
-                    raise attrs_f.error(key, f"must not be negative, got {attrs[key]}")
-            attrs_f.finish()
+            attrs = attrs_f.known_keys(TOXIC_ATTRIBUTES[toxic_type], f"toxic {toxic_type!r}",
+                                       "attribute")
+            for key, value in attrs.items():
+                if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+                    raise attrs_f.error(key, f"must not be negative, got {value}")
         if toxic_type == "slicer":
             avg = attrs.get("average_size", 0)
             if avg <= 0:
@@ -850,15 +853,7 @@ class _Loader:
         params_f = f.table_of("params")
         params: dict[str, Any] = {}
         if params_f is not None:
-            allowed = CONTROL_PARAMS[action]
-            for key in list(params_f.table):
-                if key not in allowed:
-                    names = ", ".join(allowed) or "none"
-                    raise params_f.error(
-                        key, f"control {action!r} has no param {key!r} (params: {names})"
-                    )
-                params[key] = params_f.get(key, allowed[key])
-            params_f.finish()
+            params = params_f.known_keys(CONTROL_PARAMS[action], f"control {action!r}", "param")
         if "listener" in params and params["listener"] not in ("discovery", "resume"):
             raise f.error(
                 "params", f"listener must be 'discovery' or 'resume', got {params['listener']!r}"
