@@ -140,7 +140,6 @@ class _World:
         self.trace = Trace(clock=trio.current_time)
         self.t0 = 0.0
         self.network = MemoryNetwork() if self.sim else None
-        self.notes: list[str] = []
         seed = options.seed
         self.gateway_rng = random.Random(f"{seed}:gateway")
         knobs = scenario.gateway
@@ -153,7 +152,6 @@ class _World:
         self._proxy_urls: dict[str, str] = {}
         self._live_steps: dict[str, Step] = {}
         self._switched_on: set[str] = set()  # steps switched on at least once
-        self._nursery: trio.Nursery | None = None
 
     # ---- the run -----------------------------------------------------------------------------
 
@@ -227,7 +225,6 @@ class _World:
 
             tls = sim_tls(tmp / "tls") if self.sim else make_tls(tmp / "tls")
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
             gateway_addrs, rest_url = await self._start_gateway(nursery, tls)
             async with self._open_backend() as backend:
                 self.backend = backend
@@ -400,7 +397,6 @@ class _World:
             await self._apply(step, on)
         except UnsupportedByRealToxiproxy as exc:
             self.trace.record(KIND_NOTE, text=f"step {step.name}: skipped: {exc}")
-            self.notes.append(f"{step.name}: {exc}")
             record("off")
             return False
         except UserError as exc:
