@@ -7,25 +7,14 @@ Numbers in test names / comments refer to the checklist in
 from __future__ import annotations
 
 import socket
-import socketserver
-import threading
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from harness.faults.testing import ToxiproxyServerThread
+from harness.faults.testing import ToxiproxyServerThread, echo_server
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class _Echo(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        try:
-            while data := self.request.recv(65536):
-                self.request.sendall(data)
-        except OSError:
-            pass
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +25,8 @@ def server() -> Iterator[ToxiproxyServerThread]:
 
 @pytest.fixture(scope="module")
 def echo_port() -> Iterator[int]:
-    socketserver.ThreadingTCPServer.allow_reuse_address = True
-    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
-    srv.daemon_threads = True
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv.server_address[1]
-    srv.shutdown()
-    srv.server_close()
+    with echo_server() as port:
+        yield port
 
 
 @pytest.fixture

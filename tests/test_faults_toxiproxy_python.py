@@ -7,8 +7,6 @@ echo traffic where that suite only checked return values.
 from __future__ import annotations
 
 import socket
-import socketserver
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -16,29 +14,15 @@ from toxiproxy import Toxiproxy
 from toxiproxy.api import APIConsumer
 from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists
 
-from harness.faults.testing import ToxiproxyServerThread
+from harness.faults.testing import ToxiproxyServerThread, echo_server
 
 pytestmark = pytest.mark.timeout(60)
 
 
-class _Echo(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        try:
-            while data := self.request.recv(65536):
-                self.request.sendall(data)
-        except OSError:
-            pass
-
-
 @pytest.fixture(scope="module")
 def echo_port() -> Iterator[int]:
-    socketserver.ThreadingTCPServer.allow_reuse_address = True
-    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
-    srv.daemon_threads = True
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield srv.server_address[1]
-    srv.shutdown()
-    srv.server_close()
+    with echo_server() as port:
+        yield port
 
 
 @pytest.fixture(scope="module")

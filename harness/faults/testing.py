@@ -11,7 +11,10 @@ does; ``stop()`` (or leaving the ``with`` block) shuts it down and joins the thr
 
 from __future__ import annotations
 
+import socketserver
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 import trio
@@ -87,3 +90,26 @@ class ToxiproxyServerThread:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class _Echo(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        try:
+            while data := self.request.recv(65536):
+                self.request.sendall(data)
+        except OSError:
+            pass
+
+
+@contextmanager
+def echo_server() -> Iterator[int]:
+    """A threaded TCP echo server on 127.0.0.1 (an upstream for proxies); yields its port."""
+    socketserver.ThreadingTCPServer.allow_reuse_address = True
+    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield srv.server_address[1]
+    finally:
+        srv.shutdown()
+        srv.server_close()
