@@ -694,9 +694,12 @@ def test_the_harness_stopping_the_client_is_not_judged_as_the_clients_behaviour(
     for inv in ("ZB1", "RS4"):
         assert verdict(run, inv, outcome="resume").status == "not_judged"
     assert_status(verdict(run, "LV1", outcome="resume", recovery_bound=3.0), "pass")
-    # A server close after the note is the world going away, not a failed attempt.
+    # A server close after the note is the world going away, not a failed attempt; nor are
+    # attempts after it (the same six before the note are a storm: BO1 fails).
     run.close(2, 11.6, "server", 1001)
-    assert verdict(run, "BO1").status != "fail"
+    for i in range(6):
+        run.open(3 + i, 11.7 + 0.05 * i).close(3 + i, 11.72 + 0.05 * i, "server", 1001)
+    assert_status(verdict(run, "BO1"), "not_judged", "no run of two or more failed")
 
 
 def test_a_zombie_left_open_until_the_shutdown_still_fails():
@@ -813,9 +816,7 @@ def op9_crossing_run(resume_delay: float) -> Run:
 
 
 def test_rs5_does_not_judge_a_resume_that_crossed_the_op9_on_the_wire():
-    v = verdict(op9_crossing_run(0.0), "RS5")
-    assert v.status != "fail", v.evidence
-    assert "crossed it" in v.evidence
+    assert_status(verdict(op9_crossing_run(0.0), "RS5"), "pass", "crossed it")
 
 
 def test_rs5_fails_a_resume_sent_well_after_the_op9_on_the_same_connection():
