@@ -1,7 +1,8 @@
 """`gateway-harness serve`: run the fake gateway and its REST surface until interrupted.
 
 Prints exactly one JSON line on stdout once listening (gateway_url, advertised_url,
-resume_gateway_url, rest_url, control_url, token, and ca_file with --tls).
+resume_gateway_url, rest_url (the REST base ending in /api/v10; api_url is a deprecated alias),
+control_url, token, and ca_file with --tls).
 """
 
 from __future__ import annotations
@@ -108,8 +109,8 @@ async def _serve(args: argparse.Namespace, config: GatewayConfig, sink: IO[str] 
                 "resume_listener_url": urls.resume_listener_url,
                 "advertised_url": urls.advertised_url,
                 "resume_gateway_url": urls.resume_gateway_url,
-                "rest_url": urls.rest_url,
-                "api_url": f"{urls.rest_url}/api/v10",
+                "rest_url": urls.rest_url,  # the /api/v10 base, as clients take it
+                "api_url": urls.rest_url,  # deprecated: the old name of the same base
                 "control_url": urls.control_url,
                 "token": config.token,
             }

@@ -21,12 +21,13 @@ from starlette.routing import Route
 
 from fake_gateway import payloads
 from fake_gateway.protocol import GatewayCore
+from fake_gateway.urls import API_BASE_PATH
 from harness.errors import UserError
 
 if TYPE_CHECKING:
     from fake_gateway.server import FakeGateway, TLSFiles
 
-API_PREFIXES = ("/api/v9", "/api/v10", "/api")
+API_PREFIXES = ("/api/v9", API_BASE_PATH, "/api")
 
 
 def gateway_bot_for(core: GatewayCore, now: float) -> dict[str, Any]:
@@ -148,7 +149,8 @@ async def serve_rest(
     *,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the REST app with hypercorn's trio worker; `task_status.started` gets the base URL."""
+    """Serve the REST app with hypercorn's trio worker; `task_status.started` gets the origin
+    (``scheme://host:port``; the API lives under it at /api/v10, /api/v9 and /api)."""
     hconfig = HypercornConfig()
     hconfig.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     hconfig.accesslog = None

@@ -34,6 +34,7 @@ from fake_gateway.config import GatewayConfig
 from fake_gateway.controls import GatewayControls
 from fake_gateway.protocol import Close, ConnectionCore, GatewayCore, Reset, Send
 from fake_gateway.sessions import Session
+from fake_gateway.urls import rest_base
 from harness.trace import KIND_CONN_CLOSE, KIND_CONN_OPEN, KIND_TLS_DONE, KIND_WS_REJECTED, Trace
 
 LISTENERS = ("discovery", "resume")
@@ -47,7 +48,8 @@ class ServedURLs:
     resume_listener_url: str  # the resume listener itself
     advertised_url: str  # what /gateway and /gateway/bot announce
     resume_gateway_url: str  # what READY announces
-    rest_url: str | None  # base URL; the API lives under {rest_url}/api/v10
+    rest_url: str | None  # the REST base, ending in /api/v10 (fake_gateway.urls.rest_base)
+    rest_origin: str | None  # scheme://host:port: /api/v9, /api and /_harness/* live here too
     control_url: str | None
     ca_file: str | None
 
@@ -374,16 +376,17 @@ class FakeGateway:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.serve_listeners, {"discovery": discovery,
                                                        "resume": resume}, ssl_context)
-            rest_url = control_url = None
+            rest_origin = rest_url = control_url = None
             if rest_port is not None:
                 from fake_gateway.rest import serve_rest
 
-                rest_url = await nursery.start(serve_rest, self, host, rest_port, self.tls)
-                control_url = f"{rest_url}/_harness/control"
+                rest_origin = await nursery.start(serve_rest, self, host, rest_port, self.tls)
+                rest_url = rest_base(rest_origin)
+                control_url = f"{rest_origin}/_harness/control"
             self.urls = ServedURLs(
                 gateway_url=gateway_url, resume_listener_url=resume_listener_url,
                 advertised_url=self.core.discovery_url, resume_gateway_url=self.core.resume_url,
-                rest_url=rest_url, control_url=control_url,
+                rest_url=rest_url, rest_origin=rest_origin, control_url=control_url,
                 ca_file=self.tls.ca_file if self.tls else None,
             )
             task_status.started(self.urls)

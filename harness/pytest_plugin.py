@@ -3,8 +3,9 @@
 Async fixtures need pytest-trio (``trio_mode = true``, or mark tests ``@pytest.mark.trio``):
 
 - ``fake_gateway``: a running fake Discord gateway on 127.0.0.1 with TLS and REST; yields a
-  ``RunningGateway`` (``.urls`` with gateway_url, rest_url, ca_file, ...; ``.gateway.controls``
-  for protocol-level faults; ``.trace`` with every frame).
+  ``RunningGateway`` (``.urls`` with gateway_url, rest_url (the REST base ending in /api/v10),
+  rest_origin, ca_file, ...; ``.gateway.controls`` for protocol-level faults; ``.trace`` with
+  every frame).
 - ``fault_proxy``: the embedded Toxiproxy-compatible server on 127.0.0.1 (an ``EmbeddedBackend``
   with ``.api_url``; toxiproxy-python works against it unmodified).
 

@@ -310,8 +310,7 @@ class _World:
             tls=tls is not None, tls_dir=tls_dir, task_status=task_status))
         addrs = {"discovery": urls.gateway_url.split("://", 1)[1],
                  "resume": urls.resume_listener_url.split("://", 1)[1]}
-        rest = f"{urls.rest_url}/api/v10" if urls.rest_url else None
-        return addrs, rest
+        return addrs, urls.rest_url
 
     def _open_backend(self) -> Any:
         if self.options.toxiproxy_url and not self.sim:

@@ -55,7 +55,7 @@ async def run_until(
     adapter = await trio.to_thread.run_sync(get_spec(adapter_name).install, None, clients_dir)
     async with fake_gateway(tmp_path, **config) as (urls, trace):
         assert urls.rest_url is not None and urls.ca_file is not None
-        env = env_for(urls.gateway_url, f"{urls.rest_url}/api/v10", GatewayConfig().token,
+        env = env_for(urls.gateway_url, urls.rest_url, GatewayConfig().token,
                       urls.ca_file, tmp_path / "delivery.jsonl")
         async with ClientProcess(adapter, env, deadline=120, log_dir=tmp_path / "logs") as proc:
             with trio.move_on_after(90):  # hang protection only; normally seconds

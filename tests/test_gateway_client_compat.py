@@ -48,7 +48,7 @@ async def test_command_index_lists_midjourney_imagine_and_settings(nursery):
     _, urls = await _serve(nursery)
     async with httpx.AsyncClient() as http:
         response = await http.get(
-            f"{urls.rest_url}/api/v9/guilds/1/application-command-index",
+            f"{urls.rest_origin}/api/v9/guilds/1/application-command-index",
             headers={"Authorization": TOKEN})
     assert response.status_code == 200
     commands = {c["name"]: c for c in response.json()["application_commands"]}

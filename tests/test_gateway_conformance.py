@@ -281,10 +281,10 @@ async def test_session_start_limit_counts_identifies(start: Start) -> None:
     gateway, urls = await start(rest=True, session_start_total=2)
     headers = {"Authorization": f"Bot {TOKEN}"}
     async with httpx.AsyncClient() as http:
-        before = (await http.get(f"{urls.rest_url}/api/v10/gateway/bot", headers=headers)).json()
+        before = (await http.get(f"{urls.rest_url}/gateway/bot", headers=headers)).json()
         async with raw_client(urls.gateway_url) as client:
             await ready_session(client)
-        after = (await http.get(f"{urls.rest_url}/api/v10/gateway/bot", headers=headers)).json()
+        after = (await http.get(f"{urls.rest_url}/gateway/bot", headers=headers)).json()
     assert before["session_start_limit"]["remaining"] == 2
     assert after["session_start_limit"]["remaining"] == 1
     async with raw_client(urls.gateway_url) as client:
@@ -602,7 +602,7 @@ async def test_tls_gateway_and_rest_with_the_generated_ca(start: Start) -> None:
     assert kinds == ["conn_open", "tls_done", "ws_upgrade"]
     context = ssl.create_default_context(cafile=urls.ca_file)
     async with httpx.AsyncClient(verify=context) as http:
-        response = await http.get(f"{urls.rest_url}/api/v10/gateway")
+        response = await http.get(f"{urls.rest_url}/gateway")
     assert response.json() == {"url": urls.gateway_url}
 
 
@@ -610,7 +610,7 @@ async def test_rest_endpoints_real_libraries_call(start: Start) -> None:
     import httpx
 
     gateway, urls = await start(rest=True)
-    api = f"{urls.rest_url}/api/v10"
+    api = urls.rest_url  # the /api/v10 base
     auth = {"Authorization": f"Bot {TOKEN}"}
     async with httpx.AsyncClient() as http:
         me = await http.get(f"{api}/users/@me", headers=auth)
@@ -623,16 +623,16 @@ async def test_rest_endpoints_real_libraries_call(start: Start) -> None:
                 ).status_code == 200  # the raw token (midjourney) is fine too
         commands = await http.get(f"{api}/applications/{app['id']}/commands", headers=auth)
         assert commands.json() == []
-        assert (await http.get(f"{urls.rest_url}/api/v9/soundboard-default-sounds",
+        assert (await http.get(f"{urls.rest_origin}/api/v9/soundboard-default-sounds",
                                headers=auth)).json() == []
-        index = await http.get(f"{urls.rest_url}/api/v9/guilds/1/application-command-index",
+        index = await http.get(f"{urls.rest_origin}/api/v9/guilds/1/application-command-index",
                                headers=auth)
         assert index.status_code == 200
         assert (await http.get(f"{api}/nope", headers=auth)).status_code == 404
         async with raw_client(urls.gateway_url) as client:
             await ready_session(client)
             await collect_dispatches(client, 2)
-            posted = await http.post(f"{urls.rest_url}/api/v9/interactions", headers=auth,
+            posted = await http.post(f"{urls.rest_origin}/api/v9/interactions", headers=auth,
                                      json={"type": 2, "nonce": "abc"})
             assert posted.status_code == 204
             created = await client.recv_op(0)
@@ -654,7 +654,7 @@ async def test_control_endpoint_applies_actions_and_rejects_bad_ones(start: Star
         assert bad.status_code == 400 and "unknown action" in bad.json()["message"]
         bad = await http.post(urls.control_url, json={"action": "close", "params": {"code": 5}})
         assert bad.status_code == 400 and "code" in bad.json()["message"]
-        state = (await http.get(f"{urls.rest_url}/_harness/state")).json()
+        state = (await http.get(f"{urls.rest_origin}/_harness/state")).json()
         assert state["sessions"][0]["conn"] == 1
     assert [r["action"] for r in gateway.trace.of_kind("control")] == ["reconnect"]
 

@@ -53,3 +53,15 @@ def test_run_gateway_scenario_fixture_judges_a_builtin_scenario(run_gateway_scen
     result = run_gateway_scenario(builtin_scenarios_dir() / "f16-op7-close-code.toml")
     assert result.passed
     assert {v.invariant for v in result.verdicts} >= {"RS1", "RS4", "LV1"}
+
+
+async def test_fake_gateway_fixture_rest_url_is_the_api_v10_base(fake_gateway):
+    import httpx
+
+    urls = fake_gateway.urls
+    auth = {"Authorization": f"Bot {fake_gateway.gateway.config.token}"}
+    context = ssl.create_default_context(cafile=urls.ca_file)
+    async with httpx.AsyncClient(verify=context) as http:
+        answer = await http.get(f"{urls.rest_url}/gateway/bot", headers=auth)
+    assert answer.status_code == 200
+    assert answer.json()["url"] == urls.gateway_url

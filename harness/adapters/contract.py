@@ -8,7 +8,8 @@ these variables set (on top of its own environment):
     connection. Libraries that discover the URL through ``GET /gateway`` or ``GET /gateway/bot``
     get the same address from the fake's REST surface.
 ``GATEWAY_HARNESS_REST_URL``
-    The REST base, ending in ``/api/v10`` (``https://127.0.0.1:PORT/api/v10``).
+    The REST base, ending in ``/api/v10`` (``https://127.0.0.1:PORT/api/v10``; ``env_for``
+    also takes the origin ``https://127.0.0.1:PORT`` and passes its ``/api/v10`` base).
 ``GATEWAY_HARNESS_TOKEN``
     The bot token the fake accepts (``base64(user_id).x.y``, the shape hikari insists on).
 ``GATEWAY_HARNESS_CA_FILE``
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fake_gateway.urls import API_BASE_PATH, rest_base
 from harness.errors import UserError
 
 ENV_GATEWAY_URL = "GATEWAY_HARNESS_GATEWAY_URL"
@@ -65,11 +67,12 @@ def env_for(
     """
     if not gateway_url.startswith(("ws://", "wss://")):
         raise UserError(f"gateway URL must start with ws:// or wss://, got {gateway_url!r}")
-    if not rest_url.rstrip("/").endswith("/api/v10"):
-        raise UserError(f"REST URL must end in /api/v10, got {rest_url!r}")
+    rest = rest_base(rest_url)  # an origin means its /api/v10 base
+    if not rest.endswith(API_BASE_PATH):
+        raise UserError(f"REST URL must end in {API_BASE_PATH}, got {rest_url!r}")
     env = {
         ENV_GATEWAY_URL: gateway_url.rstrip("/"),
-        ENV_REST_URL: rest_url.rstrip("/"),
+        ENV_REST_URL: rest,
         ENV_TOKEN: token,
     }
     if ca_file:

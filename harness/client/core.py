@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from fake_gateway.config import GatewayConfig
+
 # op codes (section 2.2)
 OP_DISPATCH = 0
 OP_HEARTBEAT = 1
@@ -135,13 +137,15 @@ class ClientConfig:
     backoff_cap: float = 60.0
     stable_after: float = 60.0  # a session this old resets the backoff
     invalid_session_wait: tuple[float, float] = (1.0, 5.0)
-    # After this many consecutive failed RESUMEs (section 13: two), when the next one would
-    # start more than the patience below after the session was lost, try the discovery URL
-    # and IDENTIFY there instead (never stuck on a dead resume host). If the discovery host is
-    # unreachable too, the whole gateway is down: keep the session and go back to resuming.
+    # After this many consecutive failed RESUMEs (section 13: two), the next RESUME goes to the
+    # discovery URL (never stuck on a dead resume host; Discord accepts RESUME there). If that
+    # fails too, the whole gateway is down: back to resume_gateway_url, the backoff going on.
     max_failed_resumes: int = 2
-    resume_patience: float = 60.0
-    resume_patience_intervals: float | None = 3.0  # cap the patience at N heartbeat intervals
+    # A session lost longer than this is gone at the server: IDENTIFY instead of RESUME.
+    # Until then only the server may end it (op 9 d=false, 4007, 4009, ...): a new session
+    # while the old one is resumable loses every event it holds. Discord does not document its
+    # window; the default is the fake gateway's session_ttl.
+    resumable_window: float = GatewayConfig.session_ttl
     # identify budget
     identify_window: float = IDENTIFY_WINDOW  # one IDENTIFY per window for our bucket
     identify_reserve: int = 0  # stop rather than let session_start_limit.remaining drop below this
@@ -161,6 +165,8 @@ class ClientConfig:
             raise ValueError(f"invalid_session_wait {self.invalid_session_wait!r}: need 0<=lo<=hi")
         if self.max_failed_resumes < 1:
             raise ValueError("max_failed_resumes must be at least 1")
+        if self.resumable_window <= 0:
+            raise ValueError("resumable_window must be positive")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,6 +316,7 @@ class _Connection:
     url: str
     purpose: Purpose
     opened_at: float
+    fallback: bool = False  # a RESUME on the discovery URL (the resume host kept failing)
     stage: str = "tcp"  # tcp | tls | upgrade | hello | session
     hello: bool = False
     interval: float = 0.0
@@ -344,7 +351,8 @@ class GatewayClientCore:
         self._timers: dict[int, tuple[str, int | None]] = {}  # live timers: id -> (name, gen)
         self._backoff_attempt = 0
         self._failed_resumes = 0
-        self._session_lost_at: float | None = None
+        self._resume_on_discovery = False  # the next RESUME goes to the discovery URL
+        self._session_lost_at: float | None = None  # when the session was lost (for the window)
         self._identify_times: deque[float] = deque()
         self._known_interval: float | None = None  # the last HELLO's heartbeat interval (s)
         self._pending_purpose: Purpose | None = None  # what the backoff timer will start
@@ -602,7 +610,15 @@ class GatewayClientCore:
 
     def _begin_attempt(self, purpose: Purpose, now: float) -> None:
         """Start a connection attempt now (resume) or after fetching /gateway/bot (identify)."""
-        if purpose == "resume" and self.session is not None and self.session.resume_url:
+        lost_at = self._session_lost_at
+        if self.session is not None and lost_at is not None \
+                and now - lost_at > self.config.resumable_window:
+            # The server has let it go by now: no RESUME can work.
+            self._set_state("connecting", f"session lost {now - lost_at:.1f} s ago, past "
+                            f"resumable_window {self.config.resumable_window:g} s", now)
+            self._forget_session()
+            purpose = "identify"
+        if purpose == "resume" and self.session is not None:
             self._connect("resume", now)
             return
         self._pending_purpose = "identify"
@@ -658,15 +674,22 @@ class GatewayClientCore:
 
     def _connect(self, purpose: Purpose, now: float) -> None:
         self._pending_purpose = None
-        if purpose == "resume" and self.session is not None and self.session.resume_url:
+        fallback = False
+        if purpose == "resume" and self.session is not None and self.session.resume_url \
+                and not self._resume_on_discovery:
             url = self.session.resume_url
         else:
-            purpose = "identify"
+            # IDENTIFY, or a RESUME on the discovery URL (the resume host kept failing, or READY
+            # named none): the session stays the same.
+            if purpose == "resume" and self.session is None:
+                purpose = "identify"
+            fallback = purpose == "resume"
             assert self.discovery_url is not None
             url = self.discovery_url
         url = gateway_url_with_params(url, compress=self.config.compress)
         self._gen += 1
-        self._conn = _Connection(gen=self._gen, url=url, purpose=purpose, opened_at=now)
+        self._conn = _Connection(gen=self._gen, url=url, purpose=purpose, opened_at=now,
+                                 fallback=fallback)
         self.counters.connects += 1
         if self._gen > 1:
             self.counters.reconnects += 1
@@ -716,8 +739,7 @@ class GatewayClientCore:
         conn.beat_deadline = now + conn.interval * self.rng.random()
         self._start_timer("heartbeat", conn.gen, conn.beat_deadline)
         if conn.purpose == "identify" and self.session is not None:
-            # The fallback from a dead resume host reached the discovery host: new session.
-            self._forget_session()
+            self._forget_session()  # an IDENTIFY replaces whatever session we held
         if conn.purpose == "resume" and self.session is not None:
             self._set_state("resuming", f"HELLO (interval {interval_ms} ms), sending RESUME", now)
             self.counters.resumes += 1
@@ -770,6 +792,7 @@ class GatewayClientCore:
             )
             self._delivered_seq = 0
             self._failed_resumes = 0
+            self._resume_on_discovery = False
             self._session_lost_at = None
             self._established(conn, "READY", now)
         session = self.session
@@ -787,6 +810,7 @@ class GatewayClientCore:
         if t == "RESUMED":
             self.counters.resumes_ok += 1
             self._failed_resumes = 0
+            self._resume_on_discovery = False
             self._session_lost_at = None
             self._established(conn, "RESUMED", now)
 
@@ -888,11 +912,16 @@ class GatewayClientCore:
             self._session_lost_at = now
         if conn.purpose == "resume" and not conn.established and not invalid_session:
             self._count_failed_resume(now)
-        if conn.purpose == "identify" and self.session is not None and not conn.hello:
-            # Falling back to the discovery host failed too: the whole gateway is down, and
-            # the session may well outlive that. Resume again, with a fresh count.
+        if conn.fallback and not conn.established:
+            # The discovery host failed too: the whole gateway is down, and the session may well
+            # outlive that. Back to resume_gateway_url, with a fresh count.
             self._failed_resumes = 0
-            self._session_lost_at = now
+            self._resume_on_discovery = False
+        elif self._failed_resumes >= self.config.max_failed_resumes:
+            if not self._resume_on_discovery:
+                reason = (f"{self._failed_resumes} resumes failed in a row; next RESUME on the "
+                          "discovery URL")
+            self._resume_on_discovery = True
         if kind == "new_session":
             self._forget_session()
         if kind == "new_session" or invalid_session:
@@ -903,17 +932,10 @@ class GatewayClientCore:
             wait = 0.0  # op 7 or a zombie on a stable session: reconnect at once
         else:
             wait = self._backoff_delay()
+        # The wait goes on growing whichever URL comes next: if both fail (the whole gateway is
+        # down), attempts must keep spreading out, never start over.
         self._backoff_attempt += 1
-        purpose: Purpose = "resume"
-        if self.session is None or not self.session.resume_url:
-            purpose = "identify"
-        elif self._give_up_resuming(now + wait) and now + wait >= self._next_identify_slot():
-            # Try the discovery URL, on the same backoff schedule: if it fails too (the whole
-            # gateway is down), attempts must keep spreading out, never start over. Before the
-            # identify slot, the resume host gets one more chance instead (same wait).
-            reason = (f"{self._failed_resumes} resumes failed in a row; trying the "
-                      "discovery URL to IDENTIFY")
-            purpose = "identify"
+        purpose: Purpose = "resume" if self.session is not None else "identify"
         if wait <= 0:
             self._begin_attempt(purpose, now)
         else:
@@ -924,16 +946,6 @@ class GatewayClientCore:
         self.counters.failed_resumes += 1
         if self._session_lost_at is None:
             self._session_lost_at = now
-
-    def _give_up_resuming(self, next_attempt_at: float) -> bool:
-        if self._failed_resumes < self.config.max_failed_resumes:
-            return False
-        patience = self.config.resume_patience
-        k = self.config.resume_patience_intervals
-        if k is not None and self._known_interval is not None:
-            patience = min(patience, k * self._known_interval)
-        since = self._session_lost_at if self._session_lost_at is not None else next_attempt_at
-        return next_attempt_at - since >= patience
 
     def _backoff_delay(self, attempt: int | None = None) -> float:
         # Exponential with jitter over the upper half ("equal jitter"): every wait is random,
@@ -952,6 +964,7 @@ class GatewayClientCore:
         self.session = None
         self._delivered_seq = 0
         self._failed_resumes = 0
+        self._resume_on_discovery = False
         self._session_lost_at = None
 
     def _stop(self, reason: str, *, fatal: bool, now: float) -> None:

@@ -151,7 +151,7 @@ async def open_tcp_world(*, tls: bool = True, rest: bool = True, seed: int = 7,
                                    tls)
         world = ClientWorld(gateway, trace, nursery, urls.gateway_url,
                             urls.resume_listener_url,
-                            rest_url=f"{urls.rest_url}/api/v10" if urls.rest_url else None,
+                            rest_url=urls.rest_url,
                             ca_file=urls.ca_file, client_defaults=client_defaults or {})
         try:
             yield world
