@@ -1,4 +1,5 @@
-"""toxiproxy-python 0.1.1 (unmodified, from PyPI) against the embedded server.
+"""toxiproxy-python 0.1.1 (unmodified, from PyPI) against both servers: ours (embedded) and
+Shopify's toxiproxy-server 2.12.0 (real).
 
 Mirrors the client's own upstream test suite (douglas/toxiproxy-python ``test/``), with real
 echo traffic where that suite only checked return values.
@@ -14,7 +15,7 @@ from toxiproxy import Toxiproxy
 from toxiproxy.api import APIConsumer
 from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists
 
-from harness.faults.testing import ToxiproxyServerThread, echo_server
+from harness.faults.testing import RealToxiproxyServer, ToxiproxyServerThread, echo_server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -25,13 +26,24 @@ def echo_port() -> Iterator[int]:
         yield port
 
 
+Server = ToxiproxyServerThread | RealToxiproxyServer
+
+
 @pytest.fixture(scope="module")
-def server() -> Iterator[ToxiproxyServerThread]:
+def embedded() -> Iterator[ToxiproxyServerThread]:
     with ToxiproxyServerThread(seed=3) as running:
-        saved = APIConsumer.host, APIConsumer.port
-        APIConsumer.host, APIConsumer.port = "127.0.0.1", running.port
         yield running
-        APIConsumer.host, APIConsumer.port = saved
+
+
+@pytest.fixture(scope="module", params=["embedded", "real"])
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    running: Server = request.getfixturevalue(
+        "real_toxiproxy" if request.param == "real" else "embedded"
+    )
+    saved = APIConsumer.host, APIConsumer.port
+    APIConsumer.host, APIConsumer.port = "127.0.0.1", running.port
+    yield running
+    APIConsumer.host, APIConsumer.port = saved
 
 
 @pytest.fixture
@@ -89,7 +101,7 @@ def test_create_disabled_keeps_listen_verbatim(toxiproxy: Toxiproxy) -> None:
     assert not connectable(proxy.listen)
 
 
-def test_proxy_exists_without_listen(server: ToxiproxyServerThread) -> None:
+def test_proxy_exists_without_listen(server: Server) -> None:
     first = APIConsumer.post("/proxies", json={"name": "dup", "upstream": "localhost:1"})
     assert first.status_code == 201
     with pytest.raises(ProxyExists):
@@ -110,7 +122,7 @@ def test_disable_enable_and_take_endpoint_down(toxiproxy: Toxiproxy, echo_port: 
     assert connectable(proxy.listen)
 
 
-def test_toxics_apply_and_delete(toxiproxy: Toxiproxy, echo_port: int) -> None:
+def test_toxics_apply_and_delete(toxiproxy: Toxiproxy, echo_port: int, server: Server) -> None:
     proxy = toxiproxy.create(upstream=f"localhost:{echo_port}", name="echo")
     proxy.add_toxic(type="latency", stream="upstream", attributes={"latency": 20})
     proxy.add_toxic(type="latency", name="second", attributes={"latency": 20})
@@ -121,8 +133,12 @@ def test_toxics_apply_and_delete(toxiproxy: Toxiproxy, echo_port: int) -> None:
     assert "second" not in proxy.toxics()
     with pytest.raises(InvalidToxic):
         proxy.add_toxic(type="latency", stream="lolstream")
-    with pytest.raises(InvalidToxic):
+    if isinstance(server, RealToxiproxyServer):  # Go takes it (and stalls): README
         proxy.add_toxic(type="bandwidth", name="zero", attributes={"rate": 0})
+        assert "zero" in proxy.toxics()
+    else:
+        with pytest.raises(InvalidToxic):
+            proxy.add_toxic(type="bandwidth", name="zero", attributes={"rate": 0})
 
 
 def test_reset_reenables_and_clears(toxiproxy: Toxiproxy, echo_port: int) -> None:

@@ -22,6 +22,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 
 from harness.faults.proxy import PopulateError, ProxyCollection, ProxyError, ProxySpec
+from harness.faults.toxics import JsonFloat, ToxicError, decode_error, go_json_kind
 
 TOXIPROXY_VERSION = "2.12.0"
 
@@ -41,6 +42,8 @@ class Response:
         self.status = status
         self.body = body
         self.headers: list[tuple[bytes, bytes]] = []
+        if status != 204:  # Go sends a length, not a chunked body
+            self.headers.append((b"content-length", str(len(body)).encode()))
         if content_type is not None:
             self.headers.append((b"content-type", content_type.encode()))
         self.headers += extra or []
@@ -72,30 +75,36 @@ class BadBody(Exception):
     pass
 
 
+_JSON = json.JSONDecoder(parse_float=JsonFloat)
+
+
 def decode_body(body: bytes) -> Any:
     """Go's ``json.NewDecoder(r.Body).Decode``: the first JSON value; trailing bytes ignored."""
     text = body.decode("utf-8", errors="replace").lstrip(" \t\r\n")
     if not text:
         raise BadBody("bad request body: EOF")
     try:
-        value, _ = json.JSONDecoder().raw_decode(text)
+        value, _ = _JSON.raw_decode(text)
     except json.JSONDecodeError as exc:
+        if exc.pos >= len(text.rstrip()):
+            raise BadBody("bad request body: unexpected EOF") from None
         raise BadBody(f"bad request body: {exc.msg} at offset {exc.pos}") from None
     return value
 
 
 _PROXY_FIELDS: dict[str, type] = {"name": str, "listen": str, "upstream": str, "enabled": bool}
+# Go's type names in decode errors of proxy requests (api.go, proxy_collection.go PopulateJson).
+_PROXY = "toxiproxy.Proxy"
+_POPULATE_ENTRY = 'struct { toxiproxy.Proxy; Enabled *bool "json:\\"enabled\\"" }'
 
 
-def proxy_fields(value: Any) -> dict[str, Any]:
+def proxy_fields(value: Any, *, populate: bool = False) -> dict[str, Any]:
     """A proxy object from a request: known fields type-checked, null = absent, rest ignored."""
     if value is None:
         return {}
     if not isinstance(value, dict):
-        kind = "array" if isinstance(value, list) else type(value).__name__
-        raise BadBody(
-            f"bad request body: json: cannot unmarshal {kind} into Go value of type proxy"
-        )
+        go_type = _POPULATE_ENTRY if populate else _PROXY
+        raise BadBody(decode_error(go_json_kind(value), f"Go value of type {go_type}"))
     fields: dict[str, Any] = {}
     for key, field_type in _PROXY_FIELDS.items():
         item = value.get(key)
@@ -103,10 +112,11 @@ def proxy_fields(value: Any) -> dict[str, Any]:
             continue
         if not isinstance(item, field_type):
             go_type = "bool" if field_type is bool else "string"
-            raise BadBody(
-                f"bad request body: json: cannot unmarshal {type(item).__name__} into Go struct "
-                f"field Proxy.{key} of type {go_type}"
-            )
+            where = f"Proxy.{key}"  # populate entries embed Proxy in an unnamed struct
+            if populate:
+                where = ".enabled" if key == "enabled" else f".{where}"
+            target = f"Go struct field {where} of type {go_type}"
+            raise BadBody(decode_error(go_json_kind(item), target))
         fields[key] = item
     return fields
 
@@ -234,6 +244,8 @@ class ToxiproxyApp:
             created = [p.to_json() for p in exc.created] or None
             body = {"error": exc.message, "status": exc.status, "proxies": created}
             return json_response(exc.status, body)
+        except ToxicError as exc:
+            return api_error(400, str(exc))
         except ProxyError as exc:
             return api_error(exc.status, exc.message)
         except BadBody as exc:
@@ -262,15 +274,16 @@ class ToxiproxyApp:
         return json_response(201, proxy.to_json())
 
     async def populate(self, request: Request) -> Response:
-        entries = request.json()
-        if entries is None:
-            entries = []
-        if not isinstance(entries, list):
-            raise BadBody(
-                "bad request body: json: cannot unmarshal object into Go value of type "
-                "[]proxy.Proxy"
-            )
-        specs = [spec_from(proxy_fields(entry)) for entry in entries]
+        try:
+            entries = request.json()
+            if entries is None:
+                entries = []
+            if not isinstance(entries, list):
+                target = f"Go value of type []{_POPULATE_ENTRY}"
+                raise BadBody(decode_error(go_json_kind(entries), target))
+            specs = [spec_from(proxy_fields(entry, populate=True)) for entry in entries]
+        except BadBody as exc:  # Populate answers every error in its own JSON shape
+            raise PopulateError(400, str(exc), []) from None
         proxies = await self.collection.populate(specs)
         return json_response(201, {"proxies": [p.to_json() for p in proxies] or None})
 
@@ -327,6 +340,7 @@ def hypercorn_config(host: str, port: int) -> Config:
     config.accesslog = None
     config.loglevel = "WARNING"
     config.graceful_timeout = 1.0
+    config.include_server_header = False  # Go's server sends none
     return config
 
 

@@ -394,7 +394,7 @@ class ToxiproxyBackend(FaultBackend):
                 raise FaultBackendError("proxy not found", 404)
             body = toxic.to_json()
             stream = body.get("stream", "upstream" if toxic.type == "reset_after" else "downstream")
-            name = body.get("name") or f"{toxic.type}_{stream.lower()}"
+            name = body.get("name") or f"{toxic.type}_{stream}"  # as the server names it
             target.add_toxic(
                 type=toxic.type,
                 stream=stream,

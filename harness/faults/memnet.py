@@ -44,13 +44,13 @@ def parse_address(address: str | tuple[str, int]) -> tuple[str, int]:
         host, port = address
     else:
         host, sep, port_text = address.rpartition(":")
-        if not sep or not port_text.isdigit():
+        if not sep or not port_text.removeprefix("-").isdigit():
             raise ValueError(f"address {address}: missing port in address")
         port = int(port_text)
         if host.startswith("[") and host.endswith("]"):
             host = host[1:-1]
     if not 0 <= int(port) <= 65535:
-        raise ValueError(f"address {address}: invalid port")
+        raise ValueError(f"address {port}: invalid port")  # Go names only the port here
     return host, int(port)
 
 

@@ -54,8 +54,8 @@ class Transport(Protocol):
 def _split(address: str) -> tuple[str, int]:
     try:
         return parse_address(address)
-    except ValueError:
-        raise ProxyError(500, f"listen tcp: address {address}: missing port in address") from None
+    except ValueError as exc:
+        raise ProxyError(500, f"listen tcp: {exc}") from None
 
 
 class TcpTransport:

@@ -295,13 +295,7 @@ class Attr:
     kind: type  # int | str | bool
     default: Any
     check: Callable[[Any, dict[str, Any]], str | None] = lambda value, attrs: None
-
-
-def _non_negative(unit: str) -> Callable[[Any, dict[str, Any]], str | None]:
-    def check(value: Any, attrs: dict[str, Any]) -> str | None:
-        return f"must be >= 0 {unit} (negative times and sizes are refused)" if value < 0 else None
-
-    return check
+    go_type: str = ""  # the Go field's type, for decode errors ("" = int64 / string / bool)
 
 
 def _positive(value: Any, attrs: dict[str, Any]) -> str | None:
@@ -343,8 +337,8 @@ TOXIC_TYPES: dict[str, ToxicType] = {
             "latency",
             "LatencyToxic",
             (
-                Attr("latency", int, 0, _non_negative("ms")),
-                Attr("jitter", int, 0, _non_negative("ms")),
+                Attr("latency", int, 0),
+                Attr("jitter", int, 0),
             ),
             LatencyCore,
         ),
@@ -352,43 +346,43 @@ TOXIC_TYPES: dict[str, ToxicType] = {
         ToxicType(
             "slow_close",
             "SlowCloseToxic",
-            (Attr("delay", int, 0, _non_negative("ms")),),
+            (Attr("delay", int, 0),),
             SlowCloseCore,
         ),
         ToxicType(
             "timeout",
             "TimeoutToxic",
-            (Attr("timeout", int, 0, _non_negative("ms")),),
+            (Attr("timeout", int, 0),),
             TimeoutCore,
             closes_on_removal=True,
         ),
         ToxicType(
             "reset_peer",
             "ResetToxic",
-            (Attr("timeout", int, 0, _non_negative("ms")),),
+            (Attr("timeout", int, 0),),
             ResetPeerCore,
         ),
         ToxicType(
             "slicer",
             "SlicerToxic",
             (
-                Attr("average_size", int, 0, _positive),
-                Attr("size_variation", int, 0, _variation),
-                Attr("delay", int, 0, _non_negative("microseconds")),
+                Attr("average_size", int, 0, _positive, "int"),
+                Attr("size_variation", int, 0, _variation, "int"),
+                Attr("delay", int, 0, go_type="int"),
             ),
             SlicerCore,
         ),
         ToxicType(
             "limit_data",
             "LimitDataToxic",
-            (Attr("bytes", int, 0, _non_negative("bytes")),),
+            (Attr("bytes", int, 0),),
             LimitDataCore,
         ),
         ToxicType(
             "reset_after",
             "ResetAfterToxic",
             (
-                Attr("bytes", int, 0, _non_negative("bytes")),
+                Attr("bytes", int, 0),
                 Attr("mode", str, RST, _mode),
                 Attr("forward", bool, True),
             ),
@@ -407,11 +401,25 @@ TARGET_ATTRS = (
 )
 
 
-def _json_type_name(value: Any) -> str:
+class JsonFloat(float):
+    """A JSON number with a fraction or exponent, remembering how it was written: Go's decode
+    errors quote it (``number 1e3``). Pass as ``parse_float`` to a ``json`` decoder."""
+
+    literal: str
+
+    def __new__(cls, text: str) -> JsonFloat:
+        number = super().__new__(cls, text)
+        number.literal = text
+        return number
+
+
+def go_json_kind(value: Any, *, into_number: bool = False) -> str:
+    """How Go's ``encoding/json`` names a value it cannot decode: the JSON kind, and for a
+    number that does not fit a numeric field, the number as written."""
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int | float):
-        return f"number {value}"
+        return f"number {getattr(value, 'literal', value)}" if into_number else "number"
     if isinstance(value, str):
         return "string"
     if isinstance(value, list):
@@ -421,7 +429,20 @@ def _json_type_name(value: Any) -> str:
     return "value"
 
 
+def decode_error(kind: str, target: str) -> str:
+    """Go's ``bad request body: json: cannot unmarshal ...`` for a value of the wrong type;
+    ``target`` is Go's "Go value of type X" or "Go struct field F of type X"."""
+    return f"bad request body: json: cannot unmarshal {kind} into {target}"
+
+
 _GO_KIND = {int: "int64", str: "string", bool: "bool"}
+
+# Go's type names in decode errors of toxic requests (toxic_collection.go).
+_CREATE_BODY = "toxics.ToxicWrapper"
+_UPDATE_BODY = (
+    'struct { Attributes interface {} "json:\\"attributes\\""; '
+    'Toxicity float32 "json:\\"toxicity\\"" }'
+)
 
 
 def _coerce(toxic_type: ToxicType, attr: Attr, value: Any) -> Any:
@@ -434,10 +455,11 @@ def _coerce(toxic_type: ToxicType, attr: Attr, value: Any) -> Any:
     if attr.kind is int and ok and not -(2**63) <= value <= INT64_MAX:
         ok = False
     if not ok:
-        raise ToxicError(
-            f"bad request body: json: cannot unmarshal {_json_type_name(value)} into Go struct "
-            f"field {toxic_type.go_struct}.{attr.name} of type {_GO_KIND[attr.kind]}"
+        target = (
+            f"Go struct field {toxic_type.go_struct}.attributes.{attr.name} of type "
+            f"{attr.go_type or _GO_KIND[attr.kind]}"
         )
+        raise ToxicError(decode_error(go_json_kind(value, into_number=attr.kind is int), target))
     return value
 
 
@@ -447,10 +469,9 @@ def merge_attributes(
     """Decode ``given`` (JSON attributes, may be None) over ``current`` (or the defaults) and
     validate the result. Unknown keys are ignored, as in Toxiproxy."""
     if given is not None and not isinstance(given, dict):
-        raise ToxicError(
-            f"bad request body: json: cannot unmarshal {_json_type_name(given)} into Go value "
-            f"of type toxics.{toxic_type.go_struct}"
-        )
+        # On create Go decodes the attributes into a placeholder first (build_toxic).
+        target = f"Go struct field .attributes of type toxics.{toxic_type.go_struct}"
+        raise ToxicError(decode_error(go_json_kind(given), target))
     given = given or {}
     if current is None:
         merged: dict[str, Any] = {a.name: a.default for a in toxic_type.attrs}
@@ -550,26 +571,21 @@ def float32_json(value: float) -> float | int:
     return float(f32)
 
 
-def _body_object(body: Any) -> dict[str, Any]:
+def _body_object(body: Any, go_type: str) -> dict[str, Any]:
     if body is None:
         return {}
     if not isinstance(body, dict):
-        raise ToxicError(
-            f"bad request body: json: cannot unmarshal {_json_type_name(body)} into Go value "
-            "of type toxics.ToxicWrapper"
-        )
+        raise ToxicError(decode_error(go_json_kind(body), f"Go value of type {go_type}"))
     return body
 
 
-def _toxicity(body: dict[str, Any]) -> float | None:
+def _toxicity(body: dict[str, Any], go_struct: str) -> float | None:
     toxicity = body.get("toxicity")
     if toxicity is None:
         return None
     if isinstance(toxicity, bool) or not isinstance(toxicity, int | float):
-        raise ToxicError(
-            f"bad request body: json: cannot unmarshal {_json_type_name(toxicity)} into Go "
-            "struct field ToxicWrapper.toxicity of type float32"
-        )
+        target = f"Go struct field {go_struct}.toxicity of type float32"
+        raise ToxicError(decode_error(go_json_kind(toxicity), target))
     return float(toxicity)
 
 
@@ -585,15 +601,18 @@ def _given_attributes(body: dict[str, Any]) -> Any:
 def build_toxic(body: Any, name_taken: Callable[[str], bool] = lambda name: False) -> Toxic:
     """A new toxic from a create request body (Toxiproxy's checks, in Toxiproxy's order:
     body, stream, type, name conflict, attributes)."""
-    body = _body_object(body)
+    body = _body_object(body, _CREATE_BODY)
     for key in ("name", "type", "stream"):
         value = body.get(key)
         if value is not None and not isinstance(value, str):
-            raise ToxicError(
-                f"bad request body: json: cannot unmarshal {_json_type_name(value)} into Go "
-                f"struct field ToxicWrapper.{key} of type string"
-            )
-    toxicity = _toxicity(body)
+            target = f"Go struct field ToxicWrapper.{key} of type string"
+            raise ToxicError(decode_error(go_json_kind(value), target))
+    toxicity = _toxicity(body, "ToxicWrapper")
+    attributes = _given_attributes(body)
+    if attributes is not None and not isinstance(attributes, dict):
+        # Go decodes the whole body before it knows the type, attributes into a NoopToxic.
+        target = "Go struct field ToxicWrapper.attributes of type toxics.NoopToxic"
+        raise ToxicError(decode_error(go_json_kind(attributes), target))
     type_name = body.get("type") or ""
     toxic_type = TOXIC_TYPES.get(type_name)
     stream = body.get("stream")
@@ -601,19 +620,19 @@ def build_toxic(body: Any, name_taken: Callable[[str], bool] = lambda name: Fals
         stream = toxic_type.default_stream if toxic_type else "downstream"
     if stream.lower() not in ("upstream", "downstream"):
         raise ToxicError("stream was invalid, can be either upstream or downstream")
-    name = body.get("name") or f"{type_name}_{stream.lower()}"
+    name = body.get("name") or f"{type_name}_{stream}"  # the stream as sent, as Go does
     if toxic_type is None:
         raise ToxicError("invalid toxic type")
     if name_taken(name):
         raise ToxicExists("toxic already exists")
-    attributes = merge_attributes(toxic_type, None, _given_attributes(body))
+    attributes = merge_attributes(toxic_type, None, attributes)
     return Toxic(name, toxic_type, stream, 1.0 if toxicity is None else toxicity, attributes)
 
 
 def update_toxic(toxic: Toxic, body: Any) -> None:
     """Apply an update body: merge attributes, keep toxicity unless given. All-or-nothing."""
-    body = _body_object(body)
-    toxicity = _toxicity(body)
+    body = _body_object(body, _UPDATE_BODY)
+    toxicity = _toxicity(body, "")
     toxic.attributes = merge_attributes(toxic.type, toxic.attributes, _given_attributes(body))
     if toxicity is not None:
         toxic.toxicity = toxicity
