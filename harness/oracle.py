@@ -137,6 +137,10 @@ class Tolerances:
     """BO1: more than storm_max_attempts connection attempts in storm_window seconds is a storm."""
     identify_window: float = 5.0
     """BO2: the max_concurrency window in seconds."""
+    expiry_slack: float = 2.0
+    """RS1: an IDENTIFY this soon before the server expired the old session counts as after it
+    (the client starts its resumable-window clock when it sees the loss, the server when it
+    does)."""
     teardown_window: float = 1.0
     """LV1/RS1: closes in the trace's last this-many seconds, after every fault cleared, are the
     run ending, not a loss (for traces without the runner's SHUTDOWN_NOTE, which marks it)."""
@@ -1049,16 +1053,242 @@ def _session_known(
     sid = ready.rec.get("session_id")
     if sid is not None and str(sid) in delivered_sessions:
         return True, f"its delivery log holds session {sid}"
-    ready_s = ready.rec["s"] if isinstance(ready.rec.get("s"), int) else 1
-    floor = max(ready_s - 1, seq_before(ready.idx))
-    for beat in conn.beats():
-        d = beat.rec.get("d")
-        if ready.idx < beat.idx < loss.idx and isinstance(d, int) and d > floor:
-            return True, f"its heartbeat at {fmt(beat.ts)} cited d={d}, sent only after READY"
+    beat = _beat_cites_ready(conn, ready, loss.idx, seq_before)
+    if beat is not None:
+        d = beat.rec["d"]
+        return True, f"its heartbeat at {fmt(beat.ts)} cited d={d}, sent only after READY"
+    floor = _ready_floor(ready, seq_before)
     return False, (
         f"READY on conn {conn.id} at {fmt(ready.ts)} may never have reached the client (no "
         f"heartbeat after it cited s>{floor}, no delivery-log entry of its session)"
     )
+
+
+@dataclass
+class _ServerSession:
+    """One session as the gateway's ``session`` records and frames show it."""
+
+    sid: str
+    shard: tuple[int, ...] | None
+    conns: set[int] = field(default_factory=set)
+    attached: int | None = None  # the connection it is attached to now
+    detached_at: float | None = None
+    gone: Record | None = None  # its "invalidated" / "expired" record
+    seq: int = 0  # the highest seq the server gave it (records and frames seen so far)
+    ready: Frame | None = None
+
+
+def _shard_key(value: Any) -> tuple[int, ...] | None:
+    return tuple(value) if isinstance(value, list | tuple) else None
+
+
+def _ready_floor(ready: Frame, seq_before: Callable[[int], int]) -> int:
+    """A heartbeat citing a seq above this had READY (or a later dispatch of its session)."""
+    ready_s = ready.rec["s"] if isinstance(ready.rec.get("s"), int) else 1
+    return max(ready_s - 1, seq_before(ready.idx))
+
+
+def _beat_cites_ready(
+    conn: Connection, ready: Frame, before_idx: int, seq_before: Callable[[int], int]
+) -> Frame | None:
+    """A heartbeat on ``conn`` after ``ready`` whose seq the client could only have had from that
+    READY on (at least READY's ``s`` and above every seq sent before it)."""
+    floor = _ready_floor(ready, seq_before)
+    for beat in conn.beats():
+        d = beat.rec.get("d")
+        if ready.idx < beat.idx < before_idx and isinstance(d, int) and d > floor:
+            return beat
+    return None
+
+
+def _abandoned_sessions(
+    view: RunView, delivery_log: Sequence[Record] | None, tol: Tolerances
+) -> tuple[list[tuple[str, list[int]]], set[int], int, list[str]]:
+    """IDENTIFYs sent while the client's previous session was still resumable at the server.
+
+    Judged from the gateway's ``session`` records (a trace without them judges nothing here):
+    for each IDENTIFY, the last session an IDENTIFY of the same shard created, if the client
+    provably had it (it RESUMEd it, its delivery log holds it, or a heartbeat cited a seq only
+    that session's READY could have given it). The IDENTIFY is fine once the server invalidated
+    or expired that session, or after it told the client so: op 9 d=false, a close with
+    4003/4005/4007/4009 or a fatal code. Otherwise the client threw away a session it could
+    resume, and with it every event the session held.
+
+    Returns (failures, indices of the IDENTIFYs that failed, IDENTIFYs judged, not judged).
+    """
+    seq_before = _highest_seq_before(view)
+    delivered: dict[str, int] = {}
+    for e in delivery_log or ():
+        sid, s = e.get("session_id"), e.get("s")
+        if sid is not None and isinstance(s, int):
+            delivered[str(sid)] = max(delivered.get(str(sid), 0), s)
+    sessions: dict[str, _ServerSession] = {}
+    latest: dict[tuple[int, ...] | None, str] = {}  # shard -> its last session's id
+    told: dict[tuple[int, ...] | None, str] = {}  # shard -> what told it the session was gone
+    conn_sid: dict[int, str] = {}
+    conn_shard: dict[int, tuple[int, ...] | None] = {}
+    failures: list[tuple[str, list[int]]] = []
+    failed: set[int] = set()
+    unknown: list[str] = []
+    judged = 0
+
+    def tell(conn_id: int, what: str) -> None:
+        if conn_id in conn_shard:
+            told[conn_shard[conn_id]] = what
+        else:  # a connection that never said whose it is: it may be any client's
+            for key in latest:
+                told[key] = what
+
+    for idx, rec in enumerate(view.records):
+        kind, conn_id = rec.get("kind"), rec.get("conn")
+        if kind == "session":
+            sid, event = str(rec.get("session_id")), rec.get("event")
+            session = sessions.get(sid)
+            if event == "created" and session is None and isinstance(conn_id, int):
+                session = sessions[sid] = _ServerSession(sid, conn_shard.get(conn_id))
+                latest[session.shard] = sid
+                told.pop(session.shard, None)
+            if session is None:
+                continue
+            if isinstance(rec.get("seq"), int):
+                session.seq = max(session.seq, rec["seq"])
+            if event in ("created", "attached") and isinstance(conn_id, int):
+                session.conns.add(conn_id)
+                session.attached, session.detached_at = conn_id, None
+                conn_sid[conn_id] = sid
+                conn_shard[conn_id] = session.shard
+            elif event == "detached":
+                session.attached, session.detached_at = None, float(rec["ts"])
+            elif event in ("invalidated", "expired") and session.gone is None:
+                session.attached, session.gone = None, rec
+            continue
+        if not isinstance(conn_id, int):
+            continue
+        op = rec.get("op")
+        if kind == "frame_out":
+            owner = sessions.get(conn_sid.get(conn_id, ""))
+            if op == OP_DISPATCH and owner is not None and isinstance(rec.get("s"), int):
+                owner.seq = max(owner.seq, rec["s"])
+                if rec.get("t") == "READY" and owner.ready is None:
+                    owner.ready = Frame(idx, rec)
+            elif op == OP_INVALID_SESSION and not rec.get("d"):
+                tell(conn_id, f"op 9 d=false on conn {conn_id} at {fmt(rec['ts'])}")
+        elif kind == "conn_close" and rec.get("by") == "server":
+            code = rec.get("code")
+            if code in REIDENTIFY_CLOSE_CODES or code in FATAL_CLOSE_CODES:
+                tell(conn_id, f"close {code} on conn {conn_id} at {fmt(rec['ts'])}")
+        elif kind == "frame_in" and op == OP_RESUME:
+            resumed = sessions.get(str(rec.get("session_id")))
+            if resumed is not None:
+                conn_shard.setdefault(conn_id, resumed.shard)
+        elif kind == "frame_in" and op == OP_IDENTIFY:
+            key = _shard_key(rec.get("shard"))
+            conn_shard.setdefault(conn_id, key)
+            prev = sessions.get(latest.get(key, ""))
+            if prev is None or prev.attached == conn_id or prev.ready is None:
+                continue
+            ts = float(rec["ts"])
+            if prev.gone is not None:
+                judged += 1
+                continue
+            if key in told:
+                judged += 1
+                continue
+            later = _session_end_after(view, prev.sid, idx)
+            if (
+                later is not None
+                and later.get("event") == "expired"
+                and float(later["ts"]) - ts <= tol.expiry_slack
+            ):
+                judged += 1
+                continue
+            # Did the client have it? (A READY cut in flight leaves it nothing to resume.)
+            proof = _client_had_session(view, prev, idx, delivered, seq_before)
+            if proof is None:
+                unknown.append(
+                    f"IDENTIFY at {fmt(ts)}: session {prev.sid}'s READY may never have reached "
+                    "the client"
+                )
+                continue
+            judged += 1
+            last, how = proof
+            first_lost = last + 1
+            if later is not None:
+                until = f"resumable until it {later.get('event')} at {fmt(later['ts'])}"
+                held = max(prev.seq, int(later.get("seq") or 0))
+            else:
+                until = f"still resumable at the end of the run, {fmt(view.end_ts)}"
+                held = prev.seq
+            where = (
+                f"lost at {fmt(prev.detached_at)}"
+                if prev.detached_at is not None
+                else f"still attached to conn {prev.attached}"
+            )
+            # What the server had for the session beyond the client's last seq; the events it
+            # buffered while detached reach the trace only with its next record.
+            mine = f"the client's seq {last} ({how})"
+            lost = (
+                f"held seqs {first_lost}-{held} beyond {mine}, and every later event"
+                if held >= first_lost
+                else f"held every event after {mine}"
+            )
+            failures.append(
+                (
+                    f"IDENTIFY on conn {conn_id} at {fmt(ts)} while session {prev.sid} ({where}, "
+                    f"{until}) {lost}; nothing told the client the session was gone (no op 9 "
+                    "d=false, no close 4003/4005/4007/4009 or fatal close): a new session "
+                    "instead of a RESUME lost those events to the application",
+                    [idx],
+                )
+            )
+            failed.add(idx)
+    return failures, failed, judged, unknown
+
+
+def _session_end_after(view: RunView, sid: str, idx: int) -> Record | None:
+    """The session's "invalidated"/"expired" record after trace record ``idx``, if any."""
+    for rec in view.records[idx + 1 :]:
+        if (
+            rec.get("kind") == "session"
+            and str(rec.get("session_id")) == sid
+            and rec.get("event") in ("invalidated", "expired")
+        ):
+            return rec
+    return None
+
+
+def _client_had_session(
+    view: RunView,
+    session: _ServerSession,
+    before_idx: int,
+    delivered: dict[str, int],
+    seq_before: Callable[[int], int],
+) -> tuple[int, str] | None:
+    """The last seq of ``session`` the client showed it had before ``before_idx``, and how it
+    showed it; None when nothing proves it ever had the session."""
+    if session.sid in delivered:
+        return delivered[session.sid], "its delivery log"
+    best: tuple[int, str] | None = None
+    for f in view.frames_in:
+        if f.idx >= before_idx:
+            break
+        seq = f.rec.get("seq")
+        if f.op == OP_RESUME and str(f.rec.get("session_id")) == session.sid:
+            seq = seq if isinstance(seq, int) else 0
+            if best is None or seq >= best[0]:
+                best = (seq, f"its RESUME at {fmt(f.ts)}")
+    assert session.ready is not None
+    ready_conn = view.conns[session.ready.rec["conn"]]
+    cited = _beat_cites_ready(ready_conn, session.ready, before_idx, seq_before)
+    if cited is None and best is None:
+        return None
+    for conn_id in sorted(session.conns):
+        for beat in view.conns[conn_id].beats():
+            d = beat.rec.get("d")
+            if beat.idx < before_idx and session.ready.idx < beat.idx and isinstance(d, int):
+                if best is None or d > best[0]:
+                    best = (d, f"its heartbeat at {fmt(beat.ts)}")
+    return best
 
 
 def check_rs1(
@@ -1078,13 +1308,16 @@ def check_rs1(
         or not _is_teardown(view, loss.conn, cleared, exp.tolerances)
     ]
     seq_before = _highest_seq_before(view)
+    # The server's word first: an IDENTIFY while the old session was still resumable there.
+    failures, abandoned, identifies_judged, _ = _abandoned_sessions(
+        view, delivery_log, exp.tolerances
+    )
     unknown: list[str] = []
-    failures: list[tuple[str, list[int]]] = []
     judged = 0
     proof: list[int] = []
     for loss in losses:
         nxt = _first_session_frame_after(view, loss.ts, loss.idx)
-        if nxt is None:
+        if nxt is None or nxt.idx in abandoned:
             continue
         conn = view.conns[nxt.rec["conn"]]
         if nxt.op == OP_IDENTIFY:
@@ -1108,7 +1341,12 @@ def check_rs1(
                 )
             continue
         same_socket = conn.id == loss.conn.id
-        if conn.listener not in ("resume", None) and not same_socket:
+        if (
+            conn.listener not in ("resume", None)
+            and not same_socket
+            # RESUME on the discovery URL is the fallback while resume_gateway_url fails.
+            and _resume_path_failing(view, loss, nxt) is None
+        ):
             failures.append(
                 (
                     f"conn {loss.conn.id} lost at {fmt(loss.ts)}; RESUME at {fmt(nxt.ts)} went to "
@@ -1126,7 +1364,20 @@ def check_rs1(
         else ""
     )
     if failures:
-        return _first_failure("RS1", failures, f"{judged} resumable loss(es) judged{unknown_text}")
+        return _first_failure(
+            "RS1",
+            failures,
+            f"{judged} resumable loss(es), {identifies_judged} IDENTIFY(s) after a session the "
+            f"client held judged{unknown_text}",
+        )
+    identified = (
+        f"; {identifies_judged} IDENTIFY(s) after a session the client held, each once the "
+        "server had ended it or told the client so"
+        if identifies_judged
+        else ""
+    )
+    if not judged and identifies_judged:
+        return _pass("RS1", identified.removeprefix("; ") + unknown_text)
     if not judged:
         why = (
             "no resumable loss in the run"
@@ -1153,7 +1404,8 @@ def check_rs1(
     return _pass(
         "RS1",
         f"{judged} resumable loss(es), each followed by a RESUME on the resume URL "
-        f"(or a fallback after the resume path failed){unknown_text}",
+        f"(or on the discovery URL, or an IDENTIFY, after the resume path failed)"
+        f"{identified}{unknown_text}",
         proof,
     )
 

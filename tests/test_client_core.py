@@ -569,51 +569,109 @@ def test_repeated_op7_right_after_resume_backs_off_instead_of_storming():
     assert sum(waits) > 0.5  # later ones wait
 
 
-def _fail_resumes_until_identify(sim: CoreSim, stage: str = "tls", limit: int = 20) -> int:
-    """Fail every resume attempt; return how many there were before a discovery attempt."""
-    failed = 0
+def _fail_attempts(sim: CoreSim, until: Any, stage: str = "tls", limit: int = 40) -> Connect:
+    """Fail every connection attempt (at ``stage``) until one satisfies ``until(connect)``;
+    return that one, left pending."""
     for _ in range(limit):
-        connect = sim.wait_for_connect(len(sim.connects) + 1)
-        if connect.purpose == "identify":
-            return failed
+        connect = sim.wait_for_connect(len(sim.connects) + 1, limit=200.0)
+        if until(connect):
+            return connect
         sim.feed(sim.core.connect_failed(connect.gen, stage, "reset by peer", sim.now))  # type: ignore[arg-type]
-        failed += 1
-    raise AssertionError("never fell back to the discovery URL")
+    raise AssertionError(f"no such attempt in {limit}: {sim.connects[-3:]}")
 
 
-def test_failed_resumes_are_capped_then_identify_on_discovery_url():
-    sim = CoreSim(config(max_failed_resumes=2))
-    gen = sim.session_up(interval_ms=1000)
-    sim.ack_all(gen, 10.0)  # the identify window is open again
-    lost_at = sim.now
-    sim.close(gen, None, how="reset")
-    failed = _fail_resumes_until_identify(sim)
-    assert failed >= 2
-    # The next resume would have started past the patience (3 heartbeat intervals).
-    assert any("resumes failed in a row" in st.reason for st in sim.states if st.ts > lost_at)
-    assert sim.connects[-1].url.startswith(DISCOVERY)
-    assert sim.core.session is not None  # kept until the discovery host answers ...
-    sim.open()
-    assert sim.core.session is None  # ... then a new session is started there
-    assert sim.last_sent(2)[0] == sim.gen
-    assert sim.core.counters.failed_resumes == failed
+def _to_discovery(connect: Connect) -> bool:
+    return connect.url.startswith(DISCOVERY)
 
 
-def test_whole_gateway_down_keeps_the_session_and_resumes_when_it_is_back():
+def test_failed_resumes_are_capped_then_resume_on_the_discovery_url():
     sim = CoreSim(config(max_failed_resumes=2))
     gen = sim.session_up(interval_ms=1000, seqs=5)
     sim.ack_all(gen, 10.0)
+    lost_at = sim.now
     sim.close(gen, None, how="reset")
-    _fail_resumes_until_identify(sim, stage="tcp")
-    # The discovery host refuses too: the gateway is down, not just the resume host.
-    sim.feed(sim.core.connect_failed(sim.gen, "tcp", "connection refused", sim.now))
-    assert sim.core.session is not None
-    connect = sim.wait_for_connect(len(sim.connects) + 1)
-    assert connect.purpose == "resume"
+    fallback = _fail_attempts(sim, _to_discovery)
+    assert [c.url.startswith(RESUME) for c in sim.connects[1:-1]] == [True, True]
+    assert any("resumes failed in a row" in st.reason for st in sim.states if st.ts > lost_at)
+    # Discord (and the fake) accept RESUME on the discovery URL: same session, nothing lost.
+    assert fallback.purpose == "resume"
+    gen = sim.open()
+    assert sim.last_sent(6) == (gen, {"op": 6, "d": {"token": "tok", "session_id": "sess1",
+                                                      "seq": 5}})
+    assert sim.sent_ops(gen).count(2) == 0
+    sim.dispatch(gen, 6)
+    sim.dispatch(gen, 7, t="RESUMED")
+    assert sim.core.state == "ready" and sim.core.counters.identifies == 1
+    assert [s for s, _, _ in sim.delivered] == list(range(1, 8))
+    # The next loss tries resume_gateway_url first again.
+    sim.close(gen, None, how="reset")
+    assert sim.wait_for_connect(len(sim.connects) + 1).url.startswith(RESUME)
+
+
+def test_whole_gateway_down_keeps_the_session_within_the_resumable_window():
+    """Issue 10: both URLs reset every handshake for 100 s. The session outlives that at the
+    server (its window is 120 s), so the client must never IDENTIFY: a new session would lose
+    every event the old one holds."""
+    sim = CoreSim(config(max_failed_resumes=2))
+    gen = sim.session_up(interval_ms=500, seqs=5)
+    sim.ack_all(gen, 10.0)
+    lost_at = sim.now
+    sim.close(gen, None, how="reset")
+    back = _fail_attempts(sim, lambda c: sim.now - lost_at > 100.0)
+    tried = sim.connects[1:]
+    assert {c.purpose for c in tried} == {"resume"}
+    assert any(_to_discovery(c) for c in tried) and any(c.url.startswith(RESUME) for c in tried)
+    assert back.purpose == "resume"
     gen = sim.open()
     sim.dispatch(gen, 6, t="RESUMED")
     assert sim.core.state == "ready" and sim.core.counters.identifies == 1
     assert sim.last_sent(6)[1]["d"]["seq"] == 5
+
+
+def test_a_session_lost_longer_than_the_resumable_window_is_replaced_by_identify():
+    sim = CoreSim(config(max_failed_resumes=2, resumable_window=30.0, backoff_cap=8.0))
+    gen = sim.session_up(seqs=5)
+    sim.ack_all(gen, 10.0)
+    lost_at = sim.now
+    sim.close(gen, None, how="reset")
+    first_identify = _fail_attempts(sim, lambda c: c.purpose == "identify")
+    assert all(c.purpose == "resume" for c in sim.connects[1:-1])
+    assert sim.core.session is None
+    assert 30.0 < sim.now - lost_at <= 30.0 + 8.0  # the first attempt after the window
+    assert _to_discovery(first_identify)
+    assert any("past resumable_window 30 s" in st.reason for st in sim.states)
+    sim.open()
+    assert sim.last_sent(2)[0] == sim.gen
+
+
+def test_the_resumable_window_defaults_to_the_fake_gateways_session_ttl():
+    from fake_gateway.config import GatewayConfig
+
+    assert ClientConfig(token="t").resumable_window == GatewayConfig().session_ttl
+
+
+def test_op9_not_resumable_on_the_discovery_resume_starts_a_new_session():
+    sim = CoreSim(config(max_failed_resumes=1))
+    gen = sim.session_up(seqs=5)
+    sim.ack_all(gen, 10.0)
+    sim.close(gen, None, how="reset")
+    _fail_attempts(sim, _to_discovery)
+    gen = sim.open()
+    assert sim.sent_ops(gen) == [6]
+    sim.server(gen, {"op": 9, "d": False})  # the server said the session is gone
+    assert sim.core.session is None
+    identify = sim.wait_for_connect(len(sim.connects) + 1)
+    assert identify.purpose == "identify" and _to_discovery(identify)
+
+
+def test_a_session_without_resume_gateway_url_resumes_on_the_discovery_url():
+    sim = CoreSim()
+    sim.start()
+    gen = sim.open()
+    sim.server(gen, {"op": 0, "s": 1, "t": "READY", "d": {"session_id": "s1"}})
+    sim.close(gen, None, how="reset")
+    connect = sim.wait_for_connect(2)
+    assert connect.purpose == "resume" and _to_discovery(connect)
 
 
 def test_a_reset_during_the_resume_tls_handshake_is_retried_and_the_session_survives():
@@ -679,15 +737,9 @@ def test_handshake_timeouts_shrink_to_two_heartbeat_intervals_once_hello_was_see
 def test_falling_back_to_discovery_after_failed_resumes_keeps_the_backoff():
     sim = CoreSim(config(max_failed_resumes=2, backoff_base=1.0, backoff_cap=60.0))
     sim.session_up()
-    sim.advance(10)  # past the identify window
-    for _ in range(4):  # unstable: every loss grows the backoff
-        sim.close(sim.gen, None, how="reset") if sim.core.live_gen else None
-        connects = len(sim.connects)
-        sim.wait_for_connect(connects + 1)
-        if sim.connects[-1].purpose == "identify":
-            break
-        sim.feed(sim.core.connect_failed(sim.gen, "tcp", "refused", sim.now))
-    assert sim.connects[-1].purpose == "identify"
+    sim.advance(10)
+    sim.close(sim.gen, None, how="reset")
+    _fail_attempts(sim, _to_discovery, stage="tcp")
     states = [s for s in sim.states if s.state == "backing_off"]
     waits = [float(s.reason.rsplit(" in ", 1)[1].split()[0]) for s in states]
     # The wait before the discovery attempt continues the exponential schedule (if that host

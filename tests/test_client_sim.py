@@ -10,14 +10,22 @@ gateway's trace: what crossed the wire, not what the client says about itself.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
 import trio
 from trio.testing import MockClock
 
-from harness.client import FatalGatewayError, PayloadTooLarge, open_gateway_client
+from harness.client import (
+    FatalGatewayError,
+    GatewayClient,
+    PayloadTooLarge,
+    open_gateway_client,
+)
+from harness.client.core import GatewayClientCore
 from harness.client.testing import ClientWorld, open_sim_world, wait_until
+from harness.oracle import judge
 
 INTERVAL = 1.0  # the gateway's heartbeat_interval (virtual seconds)
 
@@ -252,17 +260,91 @@ async def test_op9_resumable_waits_1_to_5_s_then_resumes(autojump_clock: MockClo
         assert world.frames_in(2, second) == []
 
 
-async def test_failed_resumes_are_capped_then_identify_on_discovery(autojump_clock: MockClock):
-    async with open_sim_world() as world:
+async def test_failed_resumes_are_capped_then_resume_on_the_discovery_url(
+    autojump_clock: MockClock,
+):
+    async with open_sim_world(dispatch_rate=5.0) as world:
         client = await _live(world)
         await trio.sleep(6.0)
+        session_id = client.core.session.session_id
         world.gateway.controls.apply("reject_upgrade", "all", listener="resume", status=503)
         world.gateway.controls.apply("reset", world.live_conn())
         await _settled_again(client, 2)
         assert len(world.conns("resume")) >= client.config.max_failed_resumes
         final = world.conns()[-1]
         assert world.records("conn_open", conn=final)[0]["listener"] == "discovery"
-        assert len(world.frames_in(2, final)) == 1
+        # The fake, like Discord, accepts RESUME there: the same session, nothing lost.
+        (resume,) = world.frames_in(6, final)
+        assert resume["session_id"] == session_id
+        assert len(world.frames_in(2)) == 1
+        await trio.sleep(2.0)
+        _assert_exactly_once_in_order(world, client)
+
+
+class _AbandonsAfterFailedResumes(GatewayClientCore):
+    """The rule issue 10 removed: after a few failed resumes, give the session up and IDENTIFY."""
+
+    def _count_failed_resume(self, now: float) -> None:
+        super()._count_failed_resume(now)
+        if self._failed_resumes >= 3:
+            self._forget_session()
+
+
+async def _both_urls_reset_in_tls(
+    world: ClientWorld, outage: float, core_factory: Any = None
+) -> Any:
+    """Issue 10's set-up: steady state, then for ``outage`` seconds the live socket is gone and
+    every reconnect (either URL) is reset right after its ClientHello; then the network heals."""
+    down = False
+
+    async def open_stream(host: str, port: int) -> trio.abc.Stream:
+        stream = await world.open_stream(host, port)
+        return _ResetAfterFirstSend(stream) if down else stream
+
+    client = GatewayClient(world.client_config(), rng=random.Random(1), open_stream=open_stream,
+                           fetch_gateway_bot=world.fetch_gateway_bot, core_factory=core_factory)
+    world.clients.append(client)
+    await world.nursery.start(client.run)
+    await wait_until(lambda: client.state == "ready")
+    await trio.sleep(4.0)
+    down = True
+    world.gateway.controls.apply("reset", world.live_conn())
+    await trio.sleep(outage)
+    down = False
+    await wait_until(lambda: client.state == "ready")
+    await trio.sleep(3.0)
+    return client
+
+
+@pytest.mark.parametrize("outage", [2.0, 4.0, 8.0])
+async def test_both_urls_failing_in_tls_keeps_the_session_and_loses_nothing(
+    outage: float, autojump_clock: MockClock,
+):
+    async with open_sim_world(tls=True, heartbeat_interval_ms=500, dispatch_rate=10.0) as world:
+        client = await _both_urls_reset_in_tls(world, outage=outage)
+        assert client.counters()["stage_failures"]["tls"] >= 2
+        assert len(world.frames_in(2)) == 1  # never a second session
+        assert {r["session_id"] for r in client.delivered} == {world.frames_in(6)[0]["session_id"]}
+        _assert_exactly_once_in_order(world, client)
+        assert [r["s"] for r in client.delivered] == list(range(1, len(client.delivered) + 1))
+        verdicts = {v.invariant: v for v in judge(world.trace.records, client.delivered)}
+        assert verdicts["RS1"].status == "pass", verdicts["RS1"].evidence
+
+
+async def test_the_oracle_fails_a_client_that_abandons_a_resumable_session(
+    autojump_clock: MockClock,
+):
+    async with open_sim_world(tls=True, heartbeat_interval_ms=500, dispatch_rate=10.0) as world:
+        client = await _both_urls_reset_in_tls(
+            world, outage=4.0, core_factory=_AbandonsAfterFailedResumes
+        )
+        old, new = (r["session_id"] for r in world.records("frame_out", t="READY"))
+        last_old = max(r["s"] for r in client.delivered if r["session_id"] == old)
+        rs1 = {v.invariant: v for v in judge(world.trace.records, client.delivered)}["RS1"]
+        assert rs1.status == "fail", rs1.evidence
+        assert f"session {old}" in rs1.evidence
+        assert f"after the client's seq {last_old} (its delivery log)" in rs1.evidence or \
+            f"seqs {last_old + 1}-" in rs1.evidence
 
 
 async def test_reconnects_back_off_with_growing_jittered_capped_delays(autojump_clock: MockClock):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from test_oracle_traces import Run, healthy_run, healthy_start, seed_failure_run
 
 from harness.oracle import INVARIANTS, Expectations, Tolerances, Verdict, judge
@@ -194,11 +195,96 @@ def test_rs1_fails_when_resume_goes_to_the_discovery_url():
     assert_status(verdict(run, "RS1"), "fail", "'discovery' URL")
 
 
-def test_rs1_accepts_identify_after_the_resume_url_kept_failing():
+def test_rs1_without_session_records_accepts_identify_after_the_resume_url_kept_failing():
+    # Nothing in this trace says whether the server still held the session: benefit of doubt.
     run = healthy_start().beats(1, 0.5, 2.0, d=3).close(1, 2.0, "network", None, "reset")
     run.open(2, 2.5, "resume").close(2, 2.51, "network", None, "reset")
     run.open(3, 3.5, "discovery").hello(3, 3.51).identify(3, 3.6).ready(3, 3.7, "sess-b")
     assert_status(verdict(run, "RS1"), "pass")
+
+
+def abandoned_run(between: str = "", identify_at: float = 7.3, expires_at: float = 122.0) -> Run:
+    """Issue 10, as the gateway records it: session sess-a (READY s=1, dispatches up to s=5; the
+    client's heartbeats cite 3) is lost at 2.0 s; the reconnect to the resume URL is reset in its
+    handshake; ``between`` is what happens on a reconnect next; the client then IDENTIFYs on the
+    discovery URL at ``identify_at``; sess-a expires at ``expires_at`` with seq 59."""
+    run = Run().open(1, 0.0).hello(1, 0.01).identify(1, 0.05)
+    run.session("sess-a", 0.1, "created", conn=1).session("sess-a", 0.1, "attached", conn=1)
+    run.ready(1, 0.1).dispatch(1, 0.2).dispatch(1, 0.3).beats(1, 0.5, 2.0, d=3)
+    run.dispatch(1, 1.9).dispatch(1, 1.95)
+    run.close(1, 2.0, "network", None, "reset").session("sess-a", 2.0, "detached", conn=1, seq=5)
+    run.open(2, 2.5, "resume").close(2, 2.51, "network", None, "reset")
+    if between:
+        run.open(3, 4.0, "resume").hello(3, 4.0).resume(3, 4.05, "sess-a", 3)
+        if between == "op9":
+            run.server_op(3, 4.06, 9, d=False).close(3, 4.1, "client", 4000)
+        elif between == "4009":
+            run.session("sess-a", 4.06, "invalidated", conn=None, seq=5)
+            run.close(3, 4.06, "server", 4009)
+    run.open(4, identify_at, "discovery").hello(4, identify_at).identify(4, identify_at + 0.01)
+    run.session("sess-b", identify_at + 0.02, "created", conn=4)
+    run.session("sess-b", identify_at + 0.02, "attached", conn=4)
+    run.ready(4, identify_at + 0.02, "sess-b").beats(4, identify_at + 0.5, identify_at + 4.0, d=1)
+    if expires_at < identify_at + 4.0 or expires_at == 122.0:
+        run.session("sess-a", expires_at, "expired", seq=59)
+    return run
+
+
+def test_rs1_fails_an_identify_while_the_server_still_held_the_session():
+    """Issue 10: the resume path failed, so the old oracle let the IDENTIFY pass; the server
+    still held the session (until 122 s), so every event after the client's seq was lost."""
+    v = verdict(abandoned_run(), "RS1")
+    assert_status(
+        v,
+        "fail",
+        "IDENTIFY on conn 4 at 7.31 s while session sess-a (lost at 2.00 s, resumable until it "
+        "expired at 122.00 s) held seqs 4-59 beyond the client's seq 3 (its heartbeat at 0.50 s)",
+        "nothing told the client",
+    )
+    assert v.record_indices
+    # With the delivery log, the client's last seq is what the application got.
+    log = [{"s": s, "t": "X", "session_id": "sess-a", "rx": 0.1} for s in (1, 2, 3, 4)]
+    v = verdict(abandoned_run(), "RS1", delivery=log)
+    assert_status(v, "fail", "held seqs 5-59 beyond the client's seq 4 (its delivery log)")
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["op9", "4009", "expired", "expiring"],
+)
+def test_rs1_passes_an_identify_once_the_session_was_gone_or_the_client_was_told(case: str):
+    if case in ("op9", "4009"):
+        run = abandoned_run(between=case)
+    elif case == "expired":  # the TTL ran out while the whole gateway was down
+        run = abandoned_run(identify_at=130.0, expires_at=122.0)
+    else:  # within expiry_slack of the server's expiry: the client's window started earlier
+        run = abandoned_run(identify_at=121.0, expires_at=122.0)
+    assert_status(verdict(run, "RS1"), "pass", "1 IDENTIFY(s) after a session the client held")
+
+
+def test_rs1_accepts_a_resume_on_the_discovery_url_after_the_resume_url_failed():
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).close(1, 2.0, "network", None, "reset")
+    run.open(2, 2.5, "resume").close(2, 2.51, "network", None, "reset")
+    run.open(3, 3.5, "discovery").hello(3, 3.51).resume(3, 3.6, "sess-a", 3).resumed(3, 3.7)
+    assert_status(verdict(run, "RS1"), "pass", "or on the discovery URL")
+
+
+def test_rs1_judges_each_shard_by_its_own_session():
+    # Shard 0 abandons its resumable session; shard 1 IDENTIFYs after op 9 d=false, rightly.
+    run = Run()
+    for conn, shard, sid in ((1, [0, 2], "sess-a"), (2, [1, 2], "sess-b")):
+        run.open(conn, 0.0).hello(conn, 0.0).identify(conn, 0.01, shard=shard)
+        run.session(sid, 0.02, "created", conn=conn).session(sid, 0.02, "attached", conn=conn)
+        run.ready(conn, 0.02, sid).dispatch(conn, 0.03, sid).beats(conn, 0.3, 2.0, 2)
+    run.close(1, 2.0, "network", None, "reset").session("sess-a", 2.0, "detached", conn=1, seq=2)
+    run.open(3, 2.5, "resume").close(3, 2.51, "network", None, "reset")
+    run.open(4, 8.0).hello(4, 8.0).identify(4, 8.0, shard=[0, 2])
+    run.server_op(2, 9.0, 9, d=False).session("sess-b", 9.0, "invalidated", conn=2, seq=2)
+    run.close(2, 9.0, "client", 4000)
+    run.open(5, 11.0).hello(5, 11.0).identify(5, 11.0, shard=[1, 2])
+    v = verdict(run, "RS1")
+    assert_status(v, "fail", "IDENTIFY on conn 4 at 8.00 s while session sess-a", "2 IDENTIFY(s)")
+    assert "more)" not in v.evidence and "sess-b" not in v.evidence
 
 
 def test_rs1_not_judged_without_a_loss():

@@ -112,6 +112,14 @@ class Run:
     ) -> Run:
         return self.rec("conn_close", ts, conn=conn, by=by, code=code, reason="", how=how)
 
+    def session(
+        self, session_id: str, ts: float, event: str, conn: int | None = None, seq: int = 0
+    ) -> Run:
+        """The gateway's view of a session: created, attached, detached, invalidated, expired."""
+        return self.rec(
+            "session", ts, session_id=session_id, event=event, reason="", conn=conn, seq=seq
+        )
+
     def fault(self, name: str, ts: float, state: str, kind: str = "toxic", **params: Any) -> Run:
         return self.rec("fault", ts, name=name, state=state, fault_kind=kind, params=params)
 
