@@ -417,6 +417,9 @@ class ConnectionCore:
             self.gw.trace.record(KIND_NOTE, ts=now, conn=self.conn_id,
                                  text="RESUME on the discovery URL instead of resume_gateway_url")
             if config.resume_on_discovery == "reject":
+                # op 9 d=false tells the client the session is gone: make it so.
+                if session is not None:
+                    self.gw.invalidate(session, now, "RESUME on the discovery URL rejected")
                 return self.send_invalid_session(now, False)
         if session is not None and self.session_ended_by_op9:
             self.gw.invalidate(session, now, "invalid_session sent before its RESUME")

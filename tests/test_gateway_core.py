@@ -113,6 +113,25 @@ def test_replay_after_resume_is_exact() -> None:
     assert [f["t"] for f in frames[:-1]] == ["TYPING_START"] * 3
 
 
+def test_a_rejected_resume_on_the_discovery_url_ends_the_session() -> None:
+    core, clock = make_core(resume_on_discovery="reject")
+    first = connect(core, clock)
+    sent(first)
+    session_id = identify(first, clock)[0]["d"]["session_id"]
+    first.connection_lost(clock.now, "reset")
+    on_discovery = connect(core, clock, "discovery")
+    sent(on_discovery)
+    resume = {"token": TOKEN, "session_id": session_id, "seq": 1}
+    assert send(on_discovery, clock, 6, resume)[0] == {"op": 9, "d": False, "s": None, "t": None}
+    # op 9 d=false said the session is gone: a RESUME on the resume URL must not bring it back.
+    on_resume = connect(core, clock, "resume")
+    sent(on_resume)
+    frames = send(on_resume, clock, 6, resume)
+    assert [f.get("op") for f in frames if isinstance(f, dict)] == [9]
+    assert all(f.get("t") != "RESUMED" for f in frames if isinstance(f, dict))
+    assert core.sessions.sessions[session_id].state == "invalidated"
+
+
 def test_session_expires_after_ttl_on_the_gateway_timer() -> None:
     core, clock = make_core(session_ttl=10.0)
     conn = connect(core, clock)
