@@ -1,8 +1,9 @@
 """The reference client on real loopback sockets: wss with a trustme CA, REST over https, the
 fault proxy's reset_after toxic for the seed failure, and the client as a separate process.
 
-Wall-clock mode: the gateway advertises a 200-ms heartbeat interval so a few beats take under
-a second. Timeouts here only protect against hangs.
+Wall-clock mode: the gateway advertises a 1-s heartbeat interval. An ACK later than the next
+beat is a zombie to the client, and an ACK takes ~2 ms on loopback (with the CPUs saturated
+too), so a late one needs a stall of 1 s. Timeouts here only protect against hangs.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from typing import Any
 import pytest
 import trio
 
+from harness.client.driver import CONFIG_ERROR_ATTEMPTS
 from harness.client.testing import TOKEN, ClientWorld, open_tcp_world, wait_until
 from harness.faults.backend import ToxicSpec, open_embedded_backend
 
 FAST: dict[str, Any] = {"backoff_base": 0.05, "backoff_cap": 0.5, "close_timeout": 1.0,
                         "invalid_session_wait": (0.1, 0.2), "identify_window": 0.1}
 # No server-side heartbeat deadline: on a loaded CI machine a late beat must not add a close.
-GATEWAY: dict[str, Any] = {"heartbeat_interval_ms": 200, "dispatch_rate": 20.0,
+GATEWAY: dict[str, Any] = {"heartbeat_interval_ms": 1000, "dispatch_rate": 20.0,
                            "identify_window": 0.0, "heartbeat_deadline": False}
 
 
@@ -173,18 +175,93 @@ async def test_cli_runs_as_a_process_under_the_env_contract(tmp_path: Path):
     assert [c["code"] for c in closes] == [1000]
 
 
+async def _run_cli(*args: str) -> tuple[int, str]:
+    """`gateway-harness client ARGS` as a process: its exit code and stderr. The deadline only
+    catches a client that never gives up (each of these runs takes about 3 s)."""
+    with trio.fail_after(60):
+        proc = await trio.run_process([sys.executable, "-m", "harness", "client", *args],
+                                      capture_stdout=True, capture_stderr=True, check=False)
+    stderr = proc.stderr.decode()
+    assert "Traceback" not in stderr
+    return proc.returncode, stderr
+
+
+def _said(stderr: str) -> list[str]:
+    """What the client told its user (not the --show-state lines, not the counters)."""
+    return [line for line in stderr.splitlines() if line.startswith("gateway-harness client:")]
+
+
 async def test_cli_reports_a_fatal_close_in_one_line_and_exits_nonzero():
     async with open_tcp_world(tls=False, rest=False, **GATEWAY) as world:
-        with trio.fail_after(60):
-            proc = await trio.run_process(
-                [sys.executable, "-m", "harness", "client", "--gateway-url", world.discovery_url,
-                 "--token", "not-the-token"],
-                capture_stdout=True, capture_stderr=True, check=False)
-    assert proc.returncode == 1
-    last = proc.stderr.decode().strip().splitlines()[-1]
-    assert last.startswith("gateway-harness client: stopped: fatal close code 4004")
-    assert "Traceback" not in proc.stderr.decode()
+        code, stderr = await _run_cli("--gateway-url", world.discovery_url,
+                                      "--token", "not-the-token")
+    assert code == 1
+    assert _said(stderr) == [
+        f"gateway-harness client: {world.discovery_url} closed the connection with 4004 "
+        "(Authentication failed.): a fatal close code, not reconnecting"]
     assert len(world.conns()) == 1  # never reconnected
+
+
+async def test_an_origin_without_path_is_taken_as_its_api_v10_base():
+    async with open_tcp_world(client_defaults=FAST, **GATEWAY) as world:
+        assert world.rest_url is not None and world.rest_url.endswith("/api/v10")
+        world.gateway.controls.apply("session_start_remaining", remaining=7)
+        origin = world.rest_url.removesuffix("/api/v10")
+        client = await world.start_client(rest_url=origin, gateway_url=None)
+        await wait_until(lambda: client.state == "ready", timeout=30)
+        assert client.core.gateway_bot is not None  # read over REST, from the origin's base
+        # the 7 the server answered (not a default), less the IDENTIFY the client counted
+        assert client.core.gateway_bot["session_start_limit"]["remaining"] in (6, 7)
+
+
+async def test_cli_says_a_rest_url_answering_404_at_once_and_stops_after_three_tries():
+    async with open_tcp_world(**GATEWAY) as world:
+        assert world.rest_url is not None and world.ca_file is not None
+        wrong = world.rest_url.removesuffix("/api/v10") + "/v10"
+        code, stderr = await _run_cli("--rest-url", wrong, "--token", TOKEN,
+                                      "--ca-file", world.ca_file, "--show-state")
+    assert code == 1
+    line = (f"gateway-harness client: GET {wrong}/gateway/bot answered 404 Not Found: "
+            "is the REST URL the /api/v10 base?")
+    assert _said(stderr) == [line]
+    lines = stderr.splitlines()
+    fetches = [i for i, text in enumerate(lines) if "fetching /gateway/bot" in text]
+    assert len(fetches) == CONFIG_ERROR_ATTEMPTS
+    assert fetches[0] < lines.index(line) < fetches[1]  # said at once, not when giving up
+    assert world.conns() == []
+
+
+async def test_cli_rejects_a_ca_file_it_cannot_read_at_start_up(tmp_path: Path):
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    async with open_tcp_world(rest=False, **GATEWAY) as world:
+        code, stderr = await _run_cli("--gateway-url", world.discovery_url, "--token", TOKEN,
+                                      "--ca-file", str(bad))
+    assert code == 2
+    assert stderr.strip().splitlines() == [
+        f"gateway-harness client: error: --ca-file: {bad}: not a PEM CA certificate "
+        "(NO_CERTIFICATE_OR_CRL_FOUND)"]
+    assert world.conns() == []
+
+
+@pytest.mark.parametrize("via", ["gateway", "rest"])
+async def test_cli_says_a_ca_that_does_not_verify_the_server_and_stops(tmp_path: Path, via: str):
+    import trustme
+
+    other = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    async with open_tcp_world(**GATEWAY) as world:
+        assert world.rest_url is not None
+        url = ["--gateway-url", world.discovery_url] if via == "gateway" else [
+            "--rest-url", world.rest_url]
+        code, stderr = await _run_cli(*url, "--token", TOKEN, "--ca-file", str(other))
+    assert code == 1
+    what = (f"TLS to {world.discovery_url}" if via == "gateway"
+            else f"GET {world.rest_url}/gateway/bot")
+    assert _said(stderr) == [
+        f"gateway-harness client: {what}: certificate verify failed (unable to get local "
+        f"issuer certificate): is CA file {other} the CA that signed the server's certificate?"]
+    assert len(world.conns()) == (CONFIG_ERROR_ATTEMPTS if via == "gateway" else 0)
 
 
 async def test_refused_token_at_rest_stops_before_connecting():

@@ -13,12 +13,11 @@ import random
 import signal
 import sys
 import time
-from typing import Any
 
 import trio
 
 from harness.client.core import ClientConfig, StateChanged
-from harness.client.driver import GatewayClient
+from harness.client.driver import CAFileError, GatewayClient, tls_context_for
 from harness.errors import UserError
 
 ENV = {
@@ -38,8 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=env_help("discovery gateway URL, ws:// or wss://; if unset, the "
                                       "one /gateway/bot returns", "gateway_url"))
     parser.add_argument("--rest-url", metavar="URL",
-                        help=env_help("REST base ending in /api/v10, for /gateway/bot (the "
-                                      "identify budget)", "rest_url"))
+                        help=env_help("REST base ending in /api/v10 (an origin like "
+                                      "https://127.0.0.1:PORT means its /api/v10 base), for "
+                                      "/gateway/bot (the identify budget)", "rest_url"))
     parser.add_argument("--token", metavar="T", help=env_help("bot token", "token"))
     parser.add_argument("--ca-file", metavar="F",
                         help=env_help("PEM file of the CA to trust for wss/https", "ca_file"))
@@ -80,8 +80,11 @@ def config_from_args(args: argparse.Namespace) -> tuple[ClientConfig, str | None
     if rest_url is not None and not rest_url.startswith(("http://", "https://")):
         raise UserError(f"--rest-url: {rest_url!r} is not an http:// or https:// URL")
     ca_file = _setting(args, "ca_file")
-    if ca_file is not None and not os.path.isfile(ca_file):
-        raise UserError(f"--ca-file: {ca_file}: no such file")
+    if ca_file is not None:
+        try:
+            tls_context_for(ca_file)  # said at start-up, not as a failed connect later
+        except CAFileError as exc:
+            raise UserError(f"--ca-file: {exc.path}: {exc.why}") from None
     if args.run_for is not None and args.run_for <= 0:
         raise UserError("--run-for: must be a positive number of seconds")
     compress = None if args.compress == "none" else args.compress
@@ -98,16 +101,21 @@ def main(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UserError(f"--delivery-log: {delivery_log}: {exc.strerror}") from None
     rng = random.Random(args.seed)
-    stop = trio.run(_run, config, delivery_log, rng, args.show_state, args.run_for)
+    client = trio.run(_run, config, delivery_log, rng, args.show_state, args.run_for)
+    stop = client.stop_info
     if stop is not None and stop.fatal:
-        print(f"gateway-harness client: stopped: {stop.reason}", file=sys.stderr)
+        if client.config_error is None:  # else the one line saying why is out already
+            print(f"gateway-harness client: stopped: {stop.reason}", file=sys.stderr)
         return 1
     return 0
 
 
 async def _run(config: ClientConfig, delivery_log: str | None, rng: random.Random,
-               show_state: bool, run_for: float | None) -> Any:
+               show_state: bool, run_for: float | None) -> GatewayClient:
     client = GatewayClient(config, rng=rng, delivery_log=delivery_log, delivery_clock=time.time)
+    # A configuration error is said at once, in one line, even without --show-state.
+    client.on_config_error(lambda message: print(f"gateway-harness client: {message}",
+                                                 file=sys.stderr, flush=True))
     if show_state:
         started = trio.current_time()
 
@@ -121,10 +129,10 @@ async def _run(config: ClientConfig, delivery_log: str | None, rng: random.Rando
         nursery.start_soon(_stop_on_signal, client)
         if run_for is not None:
             nursery.start_soon(_stop_after, client, run_for)
-        stop = await client.run()
+        await client.run()
         nursery.cancel_scope.cancel()
     print(json.dumps({"client_counters": client.counters()}), file=sys.stderr, flush=True)
-    return stop
+    return client
 
 
 async def _stop_on_signal(client: GatewayClient) -> None:

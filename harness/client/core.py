@@ -393,6 +393,13 @@ class GatewayClientCore:
             self._schedule("identify", f"/gateway/bot failed: {error}", now, delay)
         return self._flush()
 
+    def configuration_error(self, error: str, now: float) -> list[Action]:
+        """The driver saw a setting that retrying cannot fix (REST URL, token, CA file): stop,
+        fatal, with ``error`` as the reason."""
+        if not self.stopped:
+            self._stop(error, fatal=True, now=now)
+        return self._flush()
+
     def connected(self, gen: int, now: float) -> list[Action]:
         conn = self._live(gen)
         if conn is not None:

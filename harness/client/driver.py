@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -31,8 +32,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.trio.client import ClientConnection
 from websockets.trio.client import connect as ws_connect
 
+from fake_gateway.urls import API_BASE_PATH, rest_base
 from harness.client.codec import FrameDecodeError, TransportDecoder
 from harness.client.core import (
+    FATAL_CLOSE_CODES,
     AbortConnection,
     Action,
     CancelTimer,
@@ -57,13 +60,45 @@ DeliveryRecord = dict[str, Any]
 
 USER_AGENT = "DiscordBot (gateway-harness reference client, 0.1)"
 
+# A setting the server refuses (a REST URL that answers 404, a certificate the CA file does not
+# verify) is a configuration error, not an outage: said at once, and after this many attempts
+# in a row with no success between, the client stops (fatal) instead of backing off forever.
+CONFIG_ERROR_ATTEMPTS = 3
+
 
 class FatalGatewayError(Exception):
     """The client stopped on an error a human must fix (fatal close code, identify budget)."""
 
 
-class GatewayBotUnauthorized(Exception):
-    """``/gateway/bot`` refused the token (401/403): retrying cannot help."""
+class Misconfigured(Exception):
+    """A setting is wrong (REST URL, token, CA file); the message says which, in one line.
+    ``final``: stop at once (a refused token never becomes valid by asking again)."""
+
+    def __init__(self, message: str, *, final: bool = False) -> None:
+        super().__init__(message)
+        self.final = final
+
+
+class CAFileError(ValueError):
+    """The CA file cannot be used (missing, unreadable, not a PEM certificate)."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(f"CA file {path}: {why}")
+        self.path = path
+        self.why = why
+
+
+def tls_context_for(ca_file: str | None) -> ssl.SSLContext:
+    """The client's TLS context, trusting ``ca_file`` (None: the system's CAs); raises
+    ``CAFileError`` naming the file when it cannot be used."""
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+    except ssl.SSLError as exc:
+        raise CAFileError(str(ca_file), f"not a PEM CA certificate ({exc.reason or exc})") from None
+    except OSError as exc:
+        raise CAFileError(str(ca_file), (exc.strerror or str(exc)).lower()) from None
+    context.set_alpn_protocols(["http/1.1"])
+    return context
 
 
 async def open_tcp_stream(host: str, port: int) -> trio.abc.Stream:
@@ -142,6 +177,12 @@ class GatewayClient:
         self._stopped = trio.Event()
         self._finished = trio.Event()
         self._started = False
+        # The configuration error seen last and not yet followed by a success (None: none),
+        # where it was seen ("rest", "tls", "gateway"), and attempts in a row per place.
+        self.config_error: str | None = None
+        self._config_error_where: str | None = None
+        self._config_errors_in_a_row: dict[str, int] = {}
+        self._config_listeners: list[Callable[[str], None]] = []
 
     # ------------------------------------------------------------------ public API
 
@@ -156,6 +197,12 @@ class GatewayClient:
     def on_state(self, listener: Callable[[StateChanged], None]) -> None:
         """Call ``listener(StateChanged(state, reason, ts))`` on every transition from now on."""
         self._state_listeners.append(listener)
+
+    def on_config_error(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(message)`` as soon as a configuration error shows (the REST URL or
+        the token refused, a fatal close code, a certificate the CA does not verify): one line
+        naming the URL or file, said once although the client tries a few times more."""
+        self._config_listeners.append(listener)
 
     def on_delivery(self, listener: Callable[[DeliveryRecord], None]) -> None:
         """Call ``listener({"s", "t", "session_id", "ts"})`` for every dispatch delivered."""
@@ -189,6 +236,8 @@ class GatewayClient:
         """Connect and stay connected until stopped; returns why it stopped."""
         if self._started:
             raise RuntimeError("GatewayClient.run() may be called once")
+        if self.config.ca_file is not None:
+            self._tls_context()  # an unusable CA file is said now (CAFileError), not at a connect
         self._started = True
         self._open_delivery_log()
         try:
@@ -316,8 +365,11 @@ class GatewayClient:
                     result = await result
             if not isinstance(result, Mapping):
                 raise TypeError(f"/gateway/bot answer is a {type(result).__name__}")
-        except GatewayBotUnauthorized as exc:
-            self._perform(self.core.gateway_bot_failed(str(exc), trio.current_time(), fatal=True))
+        except Misconfigured as exc:
+            if self._config_trouble("rest", str(exc), final=exc.final):
+                self._perform(self.core.configuration_error(str(exc), trio.current_time()))
+            else:
+                self._perform(self.core.gateway_bot_failed(str(exc), trio.current_time()))
             return
         except trio.TooSlowError:
             self._perform(self.core.gateway_bot_failed(
@@ -326,6 +378,7 @@ class GatewayClient:
         except Exception as exc:
             self._perform(self.core.gateway_bot_failed(_describe(exc), trio.current_time()))
             return
+        self._config_resolved("rest")
         self._perform(self.core.gateway_bot_fetched(result, trio.current_time()))
 
     async def _fetch_gateway_bot_http(self) -> Mapping[str, Any]:
@@ -335,20 +388,27 @@ class GatewayClient:
             return {"url": self.config.gateway_url} if self.config.gateway_url else {}
         import httpx  # here, so simulation never needs it
 
-        context = self._tls_context() if rest_url.startswith("https") else None
-        async with httpx.AsyncClient(
-            verify=context if context is not None else True,
-            timeout=self.config.rest_timeout,
-            headers={"User-Agent": USER_AGENT},
-        ) as http:
-            response = await http.get(
-                f"{rest_url.rstrip('/')}/gateway/bot",
-                headers={"Authorization": f"Bot {self.config.token}"},
-            )
-        if response.status_code in (401, 403):
-            raise GatewayBotUnauthorized(
-                f"/gateway/bot answered {response.status_code}: the token was refused"
-            )
+        url = f"{rest_base(rest_url)}/gateway/bot"  # an origin means its /api/v10 base
+        context = self._tls_context() if url.startswith("https") else None
+        try:
+            async with httpx.AsyncClient(
+                verify=context if context is not None else True,
+                timeout=self.config.rest_timeout,
+                headers={"User-Agent": USER_AGENT},
+            ) as http:
+                response = await http.get(
+                    url, headers={"Authorization": f"Bot {self.config.token}"})
+        except httpx.ConnectError as exc:
+            unverified = _cert_verify_error(exc)
+            if unverified is not None:
+                raise Misconfigured(self._untrusted(f"GET {url}", unverified)) from exc
+            raise
+        status = response.status_code
+        if status in (401, 403, 404):
+            hint = (f"is the REST URL the {API_BASE_PATH} base?" if status == 404
+                    else "the token was refused")
+            raise Misconfigured(f"GET {url} answered {status} {HTTPStatus(status).phrase}: {hint}",
+                                final=status != 404)
         response.raise_for_status()
         body = response.json()
         if not isinstance(body, dict):
@@ -359,9 +419,32 @@ class GatewayClient:
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._ssl_context is None:
-            self._ssl_context = ssl.create_default_context(cafile=self.config.ca_file)
-            self._ssl_context.set_alpn_protocols(["http/1.1"])
+            self._ssl_context = tls_context_for(self.config.ca_file)
         return self._ssl_context
+
+    # ------------------------------------------------------------------ configuration errors
+
+    def _config_trouble(self, where: str, message: str, *, final: bool = False) -> bool:
+        """Note a configuration error seen at ``where``; say it at once if it is new. True
+        when the client should stop on it rather than retry."""
+        count = self._config_errors_in_a_row.get(where, 0) + 1
+        self._config_errors_in_a_row[where] = count
+        if message != self.config_error:
+            self.config_error, self._config_error_where = message, where
+            for listener in list(self._config_listeners):
+                listener(message)
+        return final or count >= CONFIG_ERROR_ATTEMPTS
+
+    def _config_resolved(self, where: str) -> None:
+        self._config_errors_in_a_row.pop(where, None)
+        if self._config_error_where == where:
+            self.config_error = self._config_error_where = None
+
+    def _untrusted(self, what: str, error: ssl.SSLCertVerificationError) -> str:
+        ca = self.config.ca_file
+        trust = (f"is CA file {ca} the CA that signed the server's certificate?" if ca
+                 else "no CA file was given, and the system's CAs do not trust it")
+        return f"{what}: certificate verify failed ({error.verify_message}): {trust}"
 
     async def _run_link(self, link: _Link) -> None:
         try:
@@ -399,9 +482,16 @@ class GatewayClient:
             try:
                 await tls.do_handshake()
             except Exception as exc:  # reset mid-handshake, EOF, certificate errors ...
-                self._perform(self.core.connect_failed(gen, "tls", _describe(exc),
-                                                       trio.current_time()))
+                error = _describe(exc)
+                unverified = _cert_verify_error(exc)
+                if unverified is not None:  # a setting, not the network
+                    error = self._untrusted(f"TLS to {_origin(link.url)}", unverified)
+                    if self._config_trouble("tls", error):
+                        self._perform(self.core.configuration_error(error, trio.current_time()))
+                        return
+                self._perform(self.core.connect_failed(gen, "tls", error, trio.current_time()))
                 return
+            self._config_resolved("tls")
             self._perform(self.core.tls_done(gen, trio.current_time()))
             stream = tls
         opener = _PreparedStreamConnect(
@@ -451,6 +541,11 @@ class GatewayClient:
                 received = exc.rcvd
                 if received is not None:
                     code = None if received.code == 1005 else received.code
+                    if code in FATAL_CLOSE_CODES:  # the server refused a setting: say which
+                        self._config_trouble("gateway", (
+                            f"{_origin(link.url)} closed the connection with {code} "
+                            f"({received.reason or 'no reason'}): a fatal close code, "
+                            "not reconnecting"), final=True)
                     self._perform(self.core.connection_closed(
                         link.gen, code, received.reason, "close_frame", trio.current_time()))
                 else:
@@ -514,6 +609,24 @@ class _DispatchIterator:
             if stop is not None and stop.fatal:
                 raise FatalGatewayError(stop.reason) from None
             raise StopAsyncIteration from None
+
+
+def _cert_verify_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure behind ``exc`` (trio and httpx wrap it), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _origin(url: str) -> str:
+    """``scheme://host:port`` of a gateway URL (its query is the client's own, not news)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _describe(exc: BaseException) -> str:
