@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from harness.adapters.contract import (
     ENV_CA_FILE,
@@ -64,18 +65,27 @@ async def wait_for_file(path: Path) -> str:
     return path.read_text()
 
 
-async def test_deadline_kills_a_hanging_client_that_ignores_sigterm(tmp_path: Path) -> None:
+async def test_deadline_kills_a_hanging_client_that_ignores_sigterm(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    # Time runs at wall-clock rate, and jumps to the deadline only once the child has set
+    # SIG_IGN: however slowly Python starts, SIGTERM never arrives before it is ignored.
+    mock_clock.rate = 1.0
+    ready = tmp_path / "ready"
     adapter = py_adapter(
         tmp_path,
-        """
+        f"""
         import signal, sys, time
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("hanging", file=sys.stderr, flush=True)
+        open({str(ready)!r}, "w").write("ignoring SIGTERM\\n")
         while True:
             time.sleep(1)
         """,
     )
-    async with ClientProcess(adapter, contract_env(tmp_path), deadline=1.0, stop_grace=0.5) as proc:
+    async with ClientProcess(adapter, contract_env(tmp_path), deadline=60, stop_grace=0.5) as proc:
+        await wait_for_file(ready)
+        mock_clock.jump(60)
         await proc.wait_exited()
         run = await proc.stop()
     assert run.ended_by == "deadline"

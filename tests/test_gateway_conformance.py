@@ -70,11 +70,12 @@ async def test_heartbeat_is_acked_before_identify_and_after(start: Start) -> Non
 
 
 async def test_server_closes_a_client_that_stops_heartbeating(start: Start) -> None:
-    gateway, urls = await start(heartbeat_deadline=True, heartbeat_interval_ms=200)
+    # A 1.25 s deadline: handshake, IDENTIFY, READY and the ACK take ~15 ms on a loaded machine.
+    gateway, urls = await start(heartbeat_deadline=True, heartbeat_interval_ms=1000)
     async with raw_client(urls.gateway_url) as client:
         ready = await ready_session(client)
         await client.heartbeat(1)
-        assert await client.expect_close() == 1000  # the code field reports saw
+        assert await client.expect_close(timeout=30) == 1000  # the code field reports saw
     # resumable by default (docs): RESUME on the resume URL works
     async with raw_client(urls.resume_listener_url) as client:
         await client.recv_op(10)
@@ -83,12 +84,12 @@ async def test_server_closes_a_client_that_stops_heartbeating(start: Start) -> N
 
 
 async def test_heartbeat_deadline_knobs_pick_code_and_resumability(start: Start) -> None:
-    gateway, urls = await start(heartbeat_deadline=True, heartbeat_interval_ms=200,
+    gateway, urls = await start(heartbeat_deadline=True, heartbeat_interval_ms=1000,
                                 heartbeat_deadline_close_code=4009,
                                 heartbeat_deadline_resumable=False)
     async with raw_client(urls.gateway_url) as client:
         ready = await ready_session(client)
-        assert await client.expect_close() == 4009
+        assert await client.expect_close(timeout=30) == 4009
     async with raw_client(urls.resume_listener_url) as client:
         await client.recv_op(10)
         await client.resume(TOKEN, ready["d"]["session_id"], 3)
@@ -96,11 +97,11 @@ async def test_heartbeat_deadline_knobs_pick_code_and_resumability(start: Start)
 
 
 async def test_heartbeats_keep_the_connection_past_the_deadline(start: Start) -> None:
-    gateway, urls = await start(heartbeat_deadline=True, heartbeat_interval_ms=200)
+    gateway, urls = await start(heartbeat_deadline=True, heartbeat_interval_ms=1000)
     async with raw_client(urls.gateway_url) as client:
         await ready_session(client)
-        for _ in range(5):  # 1 s, five deadlines' worth
-            await trio.sleep(0.15)
+        for _ in range(10):  # 2 s, past the 1.25 s deadline; each gap 1/6 of it
+            await trio.sleep(0.2)
             await client.heartbeat(3)
         assert len(gateway.connections) == 1
 
@@ -831,12 +832,12 @@ async def test_expired_or_invalidated_sessions_cannot_resume(start: Start, actio
 
 async def test_delay_hello_holds_hello(start: Start) -> None:
     gateway, urls = await start()
-    gateway.controls.apply("delay_hello", "all", ms=300)
+    gateway.controls.apply("delay_hello", "all", ms=1500)
     async with raw_client(urls.gateway_url) as client:
-        with trio.move_on_after(0.15) as waited:
+        with trio.move_on_after(0.3) as waited:  # 1.2 s to spare for a slow start of the wait
             await client.recv()
         assert waited.cancelled_caught
-        assert (await client.recv())["op"] == 10
+        assert (await client.recv(timeout=30))["op"] == 10
 
 
 async def test_controls_reject_bad_requests(start: Start) -> None:
