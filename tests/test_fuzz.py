@@ -7,19 +7,22 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from harness.cli import main as cli_main
 from harness.cli_fuzz import (
     CampaignConfig,
+    CampaignResult,
     check_determinism,
     coverage,
     first_difference,
     run_campaign,
 )
 from harness.client.mutants import EXPECTED_INVARIANTS
-from harness.scenario import Step, Trigger, load_scenario
+from harness.report.model import ScenarioResult
+from harness.scenario import Scenario, Step, Trigger, load_scenario
 from harness.schedules import make_schedule, run_schedule
 from harness.world import RunOptions, run_scenario
 
@@ -105,11 +108,48 @@ def test_the_example_database_replays_a_known_failure_first(tmp_path: Path) -> N
     assert second.failures[0].invariant == first.failures[0].invariant
 
 
-def test_a_survey_against_the_reference_client_counts_without_shrinking(tmp_path: Path) -> None:
-    result = run_campaign(CampaignConfig(examples=30, seed=5, client="reference", horizon=10.0,
+def survey(client: str, tmp_path: Path,
+           monkeypatch: pytest.MonkeyPatch) -> tuple[CampaignResult, list[ScenarioResult]]:
+    """A 30-run survey, with every run's judged result (the real run_schedule, watched)."""
+    import harness.cli_fuzz
+
+    seen: list[ScenarioResult] = []
+
+    def watched(scenario: Scenario, name: str = "reference", **kwargs: Any) -> ScenarioResult:
+        result = run_schedule(scenario, name, **kwargs)
+        if name == client and not kwargs:  # a campaign run, not a replay for a report
+            seen.append(result)
+        return result
+
+    monkeypatch.setattr(harness.cli_fuzz, "run_schedule", watched)
+    result = run_campaign(CampaignConfig(examples=30, seed=5, client=client, horizon=10.0,
                                          out_dir=tmp_path, database=None, keep_going=True))
-    assert result.examples_run == 30
-    assert len(result.all_failures) == result.failing_runs
+    assert result.examples_run == len(seen) == 30
+    return result, seen
+
+
+def test_a_survey_against_the_reference_client_counts_without_shrinking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result, runs = survey("reference", tmp_path, monkeypatch)
+    # every generated schedule is one the reference client must survive: each run judged, and
+    # passed (no failed verdict, no broken run, not "nothing judged"), recovery included
+    assert [r.outcome for r in runs] == ["PASS"] * 30, [
+        (r.outcome, r.failed_invariants, r.error) for r in runs if r.outcome != "PASS"]
+    assert all(v.status == "pass" for r in runs for v in r.verdicts if v.invariant == "LV1")
+    assert result.failing_runs == 0 and result.all_failures == []
+    assert not (tmp_path / "survey.txt").exists()
+
+
+def test_a_survey_against_a_planted_bug_counts_each_failing_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result, runs = survey("stale-resume-seq", tmp_path, monkeypatch)
+    failing = [r for r in runs if r.failed_invariants]
+    assert 0 < len(failing) < len(runs)  # found, and not by failing everything
+    assert result.failing_runs == len(failing) == len(result.all_failures)
+    assert {inv for inv, _, _ in result.all_failures} == {"RS2"}
+    assert len((tmp_path / "survey.txt").read_text().splitlines()) == 2 * len(failing)
 
 
 def test_user_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
