@@ -86,6 +86,9 @@ def run_main(args: argparse.Namespace) -> int:
     if getattr(args, "check_determinism", False) and args.mode != "sim":
         raise UserError("--check-determinism: needs --mode sim (wall-clock runs are not "
                         "deterministic)")
+    skipped: list[tuple[str, str]] = []
+    if options.toxiproxy_url and args.mode == "real":
+        scenarios, skipped = split_for_real_toxiproxy(scenarios)
     # Simulated scenarios take milliseconds: a process pool would cost more than it saves.
     jobs = 1 if args.mode == "sim" else args.jobs
     results = run_many(scenarios, options, jobs)
@@ -93,7 +96,25 @@ def run_main(args: argparse.Namespace) -> int:
         from harness.cli_fuzz import check_determinism
 
         check_determinism(results, scenarios, options)
-    return report(results, args, title=f"gateway-harness run ({args.mode}, {args.client})")
+    return report(results, args, title=f"gateway-harness run ({args.mode}, {args.client})",
+                  skipped=skipped)
+
+
+def split_for_real_toxiproxy(
+    scenarios: Sequence[Scenario],
+) -> tuple[list[Scenario], list[tuple[str, str]]]:
+    """(the scenarios a real Toxiproxy can run, [(name, why not) for the others]): a scenario
+    whose fault needs an extension of ours would run without it and prove nothing."""
+    from harness.world import needs_our_extensions
+
+    runnable, skipped = [], []
+    for scenario in scenarios:
+        reason = needs_our_extensions(scenario)
+        if reason is None:
+            runnable.append(scenario)
+        else:
+            skipped.append((scenario.name, f"needs an extension of ours ({reason})"))
+    return runnable, skipped
 
 
 def _check_client(options: RunOptions) -> None:
@@ -183,9 +204,16 @@ class Progress:
             print(file=sys.stderr)
 
 
-def report(results: list[ScenarioResult], args: argparse.Namespace, title: str) -> int:
-    """Print the summary; write the JSON, JUnit and HTML reports asked for; the exit code."""
+def report(results: list[ScenarioResult], args: argparse.Namespace, title: str,
+           skipped: Sequence[tuple[str, str]] = ()) -> int:
+    """Print the summary; write the JSON, JUnit and HTML reports asked for; the exit code.
+    ``skipped``: (scenario, reason) pairs not run, listed after the table."""
     print(summary_table(results, color=sys.stdout.isatty()))
+    if skipped:
+        print(f"skipped {len(skipped)} scenario(s), not run:")
+        width = max(len(name) for name, _ in skipped)
+        for name, reason in skipped:
+            print(f"  {name:<{width}}  {reason}")
     details = failure_details(results)
     if details:
         print(details)
@@ -199,7 +227,8 @@ def report(results: list[ScenarioResult], args: argparse.Namespace, title: str) 
         path = write_html(results, args.report, title=title, meta=meta)
         print(f"report: {path}")
     s = summarize(results)
-    print(f"{s.passed} passed, {s.failed} failed, {s.errors} errors in {s.duration:.1f} s")
+    also = f", {len(skipped)} skipped" if skipped else ""
+    print(f"{s.passed} passed, {s.failed} failed, {s.errors} errors{also} in {s.duration:.1f} s")
     return 0 if s.failed == 0 and s.errors == 0 else 1
 
 

@@ -47,6 +47,7 @@ from harness.faults.backend import (
     ToxiproxyBackend,
     UnsupportedByRealToxiproxy,
     open_embedded_backend,
+    unsupported_by_real_toxiproxy,
 )
 from harness.faults.memnet import MemoryNetwork
 from harness.oracle import Verdict, judge
@@ -421,11 +422,7 @@ class _World:
         if step.kind == "toxic":
             for proxy in _proxies_for(step.target):
                 if on:
-                    await backend.add_toxic(proxy, ToxicSpec(
-                        type=step.type or "noop", stream=step.stream, name=step.name,
-                        toxicity=step.toxicity, attributes=dict(step.attributes),
-                        only_connection=step.only_connection,
-                        from_connection=step.from_connection))
+                    await backend.add_toxic(proxy, _toxic_spec(step))
                 else:
                     await backend.remove_toxic(proxy, step.name)
         elif step.kind == "proxy":
@@ -471,12 +468,28 @@ def _proxies_for(target: str) -> tuple[str, ...]:
     return PROXY_NAMES if target == "both" else (target,)
 
 
+def _toxic_spec(step: Step) -> ToxicSpec:
+    return ToxicSpec(type=step.type or "noop", stream=step.stream, name=step.name,
+                     toxicity=step.toxicity, attributes=dict(step.attributes),
+                     only_connection=step.only_connection, from_connection=step.from_connection)
+
+
+def needs_our_extensions(scenario: Scenario) -> str | None:
+    """What in ``scenario`` only our embedded proxy can do ("step X: toxic type 'blackhole'"),
+    or None: through a real Toxiproxy those steps would be skipped, so the run would not test
+    what the scenario is about."""
+    found = [f"step {step.name}: {reason}" for step in scenario.steps if step.kind == "toxic"
+             and (reason := unsupported_by_real_toxiproxy(_toxic_spec(step)))]
+    return "; ".join(found) or None
+
+
 def _toxiproxy_backend(url: str) -> Any:
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def opened() -> Any:
-        backend = ToxiproxyBackend(url)
+        # Named per process: parallel jobs share the one server.
+        backend = ToxiproxyBackend(url, name_prefix=f"gateway-harness-{os.getpid()}-")
         try:
             for name in PROXY_NAMES:  # leftovers from an earlier run would clash
                 try:

@@ -142,7 +142,8 @@ class FaultBackend(ABC):
 
     @abstractmethod
     async def reset(self) -> None:
-        """Enable every proxy and remove every toxic."""
+        """Enable every proxy and remove every toxic (on a Toxiproxy server: all of its proxies,
+        not only this backend's)."""
 
     @abstractmethod
     async def close(self) -> None:
@@ -151,6 +152,16 @@ class FaultBackend(ABC):
     def unsupported_reason(self, toxic: ToxicSpec) -> str | None:
         """Why this backend cannot run ``toxic`` (None: it can). Lets a runner skip up front."""
         return None
+
+
+def unsupported_by_real_toxiproxy(toxic: ToxicSpec) -> str | None:
+    """What of ``toxic`` a real Toxiproxy does not know (our extensions), e.g. "toxic type
+    'reset_after'"; None if it knows it all."""
+    try:
+        found = build_toxic(toxic.to_json()).uses_extensions()
+    except ToxicError:
+        return None  # invalid, not unsupported: add_toxic reports it
+    return ", ".join(found) or None
 
 
 def _check_locally(toxic: ToxicSpec) -> None:
@@ -282,11 +293,15 @@ _CLIENT_LOCK = threading.Lock()  # toxiproxy-python keeps host/port in class att
 
 
 class ToxiproxyBackend(FaultBackend):
-    """A Toxiproxy server (real or ours) at ``url``, through toxiproxy-python in a thread."""
+    """A Toxiproxy server (real or ours) at ``url``, through toxiproxy-python in a thread.
+
+    ``name_prefix`` is put before every proxy name on the server (and taken off in answers),
+    so runs sharing one server, e.g. parallel scenario jobs, do not clash.
+    """
 
     kind = "toxiproxy"
 
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(self, url: str | None = None, *, name_prefix: str = "") -> None:
         url = url or os.environ.get("TOXIPROXY_URL") or "http://127.0.0.1:8474"
         parts = urlsplit(url if "://" in url else f"http://{url}")
         if not parts.hostname:
@@ -294,7 +309,11 @@ class ToxiproxyBackend(FaultBackend):
         self.url = url
         self.host = parts.hostname
         self.port = parts.port or 8474
+        self.name_prefix = name_prefix
         self._created: list[str] = []
+
+    def _on_server(self, name: str) -> str:
+        return f"{self.name_prefix}{name}"
 
     async def _call(self, fn: Callable[[], T]) -> T:
         def locked() -> T:
@@ -341,46 +360,47 @@ class ToxiproxyBackend(FaultBackend):
 
         return self._checked(await self._call(call))
 
-    @staticmethod
-    def _info(body: Mapping[str, Any]) -> ProxyInfo:
-        return ProxyInfo(body["name"], body["listen"], body["upstream"], body["enabled"])
+    def _info(self, body: Mapping[str, Any]) -> ProxyInfo:
+        name = str(body["name"]).removeprefix(self.name_prefix)
+        return ProxyInfo(name, body["listen"], body["upstream"], body["enabled"])
 
     def unsupported_reason(self, toxic: ToxicSpec) -> str | None:
-        try:
-            found = build_toxic(toxic.to_json()).uses_extensions()
-        except ToxicError:
-            return None  # invalid, not unsupported: add_toxic reports it
-        return ", ".join(found) or None
+        return unsupported_by_real_toxiproxy(toxic)
 
     async def create_proxy(
         self, name: str, upstream: str, listen: str = DEFAULT_LISTEN, enabled: bool = True
     ) -> ProxyInfo:
-        body = {"name": name, "upstream": upstream, "listen": listen, "enabled": enabled}
+        body = {
+            "name": self._on_server(name),
+            "upstream": upstream,
+            "listen": listen,
+            "enabled": enabled,
+        }
         info = self._info(await self._request("POST", "/proxies", body))
         self._created.append(name)
         return info
 
     async def get_proxy(self, name: str) -> ProxyInfo:
-        return self._info(await self._request("GET", f"/proxies/{name}"))
+        return self._info(await self._request("GET", f"/proxies/{self._on_server(name)}"))
 
     async def delete_proxy(self, name: str) -> None:
-        await self._request("DELETE", f"/proxies/{name}")
+        await self._request("DELETE", f"/proxies/{self._on_server(name)}")
         if name in self._created:
             self._created.remove(name)
 
     async def set_enabled(self, name: str, enabled: bool) -> ProxyInfo:
         def switch() -> Any:
-            proxy = Toxiproxy().get_proxy(name)
+            proxy = Toxiproxy().get_proxy(self._on_server(name))
             if proxy is None:
                 raise FaultBackendError("proxy not found", 404)
             if enabled:
                 proxy.enable()
             else:
                 proxy.disable()
-            return Toxiproxy().get_proxy(name)
+            return Toxiproxy().get_proxy(self._on_server(name))
 
         proxy = await self._call(switch)
-        return ProxyInfo(proxy.name, proxy.listen, proxy.upstream, proxy.enabled)
+        return self._info(proxy.__dict__)
 
     async def add_toxic(self, proxy: str, toxic: ToxicSpec) -> dict[str, Any]:
         reason = self.unsupported_reason(toxic)
@@ -389,7 +409,7 @@ class ToxiproxyBackend(FaultBackend):
         _check_locally(toxic)
 
         def add() -> dict[str, Any]:
-            target = Toxiproxy().get_proxy(proxy)
+            target = Toxiproxy().get_proxy(self._on_server(proxy))
             if target is None:
                 raise FaultBackendError("proxy not found", 404)
             body = toxic.to_json()
@@ -423,10 +443,11 @@ class ToxiproxyBackend(FaultBackend):
         if toxicity is not None:
             body["toxicity"] = toxicity
         # toxiproxy-python has no update call; its APIConsumer does the POST.
-        return await self._request("POST", f"/proxies/{proxy}/toxics/{toxic_name}", body)
+        path = f"/proxies/{self._on_server(proxy)}/toxics/{toxic_name}"
+        return await self._request("POST", path, body)
 
     async def remove_toxic(self, proxy: str, toxic_name: str) -> None:
-        await self._request("DELETE", f"/proxies/{proxy}/toxics/{toxic_name}")
+        await self._request("DELETE", f"/proxies/{self._on_server(proxy)}/toxics/{toxic_name}")
 
     async def reset(self) -> None:
         if not await self._call(lambda: Toxiproxy().reset()):
