@@ -1,4 +1,5 @@
-"""nox sessions used by CI and by people: `nox -s tests`, `nox -s lint`, `nox -s scenarios`."""
+"""nox sessions used by CI and by people: `nox -s tests`, `nox -s lint`, `nox -s scenarios`,
+`nox -s toxiproxy`."""
 
 from __future__ import annotations
 
@@ -33,6 +34,46 @@ def scenarios(session: nox.Session) -> None:
         "gateway-harness", "run", "scenarios/", "--mode", "real", "--jobs", "2",
         "--report", "reports", "--junit", "reports/junit.xml", *session.posargs,
     )
+
+
+@nox.session
+def toxiproxy(session: nox.Session) -> None:
+    """The real Toxiproxy 2.12.0 beside ours: builds it (.ci/install-toxiproxy: needs Go, cached
+    in .tools/bin), runs the proxy tests against both servers, then the built-in suite through
+    the real one on a free loopback port (scenarios needing an extension of ours are skipped
+    and listed with the reason)."""
+    import os
+    import socket
+    import subprocess
+    import time
+
+    binary = session.run(".ci/install-toxiproxy", external=True, silent=True)
+    binary = str(binary).strip().splitlines()[-1]
+    session.install("-e", ".[test]")
+    env = {"TOXIPROXY_SERVER": binary, "CI": "true"}  # CI: a missing server fails, not skips
+    session.run("python", "-m", "pytest", "-q", "tests/test_faults_api.py",
+                "tests/test_faults_toxiproxy_python.py", "tests/test_faults_backend.py",
+                "tests/test_faults_same_bytes.py", "tests/test_faults_real_suite.py", env=env)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([binary, "-host", "127.0.0.1", "-port", str(port)],
+                              stdout=subprocess.DEVNULL, env={**os.environ, "LOG_LEVEL": "warn"})
+    try:
+        for _ in range(500):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.02)
+        session.run(
+            "gateway-harness", "run", "scenarios/", "--toxiproxy-url", f"http://127.0.0.1:{port}",
+            "--report", "reports/toxiproxy", "--junit", "reports/toxiproxy/junit.xml",
+            *session.posargs,
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 CLIENTS = ["discord.py", "hikari", "nextcord", "disnake", "py-cord", "discord.js", "midjourney"]
