@@ -1,15 +1,18 @@
-"""Benchmark: our Toxiproxy-compatible proxy (no toxics) vs socat vs a direct connection.
+"""Benchmark: our Toxiproxy-compatible proxy (no toxics) vs the real Toxiproxy vs socat vs a
+direct connection.
 
     python bench/bench_proxy.py [--rounds 2000] [--megabytes 64]
 
-All on loopback. One echo server (a separate process) behind three paths:
-  direct   client -> echo
-  ours     client -> `gateway-harness proxy` (separate process, one proxy, no toxics) -> echo
-  socat    client -> socat TCP-LISTEN,fork -> echo   (Debian package `socat`)
-  trio-min client -> a 20-line raw trio relay -> echo (the floor any trio proxy pays)
+All on loopback. One echo server (a separate process) behind these paths:
+  direct    client -> echo
+  ours      client -> `gateway-harness proxy` (separate process, one proxy, no toxics) -> echo
+  toxiproxy client -> Shopify's toxiproxy-server 2.12.0 (one proxy, no toxics) -> echo
+            ($TOXIPROXY_SERVER, PATH or .tools/bin; `.ci/install-toxiproxy` builds it)
+  socat     client -> socat TCP-LISTEN,fork -> echo   (Debian package `socat`)
+  trio-min  client -> a 20-line raw trio relay -> echo (the floor any trio proxy pays)
 Measures round-trip time of a 1 KiB echo (p50/p99 over all rounds, paths interleaved in batches
 of 100; "added" = path minus direct) and throughput of 64 KiB chunks streamed through and echoed
-back. Prints a table and one JSON line.
+back. Prints a table, the ratios ours/toxiproxy and ours/socat, and one JSON line.
 Goals (issue 3): our added p50 <= 2x socat's; our throughput >= 30% of socat's.
 """
 
@@ -26,6 +29,13 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
+
+from harness.faults.testing import (
+    RealToxiproxyServer,
+    ToxiproxyServerMissing,
+    find_toxiproxy_server,
+)
 
 ECHO_SERVER = r"""
 import socket, sys, threading
@@ -171,8 +181,10 @@ def measure_throughput(port: int, megabytes: int) -> float:
 
 
 def create_proxy(api: str, upstream_port: int) -> int:
-    body = json.dumps({"name": "bench", "upstream": f"127.0.0.1:{upstream_port}"}).encode()
-    request = urllib.request.Request(f"{api}/proxies", data=body, method="POST")
+    proxy = {"name": "bench", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{upstream_port}"}
+    request = urllib.request.Request(
+        f"{api}/proxies", data=json.dumps(proxy).encode(), method="POST"
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         listen = json.loads(response.read())["listen"]
     return int(listen.rsplit(":", 1)[1])
@@ -188,9 +200,14 @@ def main() -> int:
     if socat is None:
         print(
             "socat is MISSING: install it (Debian: apt-get install -y socat) to get the reference "
-            "numbers; measuring direct and ours only.",
+            "numbers; no socat column.",
             file=sys.stderr,
         )
+    try:
+        toxiproxy: str | None = find_toxiproxy_server()
+    except ToxiproxyServerMissing as missing:
+        toxiproxy = None
+        print(f"{missing}; no toxiproxy column.", file=sys.stderr)
 
     results: dict[str, dict[str, float]] = {}
     with process([sys.executable, "-c", ECHO_SERVER]) as echo:
@@ -210,9 +227,12 @@ def main() -> int:
                 f"TCP:127.0.0.1:{echo_port},nodelay",
             ]
             with (
+                RealToxiproxyServer(toxiproxy) if toxiproxy else _nothing() as real,
                 process(socat_cmd) if socat else _nothing() as _,
                 process([sys.executable, "-c", TRIO_FLOOR_RELAY, str(echo_port)]) as floor,
             ):
+                if real is not None:
+                    paths["toxiproxy"] = create_proxy(real.url, echo_port)
                 if socat:
                     wait_connectable(socat_port)
                     paths["socat"] = socat_port
@@ -230,13 +250,28 @@ def main() -> int:
     for r in results.values():
         r["added_p50_us"] = r["p50_us"] - direct["p50_us"]
         r["added_p99_us"] = r["p99_us"] - direct["p99_us"]
-    print(f"{'path':8} {'p50 µs':>9} {'p99 µs':>9} {'+p50 µs':>9} {'+p99 µs':>9} {'MB/s':>9}")
+    print(f"{'path':9} {'p50 µs':>9} {'p99 µs':>9} {'+p50 µs':>9} {'+p99 µs':>9} {'MB/s':>9}")
     for name, r in results.items():
         print(
-            f"{name:8} {r['p50_us']:9.1f} {r['p99_us']:9.1f} {r['added_p50_us']:9.1f} "
+            f"{name:9} {r['p50_us']:9.1f} {r['p99_us']:9.1f} {r['added_p50_us']:9.1f} "
             f"{r['added_p99_us']:9.1f} {r['throughput_MBps']:9.1f}"
         )
-    summary: dict[str, object] = {"results": results, "socat": bool(socat)}
+    summary: dict[str, object] = {
+        "results": results, "socat": bool(socat), "toxiproxy": bool(toxiproxy)
+    }
+    if toxiproxy:
+        ours_r, real_r = results["ours"], results["toxiproxy"]
+        ratios = {
+            "added_p50_ratio_vs_toxiproxy": ours_r["added_p50_us"] / real_r["added_p50_us"],
+            "added_p99_ratio_vs_toxiproxy": ours_r["added_p99_us"] / real_r["added_p99_us"],
+            "throughput_ratio_vs_toxiproxy": ours_r["throughput_MBps"] / real_r["throughput_MBps"],
+        }
+        summary |= {key: round(value, 2) for key, value in ratios.items()}
+        print(
+            f"ours/toxiproxy: added p50 x{ratios['added_p50_ratio_vs_toxiproxy']:.2f}, "
+            f"added p99 x{ratios['added_p99_ratio_vs_toxiproxy']:.2f}, "
+            f"throughput {ratios['throughput_ratio_vs_toxiproxy']:.0%}"
+        )
     if socat:
         ours_r, socat_r = results["ours"], results["socat"]
         added_ratio = ours_r["added_p50_us"] / max(socat_r["added_p50_us"], 1e-9)
@@ -252,6 +287,7 @@ def main() -> int:
         }
         print(
             f"ours/socat: added p50 x{added_ratio:.2f} (goal <= 2), "
+            f"added p99 x{summary['added_p99_ratio_vs_socat']:.2f}, "
             f"throughput {throughput_ratio:.0%} (goal >= 30%)"
         )
     print(json.dumps(summary, separators=(",", ":")))
@@ -259,7 +295,7 @@ def main() -> int:
 
 
 @contextmanager
-def _nothing() -> Iterator[None]:
+def _nothing() -> Iterator[Any]:
     yield None
 
 
