@@ -907,3 +907,18 @@ def test_rs5_does_not_judge_a_resume_that_crossed_the_op9_on_the_wire():
 
 def test_rs5_fails_a_resume_sent_well_after_the_op9_on_the_same_connection():
     assert_status(verdict(op9_crossing_run(0.5), "RS5"), "fail", "RESUMEd")
+
+
+def test_bo1_does_not_call_three_jittered_waits_lock_step():
+    # The reference client's equal-jitter waits from a fuzz run (seed 2498264730): two ratios
+    # within 0.01 by chance. Three waits cannot tell jitter from none; four in lock-step can.
+    def run_with(waits):
+        run, t = Run(), 0.0
+        for conn, wait in enumerate([0.0, *waits], start=1):
+            t += wait
+            run.open(conn, t, "discovery").close(conn, t + 0.002, "server", None, "no_close_frame")
+            t += 0.002
+        return run
+
+    assert_status(verdict(run_with([0.343, 0.613, 1.102]), "BO1"), "pass")
+    assert_status(verdict(run_with([0.25, 0.45, 0.81, 1.458]), "BO1"), "fail", "no jitter")
