@@ -920,5 +920,5 @@ def test_bo1_does_not_call_three_jittered_waits_lock_step():
             t += 0.002
         return run
 
-    assert_status(verdict(run_with([0.343, 0.613, 1.102]), "BO1"), "pass")
+    assert_status(verdict(run_with([0.343, 0.613, 1.0955]), "BO1"), "pass")
     assert_status(verdict(run_with([0.25, 0.45, 0.81, 1.458]), "BO1"), "fail", "no jitter")
