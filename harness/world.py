@@ -93,7 +93,8 @@ class ClientOutcome:
     delivery_log: list[Record] | None = None
     stderr_tail: str = ""
     error: str | None = None  # the harness could not run the client at all
-    crash: str | None = None  # the client died or hung on its own (judged as PR1)
+    crash: str | None = None  # the client died, raised or hung (judged as PR1): the evidence
+    exited: bool = False  # the crash is the process ending on its own, right if a stop is expected
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -459,7 +460,7 @@ def _process_verdict(outcome: ClientOutcome, expects_stop: bool, error: str | No
         return Verdict("PR1", "not_judged", f"the run did not complete: {error}")
     if outcome.crash is None:
         return Verdict("PR1", "pass", "the client ran until the harness stopped it")
-    if expects_stop and "exited" in outcome.crash:
+    if expects_stop and outcome.exited:
         return Verdict("PR1", "pass", f"{outcome.crash} (the scenario expects it to stop)")
     return Verdict("PR1", "fail", outcome.crash)
 

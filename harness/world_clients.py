@@ -7,13 +7,18 @@ ends the client and hands back what the oracle needs (the delivery log, the stde
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from harness.world import ClientEnv, ClientOutcome, ClientStarter, ClientStop
+
+if TYPE_CHECKING:
+    from harness.adapters.process import ClientRun
 
 
 def known_reference_clients() -> tuple[str, ...]:
@@ -66,7 +71,7 @@ async def _start_reference(nursery: trio.Nursery, env: ClientEnv, name: str) -> 
             try:
                 await client.run()
             except Exception as exc:  # the client's own bug: judged as a crash, trace kept
-                errors.append(f"the reference client raised {type(exc).__name__}: {exc}")
+                errors.append(f"the reference client raised {_describe_exception(exc)}")
         done.set()
 
     nursery.start_soon(runner)
@@ -81,6 +86,32 @@ async def _start_reference(nursery: trio.Nursery, env: ClientEnv, name: str) -> 
                              info={"counters": client.counters()})
 
     return stop
+
+
+def _describe_exception(exc: BaseException) -> str:
+    """``KeyError: 'guild_id' at harness/client/core.py:123``: the exception itself, out of the
+    nurseries' ExceptionGroups that wrap it, and where it was raised."""
+    leaves: list[BaseException] = []
+
+    def collect(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for inner in e.exceptions:
+                collect(inner)
+        else:
+            leaves.append(e)
+
+    collect(exc)
+    leaf = leaves[0] if leaves else exc
+    text = f"{type(leaf).__name__}: {leaf}" if str(leaf) else type(leaf).__name__
+    frames = traceback.extract_tb(leaf.__traceback__)
+    if frames:
+        where = Path(frames[-1].filename)
+        with contextlib.suppress(ValueError):
+            where = where.relative_to(Path.cwd())
+        text += f" at {where}:{frames[-1].lineno}"
+    if len(leaves) > 1:
+        text += f" (and {len(leaves) - 1} more)"
+    return text
 
 
 def adapter_starter(adapter: Any) -> ClientStarter:
@@ -118,21 +149,34 @@ def adapter_starter(adapter: Any) -> ClientStarter:
                 release.set()
                 await finished.wait()
             tail = list(run.stderr_tail)
-            if run.ended_by != "stop":
+            if run.ended_by != "stop" or run.killed:
                 # A crash or a hang is the client's failure, judged from the trace like any
                 # other; the report says how the process ended.
-                tail.append(f"[gateway-harness: client ended by {run.ended_by}, "
+                killed = ", killed after ignoring SIGTERM" if run.killed else ""
+                tail.append(f"[gateway-harness: client ended by {run.ended_by}{killed}, "
                             f"exit code {run.exit_code}]")
-            crash = None
-            if run.crashed:
-                last = run.stderr_tail[-1] if run.stderr_tail else "no stderr"
-                crash = (f"the client process exited on its own with code {run.exit_code} "
-                         f"after {run.duration:.1f} s; last stderr line: {last}")
-            elif run.ended_by == "deadline":
-                crash = f"the client process hung and was killed at its deadline ({env.deadline} s)"
             return ClientOutcome(delivery_log=list(proc.delivery) or None,
-                                 stderr_tail="\n".join(tail), crash=crash, info=run.to_json())
+                                 stderr_tail="\n".join(tail), crash=_process_crash(run),
+                                 exited=run.crashed, info=run.to_json())
 
         return stop
 
     return start
+
+
+def _process_crash(run: ClientRun) -> str | None:
+    """PR1's evidence against a client process that crashed or hung, or None. A hang is a
+    process that did not stop when asked: deaf to SIGTERM for the grace period (SIGKILLed), or
+    still running at its deadline. A client that hangs mid-run but exits on SIGTERM is the
+    oracle's to judge (heartbeats, liveness), not PR1's."""
+    last = f"last stderr line: {run.stderr_tail[-1] if run.stderr_tail else 'no stderr'}"
+    if run.crashed:
+        return (f"the client process exited on its own with code {run.exit_code} "
+                f"after {run.duration:.1f} s; {last}")
+    if not run.hung:
+        return None
+    what = ("was still running at its deadline" if run.ended_by == "deadline"
+            else "was stopped by the harness")
+    how = (f"did not exit within {run.stop_grace:g} s of SIGTERM; killed" if run.killed
+           else "exited on SIGTERM")
+    return f"the client process hung: it {what} and {how}; {last}"

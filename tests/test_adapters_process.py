@@ -90,6 +90,7 @@ async def test_deadline_kills_a_hanging_client_that_ignores_sigterm(
         run = await proc.stop()
     assert run.ended_by == "deadline"
     assert run.killed  # SIGTERM was ignored, so the group needed SIGKILL
+    assert run.hung
     assert run.exit_code == -9
     assert run.stderr_tail == ["hanging"]
     assert not alive(run.pid)
@@ -121,11 +122,59 @@ async def test_stop_cleans_up_grandchildren_in_the_process_group(tmp_path: Path)
         run = await proc.stop()
     assert run.ended_by == "stop"
     assert not run.killed  # the leader itself exits on SIGTERM
+    assert not run.hung
     assert run.exit_code == -15
     # the descendants ignored SIGTERM; the group sweep must still have ended them
     with trio.fail_after(10):
         while alive(child) or alive(grandchild):
             await trio.sleep(0.05)
+
+
+async def test_a_client_that_ignores_sigterm_when_stopped_is_killed_and_hung(
+    tmp_path: Path,
+) -> None:
+    ready = tmp_path / "ready"
+    adapter = py_adapter(
+        tmp_path,
+        f"""
+        import signal, sys, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        open({str(ready)!r}, "w").write("ignoring SIGTERM\\n")
+        time.sleep(600)
+        """,
+    )
+    async with ClientProcess(adapter, contract_env(tmp_path), deadline=50, stop_grace=0.5) as proc:
+        await wait_for_file(ready)
+        run = await proc.stop()
+    # stopped before its deadline, yet it did not stop when asked: a hang all the same
+    assert (run.ended_by, run.killed, run.hung, run.crashed) == ("stop", True, True, False)
+    assert run.exit_code == -9
+    assert run.to_json()["stop_grace"] == 0.5
+
+
+async def test_a_slow_clean_shutdown_on_sigterm_is_not_a_hang(tmp_path: Path) -> None:
+    # A client that closes its websocket politely on SIGTERM and takes a second over it, as
+    # Node and Python clients may on a loaded machine: the default grace must allow for that.
+    ready = tmp_path / "ready"
+    adapter = py_adapter(
+        tmp_path,
+        f"""
+        import signal, sys, time
+        asked = []
+        signal.signal(signal.SIGTERM, lambda *_: asked.append(1))
+        open({str(ready)!r}, "w").write("handling SIGTERM\\n")
+        while not asked:
+            time.sleep(0.01)
+        print("closing the websocket", file=sys.stderr, flush=True)
+        time.sleep(1.0)
+        sys.exit(0)
+        """,
+    )
+    async with ClientProcess(adapter, contract_env(tmp_path), deadline=50) as proc:
+        await wait_for_file(ready)
+        run = await proc.stop()
+    assert (run.ended_by, run.killed, run.hung, run.exit_code) == ("stop", False, False, 0)
+    assert run.stderr_tail == ["closing the websocket"]
 
 
 async def test_cancellation_still_kills_the_group(tmp_path: Path) -> None:

@@ -5,12 +5,14 @@ Usage (from the runner)::
     env = env_for(gateway_url, rest_url, token, ca_file, delivery_log_path)
     async with ClientProcess(adapter, env, deadline=120) as proc:
         ...                      # drive the scenario; proc.delivery grows live
-        run = await proc.stop()  # SIGTERM the group, SIGKILL after the grace period
+        run = await proc.stop()  # SIGTERM the group, SIGKILL after STOP_GRACE_S
     run = proc.result            # the same ClientRun, also set when the block ends any other way
 
 Leaving the ``async with`` block by any route (normal end, an exception, trio cancellation,
 Ctrl-C) terminates the whole process group before the block returns. The deadline kills a
-client that outlives it; ``ClientRun.ended_by == "deadline"`` then says so.
+client that outlives it; ``ClientRun.ended_by == "deadline"`` then says so. A client that ignores
+SIGTERM for the grace period is SIGKILLed (``ClientRun.killed``): it did not stop when asked,
+a hang either way (``ClientRun.hung``).
 
 Delivery records are gathered from two places, in the order the harness saw them: the client's
 delivery log file (tailed while it runs) and stdout lines that start with ``{``. Each record
@@ -48,6 +50,11 @@ EndedBy = Literal["exit", "stop", "deadline"]
 _MAX_LINE = 1 << 20  # a "line" longer than this is cut: a client must not exhaust our memory
 _TAIL_POLL_S = 0.05
 _PIPE_DRAIN_S = 2.0  # how long to wait for pipes to close after the group is gone
+# SIGTERM to SIGKILL. A client that is still there after this did not stop when asked (a hang).
+# Generous: a slow but correct shutdown (closing the websocket politely) must not be a hang. Of
+# the built-in clients hikari is the slowest, 0.45 s from SIGTERM to exit (also with both cores
+# busy); the rest exit within 0.15 s.
+STOP_GRACE_S = 5.0
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colour codes some loggers force on
 
 # Process groups still alive, killed at interpreter exit if a run was torn down abnormally
@@ -91,7 +98,8 @@ class ClientRun:
     ``exit_code`` is the OS return code (negative: killed by that signal), None only if the
     process could not be reaped. ``ended_by`` says who ended it: the client itself ("exit"),
     the harness at the end of the scenario ("stop") or the deadline ("deadline": it hung).
-    ``killed`` is True when SIGTERM was not enough and the group needed SIGKILL.
+    ``killed`` is True when the process outlived SIGTERM by ``stop_grace`` seconds and needed
+    SIGKILL.
     """
 
     name: str
@@ -108,6 +116,7 @@ class ClientRun:
     versions: dict[str, str]
     stdout_lines: int = 0
     stderr_lines: int = 0
+    stop_grace: float = STOP_GRACE_S
 
     @property
     def duration(self) -> float:
@@ -118,6 +127,11 @@ class ClientRun:
         """It ended on its own with a failure before the harness asked it to stop."""
         return self.ended_by == "exit" and self.exit_code != 0
 
+    @property
+    def hung(self) -> bool:
+        """It did not end when asked: still running at its deadline, or deaf to SIGTERM."""
+        return self.ended_by == "deadline" or self.killed
+
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -126,6 +140,7 @@ class ClientRun:
             "exit_code": self.exit_code,
             "ended_by": self.ended_by,
             "killed": self.killed,
+            "stop_grace": self.stop_grace,
             "duration": round(self.duration, 3),
             "stderr_tail": self.stderr_tail,
             "deliveries": len(self.delivery),
@@ -157,7 +172,7 @@ class ClientProcess:
         env: Mapping[str, str],
         *,
         deadline: float | None = None,
-        stop_grace: float = 3.0,
+        stop_grace: float = STOP_GRACE_S,
         stderr_tail_lines: int = 40,
         log_dir: str | os.PathLike[str] | None = None,
     ) -> None:
@@ -335,6 +350,7 @@ class ClientProcess:
             versions=self._versions(),
             stdout_lines=self._out.stdout_lines,
             stderr_lines=self._out.stderr_lines,
+            stop_grace=self.stop_grace,
         )
         self._finished.set()
         return self.result
