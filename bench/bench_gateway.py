@@ -208,7 +208,7 @@ def serve(args: argparse.Namespace) -> None:
     """The server process: the real FakeGateway on TCP, one line with its URL on stdout."""
     from fake_gateway.config import GatewayConfig
     from fake_gateway.server import FakeGateway, tune_gc_for_a_server_process
-    from harness.trace import Trace
+    from gateway_common.trace import Trace
 
     if os.environ.get("BENCH_NO_GC"):
         gc.disable()

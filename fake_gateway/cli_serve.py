@@ -20,8 +20,8 @@ import trio
 
 from fake_gateway.config import GatewayConfig
 from fake_gateway.server import FakeGateway, tune_gc_for_a_server_process
-from harness.errors import UserError
-from harness.trace import Trace
+from gateway_common.errors import UserError
+from gateway_common.trace import Trace
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from harness.errors import UserError
-from harness.trace import KIND_CONTROL
+from gateway_common.errors import UserError
+from gateway_common.trace import KIND_CONTROL
 
 if TYPE_CHECKING:
     from fake_gateway.protocol import ConnectionCore, GatewayCore

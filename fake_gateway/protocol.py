@@ -30,7 +30,7 @@ from fake_gateway.sessions import (
     SessionStore,
     shard_for_guild,
 )
-from harness.trace import (
+from gateway_common.trace import (
     KIND_CONN_CLOSE,
     KIND_FRAME_BAD,
     KIND_FRAME_IN,

@@ -22,7 +22,7 @@ from starlette.routing import Route
 from fake_gateway import payloads
 from fake_gateway.protocol import GatewayCore
 from fake_gateway.urls import API_BASE_PATH
-from harness.errors import UserError
+from gateway_common.errors import UserError
 
 if TYPE_CHECKING:
     from fake_gateway.server import FakeGateway, TLSFiles

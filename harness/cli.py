@@ -11,7 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from harness.errors import UserError
+from gateway_common.errors import UserError
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {

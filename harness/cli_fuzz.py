@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
+from gateway_common.errors import UserError
 from harness.oracle import INVARIANT_TITLES
 from harness.report.model import ScenarioResult
 from harness.scenario import Scenario, load_scenario

@@ -16,7 +16,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.errors import UserError
+from gateway_common.errors import UserError
+from gateway_common.trace import load_jsonl, load_trace
 from harness.oracle import judge
 from harness.report.html import write_html
 from harness.report.json_results import write_json
@@ -24,7 +25,6 @@ from harness.report.junit import write_junit
 from harness.report.model import ScenarioResult, summarize
 from harness.report.text import failure_details, summary_table
 from harness.scenario import Scenario, builtin_scenarios_dir, load_scenario, load_scenarios
-from harness.trace import load_jsonl, load_trace
 from harness.world import RunOptions, default_jobs, run_scenario
 
 # Where `run` and `validate` keep traces and delivery logs when no --report DIR is given.

@@ -42,10 +42,10 @@ import trio.testing
 from fake_gateway.config import GatewayConfig
 from fake_gateway.rest import gateway_bot_for
 from fake_gateway.server import FakeGateway
+from gateway_common.errors import UserError
+from gateway_common.trace import KIND_NOTE, Record, Trace
 from harness.client.core import ClientConfig, GatewayClientCore, StateChanged
-from harness.errors import UserError
 from harness.faults.memnet import MemoryListener, MemoryNetwork
-from harness.trace import KIND_NOTE, Record, Trace
 
 HOST = "127.0.0.1"
 WAVES = ("reconnect", "close-4009", "restart")

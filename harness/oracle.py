@@ -24,6 +24,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from gateway_common.facts import (
+    FATAL_CLOSE_CODES,
+    ONE_SHOT_CONTROLS,
+    POLICY_CONTROLS,
+    REIDENTIFY_CLOSE_CODES,
+    RESUMABLE_SERVER_CLOSE_CODES,
+    SESSION_KILLING_CLIENT_CODES,
+)
+
 Record = dict[str, Any]
 Status = Literal["pass", "fail", "not_judged"]
 Outcome = Literal["resume", "reidentify", "stop"]
@@ -65,29 +74,6 @@ INVARIANT_TITLES: dict[str, str] = {
     # Judged by the runner from the client process, not from the trace (harness/world.py).
     "PR1": "the client keeps running until the harness stops it (no crash, no hang)",
 }
-
-FATAL_CLOSE_CODES = frozenset({4004, 4010, 4011, 4012, 4013, 4014})
-# Server closes after which the client should start a new session (section 13 of the reference).
-REIDENTIFY_CLOSE_CODES = frozenset({4003, 4005, 4007, 4009})
-# Server closes (or none) after which a client holding a session should resume.
-RESUMABLE_SERVER_CLOSE_CODES = frozenset({None, 1001, 1006, 4000, 4002, 4008})
-SESSION_KILLING_CLIENT_CODES = frozenset({1000, 1001})
-# Control actions that happen once (their fault window has no length).
-ONE_SHOT_CONTROLS = frozenset(
-    {
-        "reconnect",
-        "invalid_session",
-        "close",
-        "reset",
-        "expire_session",
-        "invalidate_session",
-        "burst",
-        "heartbeat_request",
-        "session_start_remaining",
-    }
-)
-# Controls that change policy rather than inject a fault (never a fault window).
-POLICY_CONTROLS = frozenset({"heartbeat_deadline"})
 
 # The runner's note that ends the observed run (harness/world.py writes it before stopping the
 # client); what follows it is the harness's shutdown, not the client's behaviour.

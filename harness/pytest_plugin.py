@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import trio
 
-from harness.trace import Trace
+from gateway_common.trace import Trace
 
 
 @dataclass

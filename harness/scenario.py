@@ -61,7 +61,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
+from gateway_common.errors import UserError
+from gateway_common.facts import ONE_SHOT_CONTROLS
 from harness.oracle import Expectations, Tolerances
 
 Record = dict[str, Any]
@@ -100,19 +101,6 @@ CONTROL_PARAMS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "heartbeat_request": {"d": _ANY_JSON},
     "session_start_remaining": {"remaining": int},
 }
-ONE_SHOT_CONTROLS = frozenset(
-    {
-        "reconnect",
-        "invalid_session",
-        "close",
-        "reset",
-        "expire_session",
-        "invalidate_session",
-        "burst",
-        "heartbeat_request",
-        "session_start_remaining",
-    }
-)
 TARGET_URLS = ("discovery", "resume", "both")
 OUTCOMES = ("resume", "reidentify", "stop")
 COMPRESSIONS = ("none", "zlib-stream", "zstd-stream")

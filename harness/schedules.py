@@ -53,10 +53,10 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from gateway_common.facts import ONE_SHOT_CONTROLS
 from harness.oracle import Tolerances
 from harness.report.model import ScenarioResult
 from harness.scenario import (
-    ONE_SHOT_CONTROLS,
     GatewayKnobs,
     Scenario,
     ScenarioExpect,

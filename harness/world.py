@@ -39,7 +39,8 @@ import trio.testing
 
 from fake_gateway.config import GatewayConfig
 from fake_gateway.server import FakeGateway, make_tls
-from harness.errors import UserError
+from gateway_common.errors import UserError
+from gateway_common.trace import KIND_FAULT, KIND_NOTE, Record, Trace, write_jsonl
 from harness.faults.backend import (
     FaultBackend,
     FaultBackendError,
@@ -53,7 +54,6 @@ from harness.faults.memnet import MemoryNetwork
 from harness.oracle import Verdict, judge
 from harness.report.model import ScenarioResult
 from harness.scenario import Scenario, Step, TriggerWatch, run_settled
-from harness.trace import KIND_FAULT, KIND_NOTE, Record, Trace, write_jsonl
 
 PROXY_NAMES = ("discovery", "resume")
 SIM_HOST = "127.0.0.1"  # memnet addresses look like TCP ones so TLS certificates match

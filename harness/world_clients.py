@@ -122,7 +122,7 @@ def adapter_starter(adapter: Any) -> ClientStarter:
         from harness.adapters.process import ClientProcess
 
         if env.open_stream is not None:
-            from harness.errors import UserError
+            from gateway_common.errors import UserError
 
             raise UserError(f"client {adapter.name}: third-party clients run in --mode real only")
         log_dir = Path(tempfile.mkdtemp(prefix="gateway-harness-client-"))

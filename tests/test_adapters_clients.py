@@ -21,10 +21,10 @@ import trio
 
 from fake_gateway.config import GatewayConfig
 from fake_gateway.server import FakeGateway, ServedURLs
+from gateway_common.trace import Trace
 from harness.adapters.contract import env_for
 from harness.adapters.process import ClientProcess, ClientRun
 from harness.adapters.registry import ADAPTERS, get_spec
-from harness.trace import Trace
 
 pytestmark = pytest.mark.timeout(240)
 

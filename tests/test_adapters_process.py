@@ -13,6 +13,7 @@ import pytest
 import trio
 import trio.testing
 
+from gateway_common.errors import UserError
 from harness.adapters.contract import (
     ENV_CA_FILE,
     ENV_DELIVERY_LOG,
@@ -23,7 +24,6 @@ from harness.adapters.contract import (
     env_for,
 )
 from harness.adapters.process import ClientProcess
-from harness.errors import UserError
 
 pytestmark = pytest.mark.timeout(60)
 

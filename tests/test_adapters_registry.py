@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway_common.errors import UserError
 from harness.adapters.registry import ADAPTERS, SHIMS_DIR, get_spec, resolve
-from harness.errors import UserError
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.errors import UserError
+from gateway_common.errors import UserError
 from harness.fleet import FleetConfig, IdentifyQueue, main, run_fleet
 
 

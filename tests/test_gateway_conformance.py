@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from fake_gateway.config import GatewayConfig
 from fake_gateway.server import FakeGateway, ServedURLs
 from fake_gateway.testing import RawGatewayClient, raw_client
-from harness.trace import Trace
+from gateway_common.trace import Trace
 
 Start = Callable[..., Awaitable[tuple[FakeGateway, ServedURLs]]]
 TOKEN = GatewayConfig().token
@@ -841,7 +841,7 @@ async def test_delay_hello_holds_hello(start: Start) -> None:
 
 
 async def test_controls_reject_bad_requests(start: Start) -> None:
-    from harness.errors import UserError
+    from gateway_common.errors import UserError
 
     gateway, _ = await start()
     with pytest.raises(UserError, match="unknown action"):

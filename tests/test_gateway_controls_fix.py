@@ -15,7 +15,7 @@ import trio
 from fake_gateway.config import GatewayConfig
 from fake_gateway.server import FakeGateway, ServedURLs
 from fake_gateway.testing import raw_client
-from harness.trace import Trace
+from gateway_common.trace import Trace
 
 TOKEN = GatewayConfig().token
 

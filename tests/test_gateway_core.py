@@ -13,7 +13,7 @@ from fake_gateway.config import GatewayConfig
 from fake_gateway.controls import GatewayControls
 from fake_gateway.protocol import Close, ConnectionCore, GatewayCore, Send
 from fake_gateway.sessions import IdentifyLimiter, Session, SessionStartLimit
-from harness.trace import Trace
+from gateway_common.trace import Trace
 
 TOKEN = GatewayConfig().token
 

@@ -19,7 +19,7 @@ from fake_gateway.codec import Encoder, decode_client
 from fake_gateway.config import GatewayConfig
 from fake_gateway.server import FakeGateway, ServedURLs
 from fake_gateway.testing import raw_client
-from harness.trace import Trace
+from gateway_common.trace import Trace
 
 TOKEN = GatewayConfig().token
 SNOWFLAKE = 1_234_567_890_123_456_789  # over 32 bits: SMALL_BIG_EXT

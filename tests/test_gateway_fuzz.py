@@ -20,7 +20,7 @@ from fake_gateway.config import DEFINED_INTENTS, GatewayConfig
 from fake_gateway.protocol import Close, GatewayCore, Send
 from fake_gateway.server import FakeGateway
 from fake_gateway.testing import raw_client
-from harness.trace import Trace
+from gateway_common.trace import Trace
 
 TOKEN = GatewayConfig().token
 SESSION_OPS = (3, 4, 8, 31, 43)

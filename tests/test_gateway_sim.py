@@ -14,8 +14,8 @@ from websockets.trio.client import connect
 from fake_gateway.config import GatewayConfig
 from fake_gateway.server import FakeGateway, make_tls
 from fake_gateway.testing import RawGatewayClient
+from gateway_common.trace import Trace
 from harness.faults.memnet import MemoryNetwork
-from harness.trace import Trace
 
 DISCOVERY, RESUME = "127.0.0.1:4000", "127.0.0.1:4001"
 

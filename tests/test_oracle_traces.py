@@ -1,14 +1,14 @@
 """Hand-made gateway traces for the oracle and report tests.
 
-``Run`` writes records through the real ``harness.trace.Trace`` with explicit times, the way the
-fake gateway records a run: client frames are ``frame_in``, server frames ``frame_out``.
+``Run`` writes records through the real ``gateway_common.trace.Trace`` with explicit times, the
+way the fake gateway records a run: client frames are ``frame_in``, server frames ``frame_out``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from harness.trace import Record, Trace
+from gateway_common.trace import Record, Trace
 
 
 class Run:

@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 
 from test_oracle_traces import Run, healthy_run, healthy_start, seed_failure_run
 
+from gateway_common.trace import write_jsonl
 from harness.oracle import Expectations, judge
 from harness.report import (
     ScenarioResult,
@@ -25,7 +26,6 @@ from harness.report import (
     write_json,
 )
 from harness.report.html import records_of
-from harness.trace import write_jsonl
 
 EXP = Expectations(outcome="resume", recovery_bound=3.0)
 

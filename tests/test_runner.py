@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway_common.trace import load_jsonl
 from harness.scenario import builtin_scenarios_dir, load_scenario, parse_scenario
-from harness.trace import load_jsonl
 from harness.world import RunOptions, run_scenario, transcript_hash
 
 SCENARIOS = builtin_scenarios_dir()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from test_oracle_traces import healthy_start, seed_failure_run
 
-from harness.errors import UserError
+from gateway_common.errors import UserError
 from harness.oracle import Tolerances
 from harness.scenario import (
     Trigger,

@@ -9,8 +9,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
-from harness.oracle import FATAL_CLOSE_CODES
-from harness.scenario import ONE_SHOT_CONTROLS, Step, Trigger, load_scenario
+from gateway_common.facts import FATAL_CLOSE_CODES, ONE_SHOT_CONTROLS
+from harness.scenario import Step, Trigger, load_scenario
 from harness.schedules import (
     ScheduleLimits,
     fault_steps,

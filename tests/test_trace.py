@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from harness.trace import Trace, load_trace
+from gateway_common.trace import Trace, load_trace
 
 
 def test_trace_round_trips_through_jsonl(tmp_path):

@@ -20,10 +20,10 @@ import shutil
 import sys
 from pathlib import Path
 
+from gateway_common.errors import UserError
 from harness.adapters.contract import Adapter
 from harness.adapters.registry import ADAPTERS, get_spec
 from harness.cli_run import DEFAULT_RESULTS_DIR
-from harness.errors import UserError
 from harness.report.matrix import matrix_html, matrix_markdown
 from harness.report.model import ScenarioResult
 from harness.scenario import Scenario, builtin_scenarios_dir, load_scenario, load_scenarios

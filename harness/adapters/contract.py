@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from fake_gateway.urls import API_BASE_PATH, rest_base
-from harness.errors import UserError
+from gateway_common.errors import UserError
 
 ENV_GATEWAY_URL = "GATEWAY_HARNESS_GATEWAY_URL"
 ENV_REST_URL = "GATEWAY_HARNESS_REST_URL"

@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 import trio
 
+from gateway_common.errors import UserError
 from harness.adapters.contract import (
     ENV_DELIVERY_LOG,
     Adapter,
@@ -43,7 +44,6 @@ from harness.adapters.contract import (
     is_delivery_record,
     parse_stdout_line,
 )
-from harness.errors import UserError
 
 EndedBy = Literal["exit", "stop", "deadline"]
 

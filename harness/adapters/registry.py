@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from gateway_common.errors import UserError
 from harness.adapters.contract import Adapter
-from harness.errors import UserError
 
 SHIMS_DIR = Path(__file__).parent / "shims"
 ENV_CLIENTS_DIR = "GATEWAY_HARNESS_CLIENTS_DIR"

@@ -16,9 +16,9 @@ import time
 
 import trio
 
+from gateway_common.errors import UserError
 from harness.client.core import ClientConfig, StateChanged
 from harness.client.driver import CAFileError, GatewayClient, tls_context_for
-from harness.errors import UserError
 
 ENV = {
     "gateway_url": "GATEWAY_HARNESS_GATEWAY_URL",

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fake_gateway.config import GatewayConfig
+from gateway_common.facts import FATAL_CLOSE_CODES
 
 # op codes (section 2.2)
 OP_DISPATCH = 0
@@ -41,7 +42,6 @@ IDENTIFY_WINDOW = 5.0  # seconds per max_concurrency bucket (section 8)
 RESUME_CLOSE_CODE = 4000  # a close code that keeps the session resumable (never 1000/1001)
 SHUTDOWN_CLOSE_CODE = 1000
 
-FATAL_CLOSE_CODES = frozenset({4004, 4010, 4011, 4012, 4013, 4014})
 NEW_SESSION_CLOSE_CODES = frozenset({4003, 4005, 4007, 4009})
 
 State = Literal[

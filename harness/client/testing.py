@@ -20,10 +20,10 @@ import trio
 from fake_gateway.config import GatewayConfig
 from fake_gateway.rest import gateway_bot_for
 from fake_gateway.server import FakeGateway, make_tls
+from gateway_common.trace import Record, Trace
 from harness.client.core import ClientConfig
 from harness.client.driver import GatewayClient, OpenStream
 from harness.faults.memnet import MemoryNetwork
-from harness.trace import Record, Trace
 
 TOKEN = GatewayConfig().token
 

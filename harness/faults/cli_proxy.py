@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from harness.errors import UserError
+from gateway_common.errors import UserError
 from harness.faults.api import TOXIPROXY_VERSION, BadBody, proxy_fields, serve_api, spec_from
 from harness.faults.proxy import ProxyCollection, ProxyError, ProxySpec, TcpTransport
 

@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway_common.trace import load_jsonl
 from harness.report.model import Record, ScenarioResult, invariant_title, summarize
 from harness.report.timeline import timeline_svg
-from harness.trace import load_jsonl
 
 CSS = """
 :root{--pass:#137333;--pass-bg:#e6f4ea;--fail:#a50e0e;--fail-bg:#fce8e6;--nj:#5f6368;--nj-bg:#f1f3f4;

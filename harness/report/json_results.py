@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
+from gateway_common.errors import UserError
 from harness.oracle import Verdict
 from harness.report.model import ScenarioResult, summarize
 
