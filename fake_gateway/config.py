@@ -89,7 +89,8 @@ class GatewayConfig:
     # (0: exactly). A coarse grid lets thousands of connections share wakeups; timers are then
     # late by less than one step.
     timer_resolution: float = 0.0
-    # How long the server waits for the client's close frame before dropping TCP.
+    # How long a connection the server closes may take to end (frames queued before the close
+    # frame, then the client's answering close frame) before the server drops TCP.
     close_timeout: float = 10.0
 
     extra: dict[str, object] = field(default_factory=dict)

@@ -35,7 +35,13 @@ from fake_gateway.controls import GatewayControls
 from fake_gateway.protocol import Close, ConnectionCore, GatewayCore, Reset, Send
 from fake_gateway.sessions import Session
 from fake_gateway.urls import rest_base
-from harness.trace import KIND_CONN_CLOSE, KIND_CONN_OPEN, KIND_TLS_DONE, KIND_WS_REJECTED, Trace
+from gateway_common.trace import (
+    KIND_CONN_CLOSE,
+    KIND_CONN_OPEN,
+    KIND_TLS_DONE,
+    KIND_WS_REJECTED,
+    Trace,
+)
 
 LISTENERS = ("discovery", "resume")
 
@@ -195,6 +201,8 @@ class TappedStream(trio.abc.HalfCloseableStream):
 
     async def abort(self) -> None:
         """Close the TCP connection with a RST (or the in-memory equivalent)."""
+        if self._closed:
+            return
         abort = getattr(self.raw, "abort", None)
         if callable(abort):
             result = abort()
@@ -269,6 +277,8 @@ class _Link:
     wake: trio.Event = field(default_factory=trio.Event)
     lock: trio.Lock = field(default_factory=trio.Lock)
     scheduled: float | None = None  # the deadline the timer heap holds for it
+    tasks: trio.Nursery | None = None  # the handler's nursery (the closing handshake runs here)
+    ending: bool = False  # the core closed it: a task ends TCP if the close gets stuck
 
 
 class FakeGateway:
@@ -324,10 +334,32 @@ class FakeGateway:
 
     def _notify(self, conn_id: int) -> None:
         link = self._links.get(conn_id)
-        if link is None or conn_id == self._receiving:
+        if link is None:
+            return
+        if link.conn.closed:
+            self._watch_close(link)
+        if conn_id == self._receiving:
             return  # the handler drains and reschedules this one itself
         link.wake.set()
         self._schedule(link)
+
+    def _watch_close(self, link: _Link) -> None:
+        """The core has just queued a close or a reset: make sure TCP ends within
+        close_timeout, even when the frames queued before it never go out (a peer that stopped
+        reading fills the send buffer), so neither would the close frame."""
+        actions = link.conn.actions
+        if link.ending or link.tasks is None or not actions:
+            return
+        if isinstance(actions[-1], Close | Reset):
+            link.ending = True
+            link.tasks.start_soon(self._end_closed, link, isinstance(actions[-1], Reset))
+
+    async def _end_closed(self, link: _Link, reset: bool) -> None:
+        await trio.sleep(self.config.close_timeout)  # cancelled when the connection ends
+        if reset:
+            await link.stream.abort()
+        else:
+            await trio.aclose_forcefully(link.stream)
 
     def _notify_timer(self) -> None:
         self._timer_wake.set()
@@ -480,6 +512,9 @@ class FakeGateway:
         conn = link.conn
         self._schedule(link)
         async with trio.open_nursery() as nursery:
+            link.tasks = nursery
+            if conn.closed:  # closed while opening (bad query, or a control in between)
+                self._watch_close(link)
             nursery.start_soon(self._sender, link)
             try:
                 if not await self._drain(link):
@@ -493,7 +528,8 @@ class FakeGateway:
                         self._schedule(link)
                         if await self._drain(link):
                             break
-                # Closed by the server: keep reading so the closing handshake can finish.
+                # Closed by the server: keep reading (and dropping) what the client still
+                # sends, so its close frame, queued behind those frames, gets through.
                 while True:
                     await ws.recv()
             except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
@@ -520,7 +556,11 @@ class FakeGateway:
                         for message in action.messages:
                             await link.ws.send(message)
                     elif isinstance(action, Close):
-                        await _send_close(link.ws, action.code, action.reason)
+                        # Not awaited here: the handshake waits for the client's close frame,
+                        # and only the handler, reading on, can take it in (websockets stops
+                        # reading once 16 unread frames are queued).
+                        assert link.tasks is not None
+                        link.tasks.start_soon(_send_close, link.ws, action.code, action.reason)
                         return True
                     elif isinstance(action, Reset):
                         await link.stream.abort()
@@ -550,6 +590,7 @@ class FakeGateway:
 
 
 async def _send_close(ws: ServerConnection, code: int | None, reason: str) -> None:
+    """Send the close frame, then wait for the closing handshake (at most close_timeout)."""
     if code is not None:
         await ws.aclose(code, reason)
         return
