@@ -32,7 +32,7 @@ def scenarios(session: nox.Session) -> None:
     session.install("-e", ".")
     session.run(
         "gateway-harness", "run", "scenarios/", "--mode", "real", "--jobs", "2",
-        "--report", "reports", "--junit", "reports/junit.xml", *session.posargs,
+        "--out", "reports", "--junit", "reports/junit.xml", *session.posargs,
     )
 
 
@@ -68,7 +68,7 @@ def toxiproxy(session: nox.Session) -> None:
                 time.sleep(0.02)
         session.run(
             "gateway-harness", "run", "scenarios/", "--toxiproxy-url", f"http://127.0.0.1:{port}",
-            "--report", "reports/toxiproxy", "--junit", "reports/toxiproxy/junit.xml",
+            "--out", "reports/toxiproxy", "--junit", "reports/toxiproxy/junit.xml",
             *session.posargs,
         )
     finally:
@@ -85,7 +85,7 @@ def validate(session: nox.Session, client: str) -> None:
     """One third-party client through the default validation suite (wall clock, wss)."""
     session.install("-e", ".")
     session.run(
-        "gateway-harness", "validate", client, "--report", f"reports/validate-{client}",
+        "gateway-harness", "validate", "--client", client, "--out", f"reports/validate-{client}",
         "--json", f"reports/validate-{client}.json", *session.posargs,
     )
 
@@ -104,8 +104,8 @@ def seed(session: nox.Session) -> None:
     reconnect-reset-during-TLS scenario, side by side in one report."""
     session.install("-e", ".")
     session.run(
-        "gateway-harness", "validate", "midjourney", "reference",
-        "--suite", "harness/adapters/validation/seed", "--report", "reports/seed",
+        "gateway-harness", "validate", "--client", "midjourney", "--client", "reference",
+        "harness/adapters/validation/seed", "--out", "reports/seed",
         "--json", "reports/seed.json", *session.posargs,
         success_codes=[0, 1],  # midjourney is expected to fail LV1: that is the point
     )

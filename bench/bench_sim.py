@@ -128,7 +128,7 @@ def bench_schedules(n: int, horizon: float) -> dict[str, Any]:
 def bench_shrink(
     mutants: list[str], examples: int, horizon: float, seed: int
 ) -> list[dict[str, Any]]:
-    from harness.cli_fuzz import CampaignConfig, run_campaign
+    from harness.campaign import CampaignConfig, run_campaign
     from harness.client.mutants import EXPECTED_INVARIANTS, MUTANTS
 
     rows = []

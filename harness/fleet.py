@@ -25,9 +25,7 @@ fleet without a coordinator makes.
 
 from __future__ import annotations
 
-import argparse
 import functools
-import json
 import math
 import random
 import sys
@@ -360,33 +358,9 @@ def run_fleet(config: FleetConfig) -> FleetReport:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m harness.fleet``: run a storm and print its report."""
-    p = argparse.ArgumentParser(prog="python -m harness.fleet", description=__doc__.split("\n")[0])
-    p.add_argument("--shards", type=int, default=100)
-    p.add_argument("--max-concurrency", type=int, default=16)
-    p.add_argument("--session-start-total", type=int, default=None)
-    p.add_argument("--waves", default=",".join(WAVES),
-                   help=f"comma-separated waves from {', '.join(WAVES)} ('' for none)")
-    p.add_argument("--uncoordinated", action="store_true",
-                   help="no shared identify queue: each shard only spaces its own IDENTIFYs")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    args = p.parse_args(argv)
-    try:
-        config = FleetConfig(
-            shards=args.shards, max_concurrency=args.max_concurrency,
-            session_start_total=args.session_start_total,
-            waves=tuple(w for w in args.waves.split(",") if w),
-            coordinated=not args.uncoordinated, seed=args.seed,
-        )
-        report = run_fleet(config)
-    except UserError as exc:
-        print(f"fleet: error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(report.to_json(), indent=2) if args.json else report.text())
-    return 0
+if __name__ == "__main__":  # the old spelling of `gateway-harness storm`, for one release
+    from harness.cli import main
+    from harness.cli.common import warn_deprecated
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    warn_deprecated("gateway-harness storm", "python -m harness.fleet", "gateway-harness storm")
+    sys.exit(main(["storm", *sys.argv[1:]]))

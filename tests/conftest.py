@@ -15,13 +15,7 @@ if TYPE_CHECKING:
 def _results_in_tmp(tmp_path_factory: pytest.TempPathFactory,
                     monkeypatch: pytest.MonkeyPatch) -> None:
     results = tmp_path_factory.mktemp("results")
-    monkeypatch.setenv("GATEWAY_HARNESS_RESULTS_DIR", str(results))
-    import harness.cli_run
-
-    monkeypatch.setattr(harness.cli_run, "DEFAULT_RESULTS_DIR", results)
-    import harness.adapters.cli
-
-    monkeypatch.setattr(harness.adapters.cli, "DEFAULT_RESULTS_DIR", results)
+    monkeypatch.setenv("GATEWAY_HARNESS_RESULTS_DIR", str(results))  # read at each run
 
 
 @pytest.fixture(scope="session")

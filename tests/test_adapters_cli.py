@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.adapters.cli import DEFAULT_SUITE, _suite
+from harness.adapters.suite import DEFAULT_SUITE, validation_suite
 from harness.cli import main
 from harness.scenario import builtin_scenarios_dir
 
@@ -74,7 +74,7 @@ def test_validate_runs_a_users_own_command_over_wss_and_judges_it(
     results = tmp_path / "results.json"
     matrix = tmp_path / "matrix.md"
     code = main(["validate", "--command", f"{sys.executable} {script}", "--name", "mybot",
-                 "--suite", BASELINE, "--json", str(results), "--markdown", str(matrix)])
+                 BASELINE, "--json", str(results), "--markdown", str(matrix)])
     out = capsys.readouterr().out
     assert code == 0, out
     data = json.loads(results.read_text())
@@ -91,8 +91,8 @@ def test_validate_a_built_in_client_installs_it_and_fills_the_matrix(
     tmp_path: Path, clients_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     report_dir = tmp_path / "report"
-    code = main(["validate", "discord.py", "--suite", BASELINE, "--clients-dir", str(clients_dir),
-                 "--report", str(report_dir), "--json", str(tmp_path / "r.json")])
+    code = main(["validate", "--client", "discord.py", BASELINE, "--clients-dir", str(clients_dir),
+                 "--out", str(report_dir), "--json", str(tmp_path / "r.json")])
     captured = capsys.readouterr()
     assert "installing discord.py==2.7.1" in captured.err  # first use in this clients dir
     assert code == 0, captured.out
@@ -105,12 +105,12 @@ def test_validate_a_built_in_client_installs_it_and_fills_the_matrix(
 def test_validate_needs_a_client(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == ("gateway-harness validate: error: name a client (e.g. discord.py), "
+    assert err == ("gateway-harness validate: error: name a client (e.g. --client discord.py), "
                    "or use --all or --command 'CMD'")
 
 
 def test_validate_unknown_client_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["validate", "discrod.py"]) == 2
+    assert main(["validate", "--client", "discrod.py"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown client 'discrod.py'" in err[0]
 
@@ -118,15 +118,15 @@ def test_validate_unknown_client_is_one_line(capsys: pytest.CaptureFixture[str])
 def test_the_default_suite_loads() -> None:
     # every named built-in scenario still exists (a rename would break `validate`), plus op 9
     # d=true from harness/adapters/validation/
-    names = [s.name for s in _suite([], [])]
+    names = [s.name for s in validation_suite([], [])]
     assert names == [*DEFAULT_SUITE, "op9-resumable"]
-    assert [s.name for s in _suite([], ["op9"])] == ["f01-invalid-session-mid-session",
+    assert [s.name for s in validation_suite([], ["op9"])] == ["f01-invalid-session-mid-session",
                                                       "op9-resumable"]
 
 
 def test_validate_reference_alone_runs_our_client(tmp_path, capsys: pytest.CaptureFixture[str]):
     suite = builtin_scenarios_dir() / "f16-op7-close-code.toml"
-    assert main(["validate", "reference", "--suite", str(suite),
+    assert main(["validate", "--client", "reference", str(suite),
                  "--json", str(tmp_path / "r.json")]) == 0
     data = json.loads((tmp_path / "r.json").read_text())
     assert [s["client"] for s in data["scenarios"]] == ["reference"]

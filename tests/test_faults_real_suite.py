@@ -28,7 +28,7 @@ def test_suite_through_the_real_toxiproxy(
             str(SCENARIOS / "latency-spike-past-interval.toml"),  # a toxic on both proxies
             str(SCENARIOS / "gateway-down-2s.toml"),  # proxies disabled and enabled
             str(SCENARIOS / "seed-tls-reset-on-resume.toml"),  # needs reset_after
-            "--toxiproxy-url", real_toxiproxy.url, "--jobs", "2", "--report", str(tmp_path),
+            "--toxiproxy-url", real_toxiproxy.url, "--jobs", "2", "--out", str(tmp_path),
         ],
         capture_output=True, text=True, timeout=240,
     )  # fmt: skip

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from gateway_common.errors import UserError
-from harness.fleet import FleetConfig, IdentifyQueue, main, run_fleet
+from harness.cli import main
+from harness.fleet import FleetConfig, IdentifyQueue, run_fleet
 
 
 def test_identify_queue_gives_each_bucket_one_slot_per_window() -> None:
@@ -50,5 +51,5 @@ def test_without_a_shared_identify_queue_shards_collide_in_their_buckets() -> No
 def test_bad_fleet_settings_are_user_errors(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(UserError, match="wave"):
         FleetConfig(waves=("tsunami",))
-    assert main(["--shards", "0"]) == 2
+    assert main(["storm", "--shards", "0"]) == 2
     assert "shards" in capsys.readouterr().err

@@ -11,17 +11,11 @@ from typing import Any
 
 import pytest
 
+from harness.campaign import CampaignConfig, CampaignResult, coverage, run_campaign
 from harness.cli import main as cli_main
-from harness.cli_fuzz import (
-    CampaignConfig,
-    CampaignResult,
-    check_determinism,
-    coverage,
-    first_difference,
-    run_campaign,
-)
 from harness.client.mutants import EXPECTED_INVARIANTS
 from harness.report.model import ScenarioResult
+from harness.runner import check_determinism, first_difference
 from harness.scenario import Scenario, Step, Trigger, load_scenario
 from harness.schedules import make_schedule, run_schedule
 from harness.world import RunOptions, run_scenario
@@ -111,7 +105,7 @@ def test_the_example_database_replays_a_known_failure_first(tmp_path: Path) -> N
 def survey(client: str, tmp_path: Path,
            monkeypatch: pytest.MonkeyPatch) -> tuple[CampaignResult, list[ScenarioResult]]:
     """A 30-run survey, with every run's judged result (the real run_schedule, watched)."""
-    import harness.cli_fuzz
+    import harness.campaign
 
     seen: list[ScenarioResult] = []
 
@@ -121,7 +115,7 @@ def survey(client: str, tmp_path: Path,
             seen.append(result)
         return result
 
-    monkeypatch.setattr(harness.cli_fuzz, "run_schedule", watched)
+    monkeypatch.setattr(harness.campaign, "run_schedule", watched)
     result = run_campaign(CampaignConfig(examples=30, seed=5, client=client, horizon=10.0,
                                          out_dir=tmp_path, database=None, keep_going=True))
     assert result.examples_run == len(seen) == 30
@@ -228,7 +222,7 @@ def test_coverage_counts_losses_by_phase() -> None:
 
 
 def test_a_failure_file_keeps_its_seed_and_gateway_knobs(tmp_path: Path) -> None:
-    from harness.cli_fuzz import FoundFailure, write_failure
+    from harness.campaign import FoundFailure, write_failure
 
     scenario = make_schedule([Step(name="", kind="control", action="reset",
                                    start=Trigger(at=1.0))], seed=11)

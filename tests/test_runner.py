@@ -82,7 +82,7 @@ def test_cli_run_writes_json_junit_and_html(tmp_path):
     out = tmp_path / "out"
     proc = _cli("run", str(SCENARIOS / "f15-resume-stays-up.toml"), "--mode", "sim",
                 "--json", str(tmp_path / "r.json"), "--junit", str(tmp_path / "j.xml"),
-                "--report", str(out))
+                "--out", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["summary"]["passed"] == 1 and data["summary"]["failed"] == 0
@@ -99,7 +99,7 @@ def test_cli_run_writes_json_junit_and_html(tmp_path):
 def test_cli_rejudges_a_trace_without_rerunning(tmp_path):
     scenario_file = SCENARIOS / "f15-resume-stays-up.toml"
     result = run_scenario(load_scenario(scenario_file), RunOptions(mode="sim", out_dir=tmp_path))
-    proc = _cli("rejudge", str(result.trace_path), "--scenario", str(scenario_file),
+    proc = _cli("rejudge", str(scenario_file), "--trace", str(result.trace_path),
                 "--json", str(tmp_path / "again.json"))
     data = json.loads((tmp_path / "again.json").read_text())
     again = {v["invariant"]: v["status"] for v in data["scenarios"][0]["verdicts"]}

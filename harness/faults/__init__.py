@@ -7,5 +7,6 @@
 - ``harness.faults.proxy``: ``Proxy``, ``ProxyCollection``, ``TcpTransport``, ``MemoryTransport``.
 - ``harness.faults.api``: the Toxiproxy HTTP API (ASGI on hypercorn's trio worker).
 - ``harness.faults.backend``: ``FaultBackend``, ``EmbeddedBackend``, ``ToxiproxyBackend``.
-- ``harness.faults.cli_proxy``: ``gateway-harness proxy``.
+
+``gateway-harness proxy`` is ``harness/cli/proxy.py``.
 """

@@ -1,13 +1,10 @@
-"""`gateway-harness fuzz` and `gateway-harness replay`: Hypothesis campaigns in simulation mode.
+"""The fuzz campaign engine: Hypothesis campaigns of generated disconnect schedules, in sim mode.
 
-``fuzz`` generates disconnect schedules (``harness.schedules``), runs each against the chosen
-client in the simulated world and judges it. A failing schedule is shrunk by Hypothesis, then
-written as a scenario TOML file (with its run seed) next to its trace and an HTML report::
-
-    gateway-harness fuzz --client stale-resume-seq --examples 200 --seed 1
-
-``replay FILE`` runs a scenario file in simulation mode and prints its transcript hash; the same
-file gives the same hash on every replay.
+``run_campaign(CampaignConfig(...))`` generates schedules (``harness.schedules``), runs each against
+the chosen client in the simulated world and judges it. A failing schedule is shrunk by
+Hypothesis, then (with ``out_dir``) written as a scenario TOML file with its run seed, next to its
+trace and an HTML report (``write_failure``). ``gateway-harness fuzz`` and ``replay`` are its
+command line (``harness/cli/fuzz.py``); ``bench/bench_sim.py`` measures it.
 
 The Hypothesis example database (``.hypothesis/`` by default) keeps every failure found, so the
 next campaign against the same client tries it first.
@@ -15,9 +12,7 @@ next campaign against the same client tries it first.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -26,15 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from gateway_common.errors import UserError
-from harness.oracle import INVARIANT_TITLES
+from harness.oracle import invariant_title
 from harness.report.model import ScenarioResult
 from harness.scenario import Scenario, load_scenario
 from harness.schedules import (
     DEFAULT_HORIZON,
     DEFAULT_MAX_FAULTS,
-    FAULT_KINDS,
     ScheduleLimits,
-    check_fault_kinds,
     make_schedule,
     run_schedule,
     schedule_id,
@@ -155,9 +148,9 @@ def run_campaign(config: CampaignConfig, progress: ProgressHook | None = None) -
     from hypothesis.database import DirectoryBasedExampleDatabase
     from hypothesis.internal.conjecture import engine
 
-    _check_client(config.client)
+    check_client(config.client)
     if config.baseline is not None:
-        _check_client(config.baseline)
+        check_client(config.baseline)
     stats = CampaignStats(started=time.monotonic())
     limits = _limits(config)
     strategy = schedules(limits.horizon, max_faults=limits.max_faults, tls=config.tls,
@@ -367,7 +360,8 @@ def _sim_seconds(result: ScenarioResult) -> float:
     return max((float(r.get("ts", 0.0)) for r in result.records[-1:]), default=0.0)
 
 
-def _check_client(client: str) -> None:
+def check_client(client: str) -> None:
+    """Fuzzing and replay run in sim mode: only the reference client or a mutant will do."""
     from harness.world_clients import known_reference_clients
 
     known = known_reference_clients()
@@ -394,7 +388,7 @@ def write_failure(failure: FoundFailure, client: str, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     scenario = failure.scenario
     name = failure_name(client, failure.invariant, scenario)
-    title = INVARIANT_TITLES.get(failure.invariant, failure.invariant)
+    title = invariant_title(failure.invariant, failure.invariant)
     description = (
         f"Found by gateway-harness fuzz against the {client} client: {failure.invariant} "
         f"({title}). {scenario.description}"
@@ -431,218 +425,6 @@ def write_failure(failure: FoundFailure, client: str, out_dir: Path) -> None:
     )
 
 
-# ---- progress --------------------------------------------------------------------------------
-
-
-class FuzzProgress:
-    """One updating line on a terminal; a line every `every` runs otherwise (CI logs)."""
-
-    def __init__(self, config: CampaignConfig, stream: Any = None, every: int = 50) -> None:
-        self.config = config
-        self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.every = every
-        self._last = 0.0
-
-    def __call__(self, event: str, stats: CampaignStats) -> None:
-        now = time.monotonic()
-        elapsed = max(1e-9, now - stats.started)
-        if stats.first_failure_at and not self.config.keep_going:
-            smallest = ", ".join(f"{inv} in {n} fault(s)" for inv, n in stats.smallest.items())
-            phase = f"shrinking: smallest so far {smallest}"
-        else:
-            phase = f"examples {stats.runs}/{self.config.examples}"
-        line = (f"[fuzz {self.config.client}] {phase}; runs {stats.runs}, failing {stats.failing}, "
-                f"{stats.runs / elapsed:.1f} runs/s, {stats.sim_seconds / elapsed:.0f}x real time")
-        if self.tty:
-            if event == "fail" or now - self._last > 0.2:
-                self._last = now
-                print(f"\r{line[:118]:<118}", end="", file=self.stream, flush=True)
-        elif event == "fail" and stats.failing == 1 or stats.runs % self.every == 0:
-            print(line, file=self.stream, flush=True)
-
-    def finish(self) -> None:
-        if self.tty:
-            print(file=self.stream, flush=True)
-
-
-# ---- fuzz CLI ------------------------------------------------------------------------------------
-
-
-def add_fuzz_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--examples", type=int, default=100,
-                   help="schedules to generate (default 100; shrinking runs come on top)")
-    p.add_argument("--seed", type=int, default=None,
-                   help="campaign seed (default: a random one, printed so it can be repeated)")
-    p.add_argument("--client", default="reference",
-                   help="reference or a planted-bug mutant (see `gateway-harness fuzz --list`)")
-    p.add_argument("--horizon", type=float, default=DEFAULT_HORIZON,
-                   help=f"seconds (simulated) in which faults happen (default {DEFAULT_HORIZON:g})")
-    p.add_argument("--max-faults", type=int, default=DEFAULT_MAX_FAULTS,
-                   help=f"most faults in one schedule (default {DEFAULT_MAX_FAULTS})")
-    tls = p.add_mutually_exclusive_group()
-    tls.add_argument("--tls", dest="tls", action="store_const", const=True, default=None,
-                     help="always TLS (default: drawn per schedule)")
-    tls.add_argument("--no-tls", dest="tls", action="store_const", const=False,
-                     help="never TLS")
-    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
-                   help=f"where failing schedules, traces and reports go (default {DEFAULT_OUT}/)")
-    p.add_argument("--database", default=DEFAULT_DATABASE, metavar="DIR",
-                   help=f"Hypothesis example database (default {DEFAULT_DATABASE}/; 'none' = off)")
-    p.add_argument("--shrink-time", type=float, default=120.0, metavar="SECONDS",
-                   help="stop shrinking after this long and report the smallest so far "
-                        "(default 120)")
-    p.add_argument("--multiple-bugs", action="store_true",
-                   help="keep searching after the first failure and report each invariant's own")
-    p.add_argument("--keep-going", action="store_true",
-                   help="survey: run every example, count each failing one, shrink none "
-                        "(measures a false-alarm rate)")
-    p.add_argument("--baseline", default=None, metavar="CLIENT",
-                   help="count a failing schedule only if CLIENT passes it (default: reference "
-                        "when fuzzing a mutant; 'none' = off)")
-    p.add_argument("--faults", metavar="KIND,...",
-                   help="only these fault kinds, e.g. reset,reconnect,proxy,reset_after "
-                        "(default: all; --list shows them)")
-    p.add_argument("--list", action="store_true",
-                   help="list the planted-bug mutants and the fault kinds, and exit")
-
-
-def fuzz_main(args: argparse.Namespace) -> int:
-    if args.list:
-        from harness.client.mutants import EXPECTED_INVARIANTS, MUTANTS
-
-        for name, factory in MUTANTS.items():
-            doc = " ".join((factory.__doc__ or "").split())
-            first = doc.split(". ")[0].rstrip(".")
-            invs = ",".join(sorted(EXPECTED_INVARIANTS.get(name, ())))
-            print(f"{name:<28} {invs:<12} {first}")
-        print(f"fault kinds: {', '.join(FAULT_KINDS)}")
-        return 0
-    if args.examples < 1:
-        raise UserError(f"--examples: must be at least 1, got {args.examples}")
-    if args.horizon <= 0:
-        raise UserError(f"--horizon: must be positive, got {args.horizon:g}")
-    if args.max_faults < 1:
-        raise UserError(f"--max-faults: must be at least 1, got {args.max_faults}")
-    if args.shrink_time <= 0:
-        raise UserError(f"--shrink-time: must be positive, got {args.shrink_time:g}")
-    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
-    database = None if args.database.lower() == "none" else Path(args.database)
-    baseline = args.baseline or ("reference" if args.client != "reference" else "none")
-    kinds = None
-    if args.faults:
-        try:
-            kinds = check_fault_kinds([k.strip() for k in args.faults.split(",") if k.strip()])
-        except ValueError as exc:
-            raise UserError(f"--faults: {exc}") from None
-    config = CampaignConfig(
-        examples=args.examples, seed=seed, client=args.client, horizon=args.horizon,
-        max_faults=args.max_faults, tls=args.tls, out_dir=Path(args.out), database=database,
-        shrink_time=args.shrink_time, multiple_bugs=args.multiple_bugs,
-        keep_going=args.keep_going,
-        baseline=None if baseline.lower() == "none" else baseline,
-        fault_kinds=kinds,
-    )
-    print(f"gateway-harness fuzz: client {config.client}, {config.examples} examples, "
-          f"seed {seed}, horizon {config.horizon:g} s, up to {config.max_faults} faults",
-          file=sys.stderr)
-    progress = FuzzProgress(config)
-    try:
-        result = run_campaign(config, progress)
-    finally:
-        progress.finish()
-    print(campaign_summary(result))
-    return 1 if result.failures else 0
-
-
-def _tally(failures: list[tuple[str, Scenario, str]]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for inv, _, _ in failures:
-        out[inv] = out.get(inv, 0) + 1
-    return out
-
-
-def campaign_summary(result: CampaignResult) -> str:
-    cfg = result.config
-    lines = [f"{result.examples_run} runs ({cfg.examples} examples + shrinking) against "
-             f"{cfg.client} in {result.duration:.1f} s; seed {cfg.seed}"]
-    if not result.failures:
-        lines.append("no invariant failed")
-    if cfg.baseline is not None:
-        lines.append(f"{result.baseline_failed} failing schedule(s) set aside because the "
-                     f"{cfg.baseline} client failed them too")
-    if cfg.keep_going and result.all_failures:
-        tally = ", ".join(f"{inv} {n}" for inv, n in sorted(_tally(result.all_failures).items()))
-        lines.append(f"{len(result.all_failures)} failing schedule(s) of {result.examples_run}: "
-                     f"{tally} (the smallest of each below, not shrunk)")
-    for f in result.failures:
-        lines.append(
-            f"FAIL {f.invariant} ({INVARIANT_TITLES.get(f.invariant, 'the run broke')}): "
-            f"shrunk to {f.faults} fault(s); found after {f.found_after:.1f} s"
-            + (f", down to <= 3 faults after {f.small_after:.1f} s"
-               if f.small_after is not None else "")
-            + f", shrinking done after {f.shrunk_after:.1f} s"
-        )
-        for step in f.scenario.steps:
-            lines.append(f"  - {step.describe()}")
-        lines.append(f"  evidence: {f.evidence}")
-        if f.scenario_path is not None:
-            lines.append(f"  scenario: {f.scenario_path}")
-            lines.append(f"  report:   {f.report_path}")
-            lines.append(f"  replay:   gateway-harness replay {f.scenario_path}")
-        lines.append(f"  transcript sha256: {f.transcript_hash}")
-    return "\n".join(lines)
-
-
-# ---- determinism -----------------------------------------------------------------------------
-
-
-def first_difference(first: list[dict[str, Any]], second: list[dict[str, Any]]) -> str | None:
-    """Where two transcripts of the same run part ways (None if they are identical)."""
-    import json
-
-    for line, (a, b) in enumerate(zip(first, second, strict=False), 1):
-        if a != b:
-            return (f"trace line {line} differs: {json.dumps(a, sort_keys=True)[:200]} vs "
-                    f"{json.dumps(b, sort_keys=True)[:200]}")
-    if len(first) != len(second):
-        longer, n = ("first", len(second)) if len(first) > len(second) else ("second", len(first))
-        return f"the {longer} run has more trace records (identical up to line {n})"
-    return None
-
-
-def check_determinism(results: list[ScenarioResult], scenarios: list[Scenario],
-                      options: Any) -> None:
-    """Run each sim scenario a second time; a transcript that differs turns its result into an
-    error naming the first differing trace line (``gateway-harness run --check-determinism``)."""
-    from harness.world import run_scenario, transcript_hash
-
-    by_name = {s.name: s for s in scenarios}
-    again_options = replace(options, out_dir=None)
-    for result in results:
-        scenario = by_name.get(result.name)
-        if scenario is None or result.error is not None:
-            continue
-        again = run_scenario(scenario, again_options)
-        if transcript_hash(again.records) == transcript_hash(result.records):
-            continue
-        where = first_difference(result.records, again.records) or "transcripts differ"
-        result.error = f"not deterministic: two runs with seed {result.seed} differ: {where}"
-
-
-# ---- replay ------------------------------------------------------------------------------------
-
-
-def add_replay_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", help="a scenario file (e.g. one written by `gateway-harness fuzz`)")
-    p.add_argument("--client", default=None,
-                   help="the client to replay against (default: the one the file was found "
-                        "with, else reference)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="run seed for a file without its own `seed` (default 0)")
-    p.add_argument("--out", metavar="DIR", help="write the trace and report.html into DIR")
-
-
 def replay_client(scenario: Scenario, explicit: str | None) -> str:
     if explicit:
         return explicit
@@ -650,28 +432,3 @@ def replay_client(scenario: Scenario, explicit: str | None) -> str:
         if tag.startswith(CLIENT_TAG_PREFIX):
             return tag[len(CLIENT_TAG_PREFIX):]
     return "reference"
-
-
-def replay_main(args: argparse.Namespace) -> int:
-    from harness.report.html import write_html
-    from harness.report.text import failure_details, summary_table
-    from harness.world import transcript_hash
-
-    scenario = load_scenario(args.file)
-    client = replay_client(scenario, args.client)
-    _check_client(client)
-    if scenario.seed is None:
-        scenario = replace(scenario, seed=args.seed)
-    out_dir = Path(args.out) if args.out else None
-    result = run_schedule(scenario, client, out_dir=out_dir)
-    print(summary_table([result], color=sys.stdout.isatty()))
-    details = failure_details([result])
-    if details:
-        print(details)
-    if out_dir is not None:
-        path = write_html([result], out_dir, title=f"gateway-harness replay: {scenario.name}",
-                          meta={"mode": "sim", "client": client, "seed": scenario.seed})
-        print(f"report: {path}")
-    print(f"client {client}, seed {scenario.seed}, {len(result.records)} trace records")
-    print(f"transcript sha256: {transcript_hash(result.records)}")
-    return 0 if result.passed else 1

@@ -1,7 +1,9 @@
-"""`gateway-harness` command line: one subcommand per module, each owning its own flags.
+"""`gateway-harness` command line: every command's module lives in this package.
 
-Each subcommand module defines ``add_arguments(parser)`` and ``main(args) -> int``. Modules are
-imported lazily by name so one broken or missing subcommand never takes the others down.
+Each command module defines ``add_arguments(parser)`` and ``main(args) -> int`` (or
+``add_NAME_arguments`` / ``NAME_main`` when one module holds several commands). Modules only
+parse, call the library and print. Flags shared by several commands, and the old spellings still
+accepted for one release, are in ``harness.cli.common``.
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ from gateway_common.errors import UserError
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("fake_gateway.cli_serve", "run the fake Discord gateway and its REST surface"),
-    "proxy": ("harness.faults.cli_proxy", "run the Toxiproxy-compatible fault proxy"),
-    "client": ("harness.client.cli", "run the trio reference gateway client"),
-    "list": ("harness.cli_run", "list scenarios with one-line descriptions"),
-    "run": ("harness.cli_run", "run scenarios and judge them"),
-    "rejudge": ("harness.cli_run", "re-judge a recorded trace without re-running"),
-    "fuzz": ("harness.cli_fuzz", "run a Hypothesis campaign of generated disconnect schedules"),
-    "replay": ("harness.cli_fuzz", "replay a scenario file exactly and print its transcript hash"),
-    "validate": ("harness.adapters.cli", "validate third-party gateway clients"),
+    "proxy": ("harness.cli.proxy", "run the Toxiproxy-compatible fault proxy"),
+    "client": ("harness.cli.client", "run the trio reference gateway client"),
+    "list": ("harness.cli.run", "list scenarios with one-line descriptions"),
+    "run": ("harness.cli.run", "run scenarios and judge them"),
+    "rejudge": ("harness.cli.run", "re-judge a recorded trace without re-running"),
+    "fuzz": ("harness.cli.fuzz", "run a Hypothesis campaign of generated disconnect schedules"),
+    "replay": ("harness.cli.fuzz", "replay a scenario file exactly and print its transcript hash"),
+    "validate": ("harness.cli.validate", "validate third-party gateway clients"),
+    "storm": ("harness.cli.storm", "run an identify storm: many shards against one gateway, "
+                                   "in simulation"),
 }
 
 
@@ -34,12 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # not built yet
+        module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=help_text, description=help_text)
         adder = getattr(module, f"add_{name}_arguments", None) or module.add_arguments
         adder(p)
