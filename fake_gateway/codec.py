@@ -16,10 +16,9 @@ from typing import Any
 import zstandard
 
 from fake_gateway import etf
+from gateway_common.facts import COMPRESSIONS, ENCODINGS
 
 ZLIB_SUFFIX = b"\x00\x00\xff\xff"
-ENCODINGS = ("json", "etf")
-COMPRESSIONS = ("zlib-stream", "zstd-stream")
 
 
 class DecodeError(ValueError):

@@ -11,6 +11,7 @@ import random
 from typing import Any
 
 from fake_gateway.config import GatewayConfig
+from gateway_common.facts import OP_HELLO
 
 DISCORD_EPOCH_MS = 1420070400000
 # A fixed base time so payloads never depend on the wall clock (same seed, same bytes).
@@ -97,7 +98,7 @@ def hello_payload(interval_ms: int, extra_keys: bool) -> dict[str, Any]:
     d: dict[str, Any] = {"heartbeat_interval": interval_ms}
     if extra_keys:
         d["_trace"] = ['["gateway-harness-fake",{"micros":0.0}]']
-    return {"op": 10, "d": d, "s": None, "t": None}
+    return {"op": OP_HELLO, "d": d, "s": None, "t": None}
 
 
 def ready_data(

@@ -14,12 +14,11 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from fake_gateway import payloads
-from fake_gateway.codec import COMPRESSIONS, ENCODINGS, DecodeError, Encoder, decode_client
+from fake_gateway.codec import DecodeError, Encoder, decode_client
 from fake_gateway.config import DEFINED_INTENTS, PRIVILEGED_INTENTS, GatewayConfig
-from fake_gateway.controls import apply_to_connection
 from fake_gateway.sessions import (
     EXPIRED,
     INVALIDATED,
@@ -29,6 +28,27 @@ from fake_gateway.sessions import (
     SessionStartLimit,
     SessionStore,
     shard_for_guild,
+)
+from gateway_common.facts import (
+    CLIENT_OPS,
+    COMPRESSIONS,
+    ENCODINGS,
+    NON_RESUMABLE_SERVER_CLOSE_CODES,
+    OP_CHANNEL_INFO,
+    OP_DISPATCH,
+    OP_HEARTBEAT,
+    OP_HEARTBEAT_ACK,
+    OP_HELLO,
+    OP_IDENTIFY,
+    OP_INVALID_SESSION,
+    OP_PRESENCE,
+    OP_RECONNECT,
+    OP_REQUEST_MEMBERS,
+    OP_RESUME,
+    OP_SOUNDBOARD,
+    OP_VOICE,
+    SESSION_KILLING_CLIENT_CODES,
+    close_code,
 )
 from gateway_common.trace import (
     KIND_CONN_CLOSE,
@@ -42,14 +62,6 @@ from gateway_common.trace import (
     Trace,
 )
 
-# Client ops the gateway understands (section 2.2).
-OP_DISPATCH, OP_HEARTBEAT, OP_IDENTIFY, OP_PRESENCE, OP_VOICE = 0, 1, 2, 3, 4
-OP_RESUME, OP_RECONNECT, OP_REQUEST_MEMBERS, OP_INVALID_SESSION = 6, 7, 8, 9
-OP_HELLO, OP_HEARTBEAT_ACK, OP_SOUNDBOARD, OP_CHANNEL_INFO = 10, 11, 31, 43
-CLIENT_OPS = {OP_HEARTBEAT, OP_IDENTIFY, OP_PRESENCE, OP_VOICE, OP_RESUME, OP_REQUEST_MEMBERS,
-              OP_SOUNDBOARD, OP_CHANNEL_INFO}
-# Close codes after which the session cannot be resumed (section 7.1).
-NON_RESUMABLE_CLOSES = {4001, 4003, 4004, 4005, 4007, 4009, 4010, 4011, 4012, 4013, 4014}
 MEMBERS_ALL_COOLDOWN = 30.0
 
 
@@ -215,13 +227,16 @@ class ConnectionCore:
             self.pending_close = (at, code, reason, resumable)
             self.gw.notify(self.conn_id)
 
-    def close(self, now: float, code: int | None, reason: str = "",
+    def close(self, now: float, code: int | None, reason: str | None = None,
               resumable: bool | None = None) -> None:
-        """Server-initiated close; the session survives it only if `resumable`."""
+        """Server-initiated close; the session survives it only if `resumable` (None: as the
+        code says, `gateway_common.facts.CLOSE_CODES`). `reason` None: the code's own."""
         if self.closed:
             return
+        if reason is None:
+            reason = close_code(code).reason
         if resumable is None:
-            resumable = code not in NON_RESUMABLE_CLOSES
+            resumable = code not in NON_RESUMABLE_SERVER_CLOSE_CODES
         self.gw.trace.record(KIND_CONN_CLOSE, ts=now, conn=self.conn_id, by="server", code=code,
                              reason=reason, how="close_frame")
         self._lose_session(now, resumable, f"server close {code}")
@@ -245,6 +260,83 @@ class ConnectionCore:
             fields = payload.pop("_fields")
             self._send(payload, now, **fields)
 
+    # ---- controls (fake_gateway.controls validates them and picks the connections) ---------
+
+    # Switches that set one flag of a connection: the attribute each sets.
+    FLAG_SWITCHES: ClassVar[dict[str, str]] = {
+        "withhold_acks": "withhold_acks", "withhold_ready": "withhold_ready",
+        "withhold_resumed": "withhold_resumed", "go_silent": "silent",
+        "ignore_client_close": "ignore_client_close"}
+
+    @classmethod
+    def control_settings(cls, action: str, params: dict[str, Any]) -> dict[str, Any]:
+        """The attributes a flag switch or the heartbeat_deadline policy sets on a connection
+        (`GatewayCore.remember_for_all` sets them on later connections too)."""
+        if action == "heartbeat_deadline":
+            attrs = {"deadline_enforced": params["on"]}
+            if params["code"] is not None:
+                attrs["deadline_code"] = params["code"]
+            if params["resumable"] is not None:
+                attrs["deadline_resumable"] = params["resumable"]
+            return attrs
+        return {cls.FLAG_SWITCHES[action]: params["on"]}
+
+    def apply_control(self, action: str, params: dict[str, Any], now: float) -> None:
+        """Apply one validated control action (`gateway_common.facts.CONTROLS`, defaults filled
+        in) to this connection. Queues what it sends, as the input methods do."""
+        gw = self.gw
+        if action in self.FLAG_SWITCHES or action == "heartbeat_deadline":
+            for name, value in self.control_settings(action, params).items():
+                setattr(self, name, value)
+            if action in ("withhold_ready", "withhold_resumed") and not params["on"]:
+                self.release_held(now)
+            if action == "go_silent" and not params["on"]:
+                self.end_silence(now)
+                if self.hello_sent_at is None:
+                    self.send_hello(now)
+            gw.notify(self.conn_id)
+            return
+        if action == "delay_hello":
+            if self.hello_sent_at is None:
+                if params["on"]:
+                    self.hello_delay = params["ms"] / 1000.0
+                    if self.hello_due is not None:
+                        self.hello_due = self.opened_at + self.hello_delay
+                        gw.notify(self.conn_id)
+                else:
+                    self.send_hello(now)
+            return
+        if action == "reconnect":
+            self.send_reconnect(now)
+            if params["close_after_ms"] is not None:
+                self.schedule_close(now + params["close_after_ms"] / 1000.0, 4000, "reconnect",
+                                    True)
+            return
+        if action == "invalid_session":
+            if self.session is None and not params["resumable"]:
+                # Not yet resumed (op 9 raced the client's RESUME): d=false still ends the session.
+                self.session_ended_by_op9 = True
+            self.send_invalid_session(now, params["resumable"], params["close"])
+            return
+        if action == "close":
+            self.close(now, params["code"], params["reason"], params["resumable"])
+            return
+        if action == "reset":
+            self.reset(now)
+            return
+        if action == "heartbeat_request":
+            self.send_heartbeat_request(now, params["d"])
+            return
+        if action == "burst":
+            if self.session is not None:
+                for _ in range(params["count"]):
+                    gw.emit_synthetic(now, [self.session])
+            return
+        if action in ("expire_session", "invalidate_session"):
+            if self.session is not None:
+                gw.end_session(self.session.session_id, action, now)
+            return
+
     # ---- input ----------------------------------------------------------------------------
 
     def client_closed(self, now: float, code: int | None, reason: str) -> None:
@@ -254,7 +346,7 @@ class ConnectionCore:
         self.gw.trace.record(KIND_CONN_CLOSE, ts=now, conn=self.conn_id, by="client", code=code,
                              reason=reason, how="close_frame")
         # A client 1000/1001 ends the session; any other code, or none, keeps it (section 5).
-        self._lose_session(now, code not in (1000, 1001), f"client close {code}")
+        self._lose_session(now, code not in SESSION_KILLING_CLIENT_CODES, f"client close {code}")
         self.closed = True
 
     def connection_lost(self, now: float, how: str) -> None:
@@ -282,11 +374,11 @@ class ConnectionCore:
         config = self.gw.config
         if size > config.max_payload_bytes:
             return self._bad(now, f"payload of {size} bytes exceeds {config.max_payload_bytes}",
-                             size, 4002, "Decode error")
+                             size, 4002)
         try:
             payload = decode_client(message, self.encoder.encoding)
         except DecodeError as exc:
-            return self._bad(now, str(exc), size, 4002, "Decode error")
+            return self._bad(now, str(exc), size, 4002)
         op = payload.get("op")
         if not _is_int(op) or op not in CLIENT_OPS:
             return self._bad(now, f"unknown opcode {op!r}", size, 4001, "Unknown opcode")
@@ -295,7 +387,7 @@ class ConnectionCore:
         if self.silent:
             return
         if self._rate_limited(now):
-            return self.close(now, 4008, "Rate limited.")
+            return self.close(now, 4008)
         if op == OP_HEARTBEAT:
             return self._on_heartbeat(d, now)
         if op == OP_IDENTIFY:
@@ -303,7 +395,7 @@ class ConnectionCore:
         if op == OP_RESUME:
             return self._on_resume(d, now)
         if self.session is None:
-            return self.close(now, 4003, "Not authenticated.")
+            return self.close(now, 4003)
         self._on_session_op(op, d, now)
 
     def _record_in(self, op: int, d: Any, size: int, now: float) -> None:
@@ -317,7 +409,8 @@ class ConnectionCore:
             fields.update(session_id=d.get("session_id"), seq=d.get("seq"), token_ok=token_ok)
         self.gw.trace.record(KIND_FRAME_IN, ts=now, conn=self.conn_id, op=op, size=size, **fields)
 
-    def _bad(self, now: float, reason: str, size: int, code: int, close_reason: str) -> None:
+    def _bad(self, now: float, reason: str, size: int, code: int,
+             close_reason: str | None = None) -> None:
         self.gw.trace.record(KIND_FRAME_BAD, ts=now, conn=self.conn_id, reason=reason, size=size)
         if not self.silent:
             self.close(now, code, close_reason)
@@ -341,13 +434,13 @@ class ConnectionCore:
     def _on_identify(self, d: Any, now: float) -> None:
         config = self.gw.config
         if self.session is not None or self._holding:
-            return self.close(now, 4005, "Already authenticated.")
+            return self.close(now, 4005)
         if not isinstance(d, dict) or not isinstance(d.get("token"), str) or not isinstance(
             d.get("properties"), dict
         ):
             return self.close(now, 4001, "Invalid identify payload.")
         if d["token"] != config.token:
-            return self.close(now, 4004, "Authentication failed.")
+            return self.close(now, 4004)
         if self.listener == "resume":
             self.gw.trace.record(KIND_NOTE, ts=now, conn=self.conn_id,
                                  text="IDENTIFY on the resume URL instead of the discovery URL")
@@ -357,18 +450,18 @@ class ConnectionCore:
             intents = 0
         if not isinstance(intents, int) or isinstance(intents, bool) or intents < 0 or (
                 intents & ~DEFINED_INTENTS):
-            return self.close(now, 4013, "Invalid intent(s).")
+            return self.close(now, 4013)
         if intents & PRIVILEGED_INTENTS & ~config.allowed_privileged_intents:
-            return self.close(now, 4014, "Disallowed intent(s).")
+            return self.close(now, 4014)
         shard = d.get("shard")
         if shard is not None:
             if not (isinstance(shard, list) and len(shard) == 2 and all(map(_is_int, shard))
                     and shard[1] >= 1 and 0 <= shard[0] < shard[1]):
-                return self.close(now, 4010, "Invalid shard.")
+                return self.close(now, 4010)
         shard_pair = (shard[0], shard[1]) if shard is not None else None
         guild_ids = self.gw.guilds_for(shard_pair)
         if len(guild_ids) > config.max_guilds_per_shard:
-            return self.close(now, 4011, "Sharding required.")
+            return self.close(now, 4011)
         shard_id = shard_pair[0] if shard_pair else 0
         if not self.gw.identify_limiter.try_acquire(shard_id, now):
             self.gw.trace.record(KIND_NOTE, ts=now, conn=self.conn_id,
@@ -379,7 +472,7 @@ class ConnectionCore:
         if not limit.consume(now):
             self.gw.trace.record(KIND_NOTE, ts=now, conn=self.conn_id,
                                  text="session_start_limit used up; Discord would reset the token")
-            return self.close(now, 4004, "Authentication failed.", resumable=False)
+            return self.close(now, 4004, resumable=False)
         self.gw.trace.record(KIND_IDENTIFY_BUDGET, ts=now, conn=self.conn_id,
                              remaining=limit.remaining(now), total=limit.total,
                              bucket=self.gw.identify_limiter.bucket(shard_id))
@@ -404,13 +497,13 @@ class ConnectionCore:
     def _on_resume(self, d: Any, now: float) -> None:
         config = self.gw.config
         if self.session is not None or self._holding:
-            return self.close(now, 4005, "Already authenticated.")
+            return self.close(now, 4005)
         if not (isinstance(d, dict) and isinstance(d.get("token"), str)
                 and isinstance(d.get("session_id"), str)
                 and (_is_int(d.get("seq")) or d.get("seq") is None)):
             return self.close(now, 4001, "Invalid resume payload.")
         if d["token"] != config.token:
-            return self.close(now, 4004, "Authentication failed.")
+            return self.close(now, 4004)
         seq = d["seq"] or 0
         session = self.gw.sessions.get(d["session_id"])
         if self.listener == "discovery":
@@ -427,14 +520,14 @@ class ConnectionCore:
             return self.send_invalid_session(now, False)
         if session.state == EXPIRED:
             if config.expired_resume_response == "close_4009":
-                return self.close(now, 4009, "Session timed out.")
+                return self.close(now, 4009)
             return self.send_invalid_session(now, False)
         replay = session.replay_after(seq)
         if replay is None:
             self.gw.invalidate(session, now, f"resume with bad seq {seq} (last {session.seq})")
             if config.bad_seq_response == "op9":
                 return self.send_invalid_session(now, False)
-            return self.close(now, 4007, "Invalid seq.")
+            return self.close(now, 4007)
         if session.conn_id is not None:
             old = self.gw.connections.get(session.conn_id)
             if old is not None:
@@ -454,13 +547,13 @@ class ConnectionCore:
         session = self.session
         assert session is not None
         if not isinstance(d, dict):
-            return self.close(now, 4001, "Invalid payload.")
+            return self.close(now, 4001)
         if op == OP_PRESENCE:
             return
         if op == OP_VOICE:
             guild_id = d.get("guild_id")
             if not isinstance(guild_id, str | int):
-                return self.close(now, 4001, "Invalid payload.")
+                return self.close(now, 4001)
             self.gw.emit_to(session, "VOICE_STATE_UPDATE", {
                 "guild_id": str(guild_id), "channel_id": d.get("channel_id"),
                 "user_id": str(self.gw.config.resolved_bot_id()),
@@ -478,7 +571,7 @@ class ConnectionCore:
         if op == OP_SOUNDBOARD:
             guild_ids = d.get("guild_ids")
             if not isinstance(guild_ids, list):
-                return self.close(now, 4001, "Invalid payload.")
+                return self.close(now, 4001)
             for guild_id in guild_ids:
                 self.gw.emit_to(session, "SOUNDBOARD_SOUNDS",
                                 {"soundboard_sounds": [], "guild_id": str(guild_id)}, now)
@@ -490,7 +583,7 @@ class ConnectionCore:
     def _on_request_members(self, session: Session, d: dict[str, Any], now: float) -> None:
         guild_id = d.get("guild_id")
         if not isinstance(guild_id, str | int) or isinstance(guild_id, bool):
-            return self.close(now, 4001, "Invalid payload.")
+            return self.close(now, 4001)
         guild = str(guild_id)
         nonce = d.get("nonce") if isinstance(d.get("nonce"), str) else None
         if nonce is not None and len(nonce.encode()) > 32:
@@ -617,11 +710,11 @@ class GatewayCore:
             setattr(conn, name, value)
         pending, self.pending_for_next = self.pending_for_next, []
         for action, params in pending:
-            apply_to_connection(self, conn, action, params, now)
+            conn.apply_control(action, params, now)
         version = query.get("v")
         if version is not None and (not version.isdigit()
                                     or int(version) not in self.config.allowed_versions):
-            conn.close(now, 4012, "Invalid API version.")
+            conn.close(now, 4012)
             return conn
         if query.get("encoding", "json") not in ENCODINGS:
             self.trace.record(KIND_NOTE, ts=now, conn=conn_id,
@@ -681,6 +774,25 @@ class GatewayCore:
         self.trace.record(KIND_SESSION, ts=now, session_id=session.session_id,
                           event="expired" if state == EXPIRED else "invalidated", reason=reason,
                           conn=conn_id, seq=session.seq)
+
+    def end_session(self, session_id: str, action: str, now: float) -> bool:
+        """The expire_session or invalidate_session control: a later RESUME gets op 9. False
+        if there is no such session."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            return False
+        self.invalidate(session, now, f"control {action}",
+                        EXPIRED if action == "expire_session" else INVALIDATED)
+        return True
+
+    def remember_for_all(self, action: str, params: dict[str, Any]) -> None:
+        """A flag switch or the heartbeat_deadline policy aimed at "all": later connections
+        open with it too."""
+        for name, value in ConnectionCore.control_settings(action, params).items():
+            if value is False and name != "deadline_enforced":
+                self.switches_for_all.pop(name, None)
+            else:
+                self.switches_for_all[name] = value
 
     def guilds_for(self, shard: tuple[int, int] | None) -> list[int]:
         if shard is None:

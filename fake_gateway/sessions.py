@@ -12,6 +12,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway_common.facts import OP_DISPATCH
+
 LIVE = "live"
 INVALIDATED = "invalidated"
 EXPIRED = "expired"
@@ -24,7 +26,7 @@ class Dispatch:
     d: Any
 
     def payload(self) -> dict[str, Any]:
-        return {"op": 0, "t": self.t, "s": self.s, "d": self.d}
+        return {"op": OP_DISPATCH, "t": self.t, "s": self.s, "d": self.d}
 
 
 @dataclass

@@ -16,6 +16,7 @@ from websockets.trio.client import ClientConnection, connect
 
 from fake_gateway import etf
 from fake_gateway.codec import ZlibStreamDecoder, ZstdStreamDecoder, decode_server
+from gateway_common.facts import OP_DISPATCH, OP_HEARTBEAT, OP_IDENTIFY, OP_RESUME
 
 
 class RawGatewayClient:
@@ -72,11 +73,11 @@ class RawGatewayClient:
         with trio.fail_after(timeout):
             while True:
                 payload = await self.recv(timeout)
-                if payload["op"] == 0 and payload["t"] == t:
+                if payload["op"] == OP_DISPATCH and payload["t"] == t:
                     return payload
 
     async def heartbeat(self, seq: int | None) -> dict[str, Any]:
-        await self.send({"op": 1, "d": seq})
+        await self.send({"op": OP_HEARTBEAT, "d": seq})
         return await self.recv_op(11)
 
     async def identify(self, token: str, intents: int = 513,
@@ -85,11 +86,12 @@ class RawGatewayClient:
                              "properties": {"os": "linux", "browser": "raw", "device": "raw"}}
         if shard is not None:
             d["shard"] = shard
-        await self.send({"op": 2, "d": d})
+        await self.send({"op": OP_IDENTIFY, "d": d})
         return await self.recv_dispatch("READY")
 
     async def resume(self, token: str, session_id: str, seq: int) -> None:
-        await self.send({"op": 6, "d": {"token": token, "session_id": session_id, "seq": seq}})
+        await self.send({"op": OP_RESUME,
+                         "d": {"token": token, "session_id": session_id, "seq": seq}})
 
     async def expect_close(self, timeout: float = 5.0) -> int | None:
         """Read until the server closes; return the close code it sent (None: no close frame)."""

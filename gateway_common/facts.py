@@ -1,29 +1,289 @@
-"""Protocol facts the fake gateway, the reference client and the oracle share, each written once.
+"""Protocol facts the fake gateway, the reference client, the scenario loader and the oracle share,
+each written once: a table per kind of fact, and the sets the code uses derived from it (as h11
+writes its state machine as a table). Section numbers are those of
+``shared/reference/gateway-protocol.md``.
 
-Imports nothing of ours (gateway_common sits below fake_gateway and harness).
+- ``OPCODES``: every gateway opcode, its name and who sends it (section 2.2);
+- ``CLOSE_CODES``: every close code with its class: what a client does after a server close with
+  it (section 13), whether the session survives a server close with it (section 7.1), whether it
+  ends the session when the client sends it (section 5), and the reason the fake gateway sends;
+- ``CONTROLS``: every control action of the fake gateway (protocol-level faults), its kind and its
+  parameters with their types and defaults; the control endpoint, ``GatewayControls.apply`` and
+  a scenario's ``kind = "control"`` steps all accept exactly these;
+- a few numbers both sides of the protocol rely on (``SESSION_TTL``, ``MAX_PAYLOAD_BYTES``, ...).
+
+The gateway's knobs are the other table, ``fake_gateway.config.GatewayConfig``. Imports nothing of
+ours (gateway_common sits below fake_gateway and harness).
 """
 
 from __future__ import annotations
 
-FATAL_CLOSE_CODES = frozenset({4004, 4010, 4011, 4012, 4013, 4014})
-# Server closes after which the client should start a new session (section 13 of the reference).
-REIDENTIFY_CLOSE_CODES = frozenset({4003, 4005, 4007, 4009})
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "CLIENT_OPS",
+    "CLOSE_CODES",
+    "COMPRESSIONS",
+    "CONTROLS",
+    "ENCODINGS",
+    "FATAL_CLOSE_CODES",
+    "IDENTIFY_WINDOW",
+    "JSON_TYPES",
+    "LISTENERS",
+    "MAX_PAYLOAD_BYTES",
+    "NON_RESUMABLE_SERVER_CLOSE_CODES",
+    "ONE_SHOT_CONTROLS",
+    "OPCODES",
+    "OP_CHANNEL_INFO",
+    "OP_DISPATCH",
+    "OP_HEARTBEAT",
+    "OP_HEARTBEAT_ACK",
+    "OP_HELLO",
+    "OP_IDENTIFY",
+    "OP_INVALID_SESSION",
+    "OP_PRESENCE",
+    "OP_RECONNECT",
+    "OP_REQUEST_MEMBERS",
+    "OP_RESUME",
+    "OP_SOUNDBOARD",
+    "OP_VOICE",
+    "ON",
+    "POLICY_CONTROLS",
+    "RATE_LIMIT_FRAMES",
+    "RATE_LIMIT_WINDOW",
+    "REIDENTIFY_CLOSE_CODES",
+    "RESUMABLE_SERVER_CLOSE_CODES",
+    "SESSION_KILLING_CLIENT_CODES",
+    "SESSION_TTL",
+    "SWITCH_CONTROLS",
+    "UNLISTED_CLOSE",
+    "ClientAction",
+    "CloseCode",
+    "Control",
+    "ControlKind",
+    "Opcode",
+    "Param",
+    "SessionAfter",
+    "close_code",
+]
+
+# ------------------------------------------------------------------------------------------------
+# Numbers (sections 3, 5, 8)
+
+MAX_PAYLOAD_BYTES = 4096  # the largest frame a client may send; a larger one gets close 4002
+RATE_LIMIT_FRAMES, RATE_LIMIT_WINDOW = 120, 60.0  # frames a client may send per window (4008)
+IDENTIFY_WINDOW = 5.0  # seconds one max_concurrency bucket allows one IDENTIFY in
+# How long a session whose connection was lost stays resumable. Discord says "a few minutes"; about
+# 90 s was observed (section 14.6). The fake gateway's session_ttl default, and the reference
+# client's resumable_window default: the client never gives up a session the server still holds.
+SESSION_TTL = 120.0
+# What a client may ask for in its gateway URL (sections 1.2-1.4): ?encoding= and ?compress=.
+ENCODINGS = ("json", "etf")
+COMPRESSIONS = ("zlib-stream", "zstd-stream")
+# The fake gateway's two WebSocket listeners: discovery (what /gateway announces) and resume
+# (READY's resume_gateway_url).
+LISTENERS = ("discovery", "resume")
+
+# ------------------------------------------------------------------------------------------------
+# Opcodes (section 2.2)
+
+OP_DISPATCH = 0
+OP_HEARTBEAT = 1
+OP_IDENTIFY = 2
+OP_PRESENCE = 3
+OP_VOICE = 4
+OP_RESUME = 6
+OP_RECONNECT = 7
+OP_REQUEST_MEMBERS = 8
+OP_INVALID_SESSION = 9
+OP_HELLO = 10
+OP_HEARTBEAT_ACK = 11
+OP_SOUNDBOARD = 31
+OP_CHANNEL_INFO = 43
+
+
+@dataclass(frozen=True)
+class Opcode:
+    name: str
+    client_sends: bool
+    server_sends: bool
+
+
+OPCODES: Mapping[int, Opcode] = {
+    OP_DISPATCH: Opcode("Dispatch", client_sends=False, server_sends=True),
+    OP_HEARTBEAT: Opcode("Heartbeat", client_sends=True, server_sends=True),  # server: beat now
+    OP_IDENTIFY: Opcode("Identify", client_sends=True, server_sends=False),
+    OP_PRESENCE: Opcode("Presence Update", client_sends=True, server_sends=False),
+    OP_VOICE: Opcode("Voice State Update", client_sends=True, server_sends=False),
+    OP_RESUME: Opcode("Resume", client_sends=True, server_sends=False),
+    OP_RECONNECT: Opcode("Reconnect", client_sends=False, server_sends=True),
+    OP_REQUEST_MEMBERS: Opcode("Request Guild Members", client_sends=True, server_sends=False),
+    OP_INVALID_SESSION: Opcode("Invalid Session", client_sends=False, server_sends=True),
+    OP_HELLO: Opcode("Hello", client_sends=False, server_sends=True),
+    OP_HEARTBEAT_ACK: Opcode("Heartbeat ACK", client_sends=False, server_sends=True),
+    OP_SOUNDBOARD: Opcode("Request Soundboard Sounds", client_sends=True, server_sends=False),
+    OP_CHANNEL_INFO: Opcode("Request Channel Info", client_sends=True, server_sends=False),
+}
+# What a client may send; any other op gets close 4001.
+CLIENT_OPS = frozenset(op for op, spec in OPCODES.items() if spec.client_sends)
+
+# ------------------------------------------------------------------------------------------------
+# Close codes (sections 5, 7, 13)
+
+# What a client does after the server closes with a code (section 13): resume the session (and
+# fall back to IDENTIFY if the server answers op 9), start a new one, or stop and report.
+ClientAction = Literal["resume", "new_session", "fatal"]
+# Whether the session survives the server closing with a code: "kept" (a RESUME works), "ended",
+# or "unsure" (ambiguous: the fake keeps it, but a client cannot count on it, so the oracle does
+# not either).
+SessionAfter = Literal["kept", "ended", "unsure"]
+
+
+@dataclass(frozen=True)
+class CloseCode:
+    name: str
+    client: ClientAction
+    session: SessionAfter
+    reason: str = ""  # what the fake gateway sends with it when it closes on its own
+    ends_session_from_client: bool = False  # sent by the client, it ends the session (section 5)
+
+
+CLOSE_CODES: Mapping[int | None, CloseCode] = {
+    None: CloseCode("no close code (empty close frame)", "resume", "kept"),
+    # A server 1000 is ambiguous (section 7.2): the heartbeat deadline's code in field reports,
+    # after which the session was gone. The fake keeps the session unless told otherwise.
+    1000: CloseCode("normal closure", "resume", "unsure", ends_session_from_client=True),
+    1001: CloseCode("going away", "resume", "kept", ends_session_from_client=True),
+    1006: CloseCode("abnormal closure (no close frame)", "resume", "kept"),
+    4000: CloseCode("Unknown error", "resume", "kept"),
+    # Listed as reconnectable, never resumable (section 14.3): a RESUME gets op 9.
+    4001: CloseCode("Unknown opcode", "resume", "ended", "Invalid payload."),
+    4002: CloseCode("Decode error", "resume", "kept", "Decode error"),
+    4003: CloseCode("Not authenticated", "new_session", "ended", "Not authenticated."),
+    4004: CloseCode("Authentication failed", "fatal", "ended", "Authentication failed."),
+    4005: CloseCode("Already authenticated", "new_session", "ended", "Already authenticated."),
+    4007: CloseCode("Invalid seq", "new_session", "ended", "Invalid seq."),
+    4008: CloseCode("Rate limited", "resume", "kept", "Rate limited."),
+    4009: CloseCode("Session timed out", "new_session", "ended", "Session timed out."),
+    4010: CloseCode("Invalid shard", "fatal", "ended", "Invalid shard."),
+    4011: CloseCode("Sharding required", "fatal", "ended", "Sharding required."),
+    4012: CloseCode("Invalid API version", "fatal", "ended", "Invalid API version."),
+    4013: CloseCode("Invalid intent(s)", "fatal", "ended", "Invalid intent(s)."),
+    4014: CloseCode("Disallowed intent(s)", "fatal", "ended", "Disallowed intent(s)."),
+}
+# Any other code (4006, 3000, ...): reconnect and try to resume (section 7.1's note); the fake
+# keeps the session, the oracle does not count on it.
+UNLISTED_CLOSE = CloseCode("unlisted", "resume", "unsure")
+
+
+def close_code(code: int | None) -> CloseCode:
+    """The table's row for ``code`` (an unlisted code gets ``UNLISTED_CLOSE``)."""
+    return CLOSE_CODES.get(code, UNLISTED_CLOSE)
+
+
+def _codes(keep: Any) -> frozenset[int | None]:
+    return frozenset(code for code, row in CLOSE_CODES.items() if keep(row))
+
+
+FATAL_CLOSE_CODES = _codes(lambda row: row.client == "fatal")
+# Server closes after which the client should start a new session.
+REIDENTIFY_CLOSE_CODES = _codes(lambda row: row.client == "new_session")
 # Server closes (or none) after which a client holding a session should resume.
-RESUMABLE_SERVER_CLOSE_CODES = frozenset({None, 1001, 1006, 4000, 4002, 4008})
-SESSION_KILLING_CLIENT_CODES = frozenset({1000, 1001})
-# Control actions that happen once (their fault window has no length).
-ONE_SHOT_CONTROLS = frozenset(
-    {
-        "reconnect",
-        "invalid_session",
-        "close",
-        "reset",
-        "expire_session",
-        "invalidate_session",
-        "burst",
-        "heartbeat_request",
-        "session_start_remaining",
-    }
-)
-# Controls that change policy rather than inject a fault (never a fault window).
-POLICY_CONTROLS = frozenset({"heartbeat_deadline"})
+RESUMABLE_SERVER_CLOSE_CODES = _codes(lambda row: row.session == "kept")
+# Server closes that end the session (the fake invalidates it unless a control says otherwise).
+NON_RESUMABLE_SERVER_CLOSE_CODES = _codes(lambda row: row.session == "ended")
+SESSION_KILLING_CLIENT_CODES = _codes(lambda row: row.ends_session_from_client)
+
+# ------------------------------------------------------------------------------------------------
+# Control actions (the fake gateway's protocol-level faults)
+
+# one_shot: happens once (a step has no duration or stop; the oracle draws no fault window);
+# switch: a persistent fault switched on and off with `on` (a fault window while on);
+# policy: a persistent setting switched with `on` that is not a fault (never a fault window).
+ControlKind = Literal["one_shot", "switch", "policy"]
+JSON_TYPES: tuple[type, ...] = (int, float, str, bool, list, dict)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a control action: its types, its default (None: optional; JSON null
+    means "not given") and, where the values are limited, the ranges or choices allowed."""
+
+    types: tuple[type, ...]
+    default: Any = None
+    ranges: tuple[tuple[int, int], ...] = ()  # inclusive
+    choices: tuple[str, ...] = ()
+
+    def accepts_type(self, value: Any) -> bool:
+        """Whether ``value`` has one of the types (an int is a number; a bool is not an int)."""
+        if value is None:
+            return self.default is None
+        if isinstance(value, bool) and bool not in self.types:
+            return False
+        if isinstance(value, int) and float in self.types:
+            return True
+        return isinstance(value, self.types)
+
+    def problem(self, value: Any) -> str | None:
+        """Why a value of the right type is refused (None: it is fine)."""
+        if value is None:
+            return None
+        if self.ranges and not any(low <= value <= high for low, high in self.ranges):
+            spans = " or ".join(f"{low}-{high}" if low != high else f"{low}"
+                                for low, high in self.ranges)
+            return f"must be {spans}, got {value}"
+        if self.choices and value not in self.choices:
+            return f"must be {' or '.join(map(repr, self.choices))}, got {value!r}"
+        return None
+
+
+ON = Param((bool,), True)  # every switch and policy takes it; the runner sets it, scenarios don't
+_LISTENER = Param((str,), choices=LISTENERS)
+# What a close frame can carry (RFC 6455 7.4: 1000-1014 registered, 3000-4999 for applications).
+_CLOSE_FRAME_CODE = Param((int,), ranges=((1000, 1014), (3000, 4999)))
+
+
+@dataclass(frozen=True)
+class Control:
+    kind: ControlKind
+    params: Mapping[str, Param] = field(default_factory=dict)  # besides `on`
+
+    @property
+    def all_params(self) -> dict[str, Param]:
+        """What the control endpoint takes: ``on`` first for switches and policies."""
+        return {"on": ON, **self.params} if self.kind != "one_shot" else dict(self.params)
+
+
+CONTROLS: Mapping[str, Control] = {
+    "withhold_acks": Control("switch"),
+    "withhold_ready": Control("switch"),
+    "withhold_resumed": Control("switch"),
+    "go_silent": Control("switch"),
+    "ignore_client_close": Control("switch"),
+    "delay_hello": Control("switch", {"ms": Param((int, float), 5000), "listener": _LISTENER}),
+    "reject_upgrade": Control(
+        "switch", {"status": Param((int,), 503, ranges=((400, 599),)), "listener": _LISTENER}
+    ),
+    "heartbeat_deadline": Control(
+        "policy", {"code": _CLOSE_FRAME_CODE, "resumable": Param((bool,))}
+    ),
+    "reconnect": Control("one_shot", {"close_after_ms": Param((int, float))}),
+    "invalid_session": Control(
+        "one_shot", {"resumable": Param((bool,), False), "close": Param((bool,))}
+    ),
+    "close": Control(
+        "one_shot",
+        {"code": _CLOSE_FRAME_CODE, "reason": Param((str,), ""), "resumable": Param((bool,))},
+    ),
+    "reset": Control("one_shot"),
+    "expire_session": Control("one_shot", {"session_id": Param((str,))}),
+    "invalidate_session": Control("one_shot", {"session_id": Param((str,))}),
+    "burst": Control("one_shot", {"count": Param((int,), 10, ranges=((1, 100_000),))}),
+    "heartbeat_request": Control("one_shot", {"d": Param(JSON_TYPES)}),
+    "session_start_remaining": Control("one_shot", {"remaining": Param((int,))}),
+}
+ONE_SHOT_CONTROLS = frozenset(name for name, c in CONTROLS.items() if c.kind == "one_shot")
+SWITCH_CONTROLS = frozenset(name for name, c in CONTROLS.items() if c.kind == "switch")
+POLICY_CONTROLS = frozenset(name for name, c in CONTROLS.items() if c.kind == "policy")

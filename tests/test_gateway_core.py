@@ -83,13 +83,14 @@ def test_heartbeat_deadline_is_a_timer_not_a_sleep() -> None:
     core, clock = make_core()
     conn = connect(core, clock)
     sent(conn)
-    assert conn.next_deadline() == pytest.approx(1.25)
+    # interval (1 s) x (1 + heartbeat_grace 0.5) after HELLO, then after each heartbeat
+    assert conn.next_deadline() == pytest.approx(1.5)
     clock.now = 1.0
     assert send(conn, clock, 1, None) == [{"op": 11, "d": None, "s": None, "t": None}]
-    assert conn.next_deadline() == pytest.approx(2.25)
-    conn.on_time(2.2)
+    assert conn.next_deadline() == pytest.approx(2.5)
+    conn.on_time(2.45)
     assert sent(conn) == []
-    conn.on_time(2.25)
+    conn.on_time(2.5)
     assert sent(conn) == [Close(1000, "Heartbeat deadline missed.")]
     assert conn.closed and conn.next_deadline() is None
 

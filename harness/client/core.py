@@ -24,25 +24,26 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from fake_gateway.config import GatewayConfig
-from gateway_common.facts import FATAL_CLOSE_CODES
+from gateway_common.facts import (
+    IDENTIFY_WINDOW,
+    MAX_PAYLOAD_BYTES,
+    OP_DISPATCH,
+    OP_HEARTBEAT,
+    OP_HEARTBEAT_ACK,
+    OP_HELLO,
+    OP_IDENTIFY,
+    OP_INVALID_SESSION,
+    OP_RECONNECT,
+    OP_RESUME,
+    RATE_LIMIT_FRAMES,
+    RATE_LIMIT_WINDOW,
+    SESSION_TTL,
+    ClientAction,
+    close_code,
+)
 
-# op codes (section 2.2)
-OP_DISPATCH = 0
-OP_HEARTBEAT = 1
-OP_IDENTIFY = 2
-OP_RESUME = 6
-OP_RECONNECT = 7
-OP_INVALID_SESSION = 9
-OP_HELLO = 10
-OP_HEARTBEAT_ACK = 11
-
-MAX_PAYLOAD_BYTES = 4096
-IDENTIFY_WINDOW = 5.0  # seconds per max_concurrency bucket (section 8)
 RESUME_CLOSE_CODE = 4000  # a close code that keeps the session resumable (never 1000/1001)
 SHUTDOWN_CLOSE_CODE = 1000
-
-NEW_SESSION_CLOSE_CODES = frozenset({4003, 4005, 4007, 4009})
 
 State = Literal[
     "disconnected",
@@ -60,7 +61,7 @@ State = Literal[
 Stage = Literal["tcp", "tls", "upgrade"]
 Purpose = Literal["identify", "resume"]
 CloseHow = Literal["close_frame", "no_close_frame", "reset", "eof", "error"]
-CloseClass = Literal["resume", "new_session", "fatal"]
+CloseClass = ClientAction
 
 
 class PayloadTooLarge(ValueError):
@@ -73,11 +74,7 @@ class NotReady(RuntimeError):
 
 def classify_close(code: int | None) -> CloseClass:
     """What a server close (or a drop with no close code) means for the session (section 13)."""
-    if code in FATAL_CLOSE_CODES:
-        return "fatal"
-    if code in NEW_SESSION_CLOSE_CODES:
-        return "new_session"
-    return "resume"
+    return close_code(code).client
 
 
 def encode_frame(payload: Mapping[str, Any]) -> str:
@@ -145,14 +142,14 @@ class ClientConfig:
     # Until then only the server may end it (op 9 d=false, 4007, 4009, ...): a new session
     # while the old one is resumable loses every event it holds. Discord does not document its
     # window; the default is the fake gateway's session_ttl.
-    resumable_window: float = GatewayConfig.session_ttl
+    resumable_window: float = SESSION_TTL
     # identify budget
     identify_window: float = IDENTIFY_WINDOW  # one IDENTIFY per window for our bucket
     identify_reserve: int = 0  # stop rather than let session_start_limit.remaining drop below this
     identify_breaker: tuple[int, float] = (10, 600.0)  # at most N IDENTIFYs per M seconds
     # send rate limit (section 8)
-    send_limit: int = 120
-    send_window: float = 60.0
+    send_limit: int = RATE_LIMIT_FRAMES
+    send_window: float = RATE_LIMIT_WINDOW
     # A sent frame counts as in the window this much longer: network delay and clock rounding
     # must not let the server see a full window plus one.
     send_margin: float = 1.0

@@ -33,9 +33,9 @@ from websockets.trio.client import ClientConnection
 from websockets.trio.client import connect as ws_connect
 
 from fake_gateway.urls import API_BASE_PATH, rest_base
+from gateway_common.facts import FATAL_CLOSE_CODES
 from harness.client.codec import FrameDecodeError, TransportDecoder
 from harness.client.core import (
-    FATAL_CLOSE_CODES,
     AbortConnection,
     Action,
     CancelTimer,

@@ -19,11 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
+from gateway_common.facts import OP_HEARTBEAT, OP_INVALID_SESSION, OP_RECONNECT, OP_RESUME
 from harness.client.core import (
-    OP_HEARTBEAT,
-    OP_INVALID_SESSION,
-    OP_RECONNECT,
-    OP_RESUME,
     Action,
     CancelTimer,
     ClientConfig,
