@@ -54,12 +54,11 @@ from typing import Any
 from hypothesis import strategies as st
 
 from gateway_common.facts import ONE_SHOT_CONTROLS
-from harness.oracle import Tolerances
+from harness.oracle.model import Expectations
 from harness.report.model import ScenarioResult
 from harness.scenario import (
     GatewayKnobs,
     Scenario,
-    ScenarioExpect,
     Step,
     Trigger,
     parse_scenario,
@@ -482,12 +481,7 @@ def make_schedule(
         seed=seed,
         gateway=gateway or fuzz_gateway(),
         steps=tuple(fitted),
-        expect=ScenarioExpect(
-            outcome=None,
-            recovery_bound=limits.recovery_bound,
-            duration=limits.run_duration,
-            tolerances=Tolerances(),
-        ),
+        expect=Expectations(recovery_bound=limits.recovery_bound, duration=limits.run_duration),
     )
     return scenario
 

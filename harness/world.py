@@ -197,7 +197,7 @@ class _World:
             if delivery is not None:
                 write_jsonl(trace_path.with_name(trace_path.name.replace(".trace.", ".delivery.")),
                             delivery)
-        verdicts = judge(records, delivery, scenario.expectations())
+        verdicts = judge(records, delivery, scenario.expect)
         verdicts.append(_process_verdict(outcome, scenario.expect.outcome == "stop", error))
         return ScenarioResult(
             name=scenario.name,

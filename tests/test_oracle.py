@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from dataclasses import replace
+
 import pytest
 from test_oracle_traces import Run, healthy_run, healthy_start, seed_failure_run
 
-from harness.oracle import INVARIANTS, Expectations, Tolerances, Verdict, judge
+from harness.oracle import INVARIANTS, Expectations, RunView, Tolerances, Verdict, judge
+from harness.scenario import parse_scenario
 
 
 def verdict(run: Run, inv: str, delivery=None, **exp) -> Verdict:
@@ -19,10 +24,80 @@ def assert_status(v: Verdict, status: str, *words: str) -> None:
         assert word in v.evidence, f"{word!r} not in {v.evidence!r}"
 
 
-def test_judge_returns_one_verdict_per_invariant_in_order():
+def test_judge_returns_one_verdict_per_invariant_of_the_table_in_order():
     verdicts = judge(healthy_run().records, None, Expectations())
-    assert [v.invariant for v in verdicts] == list(INVARIANTS)
+    assert [v.invariant for v in verdicts] == [i.code for i in INVARIANTS if i.check is not None]
     assert all(v.status in ("pass", "fail", "not_judged") for v in verdicts)
+
+
+def test_the_table_holds_every_invariant_once_with_a_title_and_one_check_signature():
+    codes = [i.code for i in INVARIANTS]
+    assert len(codes) == len(set(codes)) and all(i.title for i in INVARIANTS)
+    # PR1 is the runner's (the client process, not the trace): a row without a check.
+    assert [i.code for i in INVARIANTS if i.check is None] == ["PR1"]
+    # Every check takes (view, expectations), the delivery log inside the view, and answers for
+    # its own row.
+    log = [{"s": 2, "t": "MESSAGE_CREATE", "session_id": "sess-a", "ts": 0.1}]
+    view = RunView(seed_failure_run(recovers=True).records, log)
+    for inv in INVARIANTS:
+        if inv.check is not None:
+            assert inv.check(view, Expectations()).invariant == inv.code
+
+
+def test_loading_a_scenario_loads_no_check():
+    # A fresh interpreter: this one has long imported every check.
+    code = (
+        "import sys, harness.scenario as s\n"
+        "s.load_scenarios([s.builtin_scenarios_dir()])\n"
+        "print(sorted(m for m, mod in sys.modules.items() if m.startswith('harness')\n"
+        "             and any(n.startswith('check_') for n in vars(mod))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+SCENARIO = """\
+name = "expects"
+source = "F9"
+description = "Op 9 then an IDENTIFY on the discovery URL after a wait."
+
+[gateway]
+max_concurrency = 2
+
+[expect]
+outcome = "reidentify"
+recovery_bound = 3.0
+duration = 8.0
+"""
+
+
+def test_a_scenario_file_loads_into_the_oracles_expectations():
+    scenario = parse_scenario(SCENARIO, "expects.toml")
+    assert scenario.expect == Expectations(
+        outcome="reidentify", recovery_bound=3.0, duration=8.0, max_concurrency=2
+    )
+    # BO2 judges against the gateway's max_concurrency, however the scenario was built.
+    more = replace(scenario, gateway=replace(scenario.gateway, max_concurrency=4))
+    assert more.expect.max_concurrency == 4
+    assert_status(
+        {v.invariant: v for v in judge(op9_run(6.0).records, None, more.expect)}["BO2"],
+        "pass",
+        "max_concurrency=4",
+    )
+
+
+# What the healthy run has nothing to judge by, and what each invariant then says.
+HEALTHY_NOT_JUDGED = {
+    "HB4": "no server op 1",
+    "ZB1": "unACKed heartbeat",
+    "RS1": "no resumable loss",
+    "RS2": "RESUME",
+    "RS3": "no delivery log",
+    "RS4": "",
+    "RS5": "",
+    "FC1": "no fatal close",
+    "BO1": "",
+}
 
 
 def test_healthy_run_fails_nothing_and_says_what_it_could_not_judge():
@@ -31,9 +106,24 @@ def test_healthy_run_fails_nothing_and_says_what_it_could_not_judge():
     for inv in ("HB1", "HB2", "HB3", "BO2", "RL1", "LV1"):
         assert by_id[inv].status == "pass", by_id[inv]
     # Nothing happened that these look at: never reported as passed.
-    for inv in ("HB4", "ZB1", "RS1", "RS2", "RS3", "RS4", "RS5", "FC1", "BO1"):
-        assert by_id[inv].status == "not_judged", by_id[inv]
+    for inv, words in HEALTHY_NOT_JUDGED.items():
+        assert_status(by_id[inv], "not_judged", words)
         assert by_id[inv].evidence
+
+
+@pytest.mark.parametrize(
+    "inv, run",
+    [
+        # Connections close right after HELLO.
+        ("HB1", lambda: Run().open(1, 0.0).hello(1, 0.0).close(1, 0.3, "network", None, "reset")),
+        ("HB2", lambda: Run().open(1, 0.0).hello(1, 0.0).close(1, 0.5, "client", 4000)),
+        ("HB3", lambda: Run().open(1, 0.0).hello(1, 0.0)),
+        ("BO2", lambda: Run().open(1, 0.0).hello(1, 0.0)),
+        ("RL1", lambda: Run().open(1, 0.0).hello(1, 0.0)),
+    ],
+)
+def test_an_invariant_without_anything_to_judge_is_not_judged(inv: str, run) -> None:
+    assert_status(verdict(run(), inv), "not_judged")
 
 
 # HB1 -------------------------------------------------------------------------------------------
@@ -44,21 +134,18 @@ def test_hb1_fails_on_a_heartbeat_before_hello():
     assert_status(verdict(run, "HB1"), "fail", "before HELLO", "conn 1")
 
 
-def test_hb1_fails_when_the_first_heartbeat_is_late():
+@pytest.mark.parametrize(
+    "slack, status, words",
+    [
+        (0.25, "fail", ("1.60 s after HELLO", "bound 1.25 s", "heartbeat_slack=0.25")),
+        (0.7, "pass", ()),  # a wider tolerance
+    ],
+)
+def test_hb1_fails_a_late_first_heartbeat(slack: float, status: str, words: tuple[str, ...]):
     run = Run().open(1, 0.0).hello(1, 0.0).beats(1, 1.6, 4.0, None)
-    v = verdict(run, "HB1")
-    assert_status(v, "fail", "1.60 s after HELLO", "bound 1.25 s", "heartbeat_slack=0.25")
-    assert v.record_indices
-
-
-def test_hb1_late_beat_passes_with_a_wider_tolerance():
-    run = Run().open(1, 0.0).hello(1, 0.0).beats(1, 1.6, 4.0, None)
-    assert_status(verdict(run, "HB1", tolerances=Tolerances(heartbeat_slack=0.7)), "pass")
-
-
-def test_hb1_not_judged_when_connections_close_right_after_hello():
-    run = Run().open(1, 0.0).hello(1, 0.0).close(1, 0.3, "network", None, "reset")
-    assert_status(verdict(run, "HB1"), "not_judged")
+    v = verdict(run, "HB1", tolerances=Tolerances(heartbeat_slack=slack))
+    assert_status(v, status, *words)
+    assert v.record_indices  # the late beat (failing) or the first beats (passing)
 
 
 # HB2 -------------------------------------------------------------------------------------------
@@ -76,11 +163,6 @@ def test_hb2_does_not_judge_gaps_inside_fault_windows():
     run.fault("latency", 2.8, "on", latency=2000).fault("latency", 4.0, "off")
     run.beats(1, 4.5, 7.0, d=3)
     assert_status(verdict(run, "HB2"), "pass", "1 gap(s) overlapping a fault window not judged")
-
-
-def test_hb2_not_judged_without_heartbeats():
-    run = Run().open(1, 0.0).hello(1, 0.0).close(1, 0.5, "client", 4000)
-    assert_status(verdict(run, "HB2"), "not_judged")
 
 
 # HB3 -------------------------------------------------------------------------------------------
@@ -103,10 +185,6 @@ def test_hb3_accepts_null_before_any_dispatch_and_a_seq_still_in_flight():
     assert_status(verdict(run, "HB3"), "pass", "seq_staleness=1.0")
 
 
-def test_hb3_not_judged_without_heartbeats():
-    assert_status(verdict(Run().open(1, 0.0).hello(1, 0.0), "HB3"), "not_judged")
-
-
 # HB4 -------------------------------------------------------------------------------------------
 
 
@@ -121,10 +199,6 @@ def test_hb4_passes_on_a_prompt_answer_and_fails_on_none():
     assert_status(verdict(run, "HB4"), "pass", "op1_reply_within=1.0")
     late = healthy_start().beats(1, 0.5, 2.0, d=3).server_op(1, 2.1, 1).beats(1, 2.5 + 0.9, 5.0, 3)
     assert_status(verdict(late, "HB4"), "fail", "server op 1 at 2.10 s", "next op 1 at 3.40 s")
-
-
-def test_hb4_not_judged_without_a_server_op1():
-    assert_status(verdict(healthy_run(), "HB4"), "not_judged", "no server op 1")
 
 
 # ZB1 -------------------------------------------------------------------------------------------
@@ -158,10 +232,6 @@ def test_zb1_fails_on_a_client_that_keeps_the_zombie_open():
 def test_zb1_fails_on_close_1000_and_on_no_reconnect():
     assert_status(verdict(zombie_run(1000, 3.5, 3.8), "ZB1"), "fail", "code 1000")
     assert_status(verdict(zombie_run(4000, 3.5, None), "ZB1"), "fail", "no later connection")
-
-
-def test_zb1_not_judged_when_every_heartbeat_is_acked():
-    assert_status(verdict(healthy_run(), "ZB1"), "not_judged")
 
 
 # RS1 / RS2 / RS4 --------------------------------------------------------------------------------
@@ -287,10 +357,6 @@ def test_rs1_judges_each_shard_by_its_own_session():
     assert "more)" not in v.evidence and "sess-b" not in v.evidence
 
 
-def test_rs1_not_judged_without_a_loss():
-    assert_status(verdict(healthy_run(), "RS1"), "not_judged", "no resumable loss")
-
-
 def test_rs2_fails_on_an_old_session_id_and_on_a_seq_regression():
     # F9: a new session after op 9, then a resume that still cites the old session.
     run = (
@@ -308,25 +374,17 @@ def test_rs2_fails_on_an_old_session_id_and_on_a_seq_regression():
     assert_status(verdict(regress, "RS2"), "fail", "seq=1", "had s=3")
 
 
-def test_rs2_not_judged_without_resume():
-    assert_status(verdict(healthy_run(), "RS2"), "not_judged")
-
-
-def test_rs4_fails_on_close_1000_after_op7_and_passes_on_4000():
-    bad = (
-        healthy_start().beats(1, 0.5, 2.0, d=3).server_op(1, 2.0, 7).close(1, 2.05, "client", 1000)
+@pytest.mark.parametrize(
+    "code, status, words", [(1000, "fail", ("closed with 1000", "after op 7")), (4000, "pass", ())]
+)
+def test_rs4_fails_on_close_1000_after_op7_and_passes_on_4000(
+    code: int, status: str, words: tuple[str, ...]
+):
+    run = (
+        healthy_start().beats(1, 0.5, 2.0, d=3).server_op(1, 2.0, 7).close(1, 2.05, "client", code)
     )
-    bad.open(2, 2.2, "resume").hello(2, 2.21).resume(2, 2.3, "sess-a", 3)
-    assert_status(verdict(bad, "RS4"), "fail", "closed with 1000", "after op 7")
-    good = (
-        healthy_start().beats(1, 0.5, 2.0, d=3).server_op(1, 2.0, 7).close(1, 2.05, "client", 4000)
-    )
-    good.open(2, 2.2, "resume").hello(2, 2.21).resume(2, 2.3, "sess-a", 3)
-    assert_status(verdict(good, "RS4"), "pass")
-
-
-def test_rs4_not_judged_when_the_client_never_closes():
-    assert_status(verdict(healthy_run(), "RS4"), "not_judged")
+    run.open(2, 2.2, "resume").hello(2, 2.21).resume(2, 2.3, "sess-a", 3)
+    assert_status(verdict(run, "RS4"), status, *words)
 
 
 # RS3 --------------------------------------------------------------------------------------------
@@ -353,16 +411,21 @@ def log(*seqs: int) -> list[dict]:
     ]
 
 
-def test_rs3_passes_on_exactly_once_and_fails_on_dupes_order_and_gaps():
-    run = resume_with_replay()
-    assert_status(verdict(run, "RS3", delivery=log(2, 3, 4, 6)), "pass", "once each")
-    assert_status(verdict(run, "RS3", delivery=log(2, 3, 4, 4, 6)), "fail", "delivered twice")
-    assert_status(verdict(run, "RS3", delivery=log(2, 4, 3, 6)), "fail", "delivered after")
-    assert_status(verdict(run, "RS3", delivery=log(2, 3, 6)), "fail", "never delivered")
-
-
-def test_rs3_not_judged_without_a_delivery_log():
-    assert_status(verdict(resume_with_replay(), "RS3"), "not_judged", "no delivery log")
+@pytest.mark.parametrize(
+    "seqs, status, word",
+    [
+        ((2, 3, 4, 6), "pass", "once each"),
+        ((2, 3, 4, 4, 6), "fail", "delivered twice"),
+        ((2, 4, 3, 6), "fail", "delivered after"),
+        ((2, 3, 6), "fail", "never delivered"),
+        (None, "not_judged", "no delivery log"),
+    ],
+)
+def test_rs3_passes_on_exactly_once_and_fails_on_dupes_order_and_gaps(
+    seqs: tuple[int, ...] | None, status: str, word: str
+):
+    delivery = None if seqs is None else log(*seqs)
+    assert_status(verdict(resume_with_replay(), "RS3", delivery=delivery), status, word)
 
 
 # RS5 --------------------------------------------------------------------------------------------
@@ -383,18 +446,17 @@ def op9_run(identify_at: float, listener: str = "discovery", resume_instead: boo
     return run.beats(2, identify_at + 0.5, identify_at + 3.0, d=1)
 
 
-def test_rs5_passes_after_a_random_wait_and_fails_when_too_eager():
-    assert_status(verdict(op9_run(4.5), "RS5"), "pass", "after 2.50 s")
-    assert_status(verdict(op9_run(2.4), "RS5"), "fail", "after only 0.40 s")
-
-
-def test_rs5_fails_on_resume_or_identify_on_the_resume_url():
-    assert_status(verdict(op9_run(4.5, resume_instead=True), "RS5"), "fail", "RESUMEd")
-    assert_status(verdict(op9_run(4.5, listener="resume"), "RS5"), "fail", "resume URL")
-
-
-def test_rs5_not_judged_without_invalidation():
-    assert_status(verdict(healthy_run(), "RS5"), "not_judged")
+@pytest.mark.parametrize(
+    "run, status, word",
+    [
+        (dict(identify_at=4.5), "pass", "after 2.50 s"),  # after a random wait
+        (dict(identify_at=2.4), "fail", "after only 0.40 s"),  # too eager
+        (dict(identify_at=4.5, resume_instead=True), "fail", "RESUMEd"),
+        (dict(identify_at=4.5, listener="resume"), "fail", "resume URL"),
+    ],
+)
+def test_rs5_wants_an_identify_on_the_discovery_url_after_a_wait(run: dict, status: str, word: str):
+    assert_status(verdict(op9_run(**run), "RS5"), status, word)
 
 
 # FC1 --------------------------------------------------------------------------------------------
@@ -412,10 +474,6 @@ def test_fc1_passes_when_the_client_stops_and_fails_when_it_reconnects():
     run.open(2, 3.0).hello(2, 3.01).identify(2, 3.1)
     assert_status(verdict(run, "FC1"), "fail", "reconnected anyway", "conn 2")
     assert_status(verdict(run, "LV1", outcome="stop"), "fail", "expected the client to stop")
-
-
-def test_fc1_not_judged_without_a_fatal_close():
-    assert_status(verdict(healthy_run(), "FC1"), "not_judged", "no fatal close")
 
 
 # BO1 / BO2 --------------------------------------------------------------------------------------
@@ -451,16 +509,22 @@ def test_bo1_passes_on_jittered_exponential_backoff():
     )
 
 
-def test_bo1_not_judged_without_failed_attempts_and_fails_over_max_resumes():
-    assert_status(verdict(healthy_run(), "BO1"), "not_judged")
+def test_bo1_fails_over_max_resumes():
     assert_status(verdict(seed_failure_run(True), "BO1", max_resumes=0), "fail", "1 RESUMEs")
 
 
-def test_bo2_fails_on_identifies_too_close_and_over_the_allowed_count():
-    run = op9_run(2.4)
-    assert_status(verdict(run, "BO2"), "fail", "2.35 s apart", "window 5.0 s")
-    assert_status(verdict(op9_run(6.0), "BO2"), "pass")
-    assert_status(verdict(op9_run(6.0), "BO2", max_identifies=1), "fail", "2 IDENTIFYs")
+@pytest.mark.parametrize(
+    "identify_at, exp, status, words",
+    [
+        (2.4, {}, "fail", ("2.35 s apart", "window 5.0 s")),
+        (6.0, {}, "pass", ()),
+        (6.0, dict(max_identifies=1), "fail", ("2 IDENTIFYs",)),
+    ],
+)
+def test_bo2_fails_on_identifies_too_close_and_over_the_allowed_count(
+    identify_at: float, exp: dict, status: str, words: tuple[str, ...]
+):
+    assert_status(verdict(op9_run(identify_at), "BO2", **exp), status, *words)
 
 
 def test_bo2_fails_when_the_start_budget_is_spent():
@@ -474,10 +538,6 @@ def test_bo2_fails_when_the_start_budget_is_spent():
     assert_status(verdict(run, "BO2"), "fail", "budget")
 
 
-def test_bo2_not_judged_without_identify():
-    assert_status(verdict(Run().open(1, 0.0).hello(1, 0.0), "BO2"), "not_judged")
-
-
 # RL1 --------------------------------------------------------------------------------------------
 
 
@@ -489,10 +549,6 @@ def test_rl1_fails_on_a_flood_and_on_a_big_payload():
     big = healthy_start().rec("frame_in", 0.5, conn=1, op=3, size=5000)
     assert_status(verdict(big, "RL1"), "fail", "5000 bytes")
     assert_status(verdict(healthy_run(), "RL1"), "pass", "120 frames per 60 s")
-
-
-def test_rl1_not_judged_without_client_frames():
-    assert_status(verdict(Run().open(1, 0.0).hello(1, 0.0), "RL1"), "not_judged")
 
 
 # LV1 --------------------------------------------------------------------------------------------
@@ -530,17 +586,17 @@ def test_lv1_fails_on_a_live_session_whose_heartbeats_stop():
     assert_status(v, "fail", "heartbeats stopped")
 
 
-def test_lv1_checks_the_outcome_class():
+@pytest.mark.parametrize(
+    "outcome, status, word",
+    [
+        ("reidentify", "pass", "outcome reidentify"),
+        ("resume", "fail", "expected the client to resume"),
+    ],
+)
+def test_lv1_checks_the_outcome_class(outcome: str, status: str, word: str):
     run = op9_run(4.5).rec("note", 12.0, text="end")
     run.beats(2, 7.5, 12.0, d=1)
-    assert_status(
-        verdict(run, "LV1", outcome="reidentify", recovery_bound=5.0), "pass", "outcome reidentify"
-    )
-    assert_status(
-        verdict(run, "LV1", outcome="resume", recovery_bound=5.0),
-        "fail",
-        "expected the client to resume",
-    )
+    assert_status(verdict(run, "LV1", outcome=outcome, recovery_bound=5.0), status, word)
 
 
 def test_verdicts_serialize_with_their_record_indices():
@@ -571,8 +627,6 @@ def test_the_run_ending_is_not_a_zombie_a_loss_or_an_outage():
 
 
 def test_gateway_control_records_count_alone_and_do_not_double_the_runners_fault_records():
-    from harness.oracle import RunView
-
     run = healthy_start().beats(1, 0.5, 6.0, d=3)
     run.control("withhold_acks", 1.0, on=True).control("withhold_acks", 2.0, on=False)
     run.control("reset", 3.0)
@@ -591,7 +645,7 @@ def test_gateway_control_records_count_alone_and_do_not_double_the_runners_fault
 def test_a_client_that_never_connects_fails_liveness_even_with_an_empty_trace():
     # The runner's start note is all a client that crashed at start-up leaves behind.
     run = Run().rec("note", 0.002, text="world: real mode")
-    v = verdict(run, "LV1", recovery_bound=2.0, run_duration=5.0)
+    v = verdict(run, "LV1", recovery_bound=2.0, duration=5.0)
     assert_status(v, "fail", "never became live again")
     # Without knowing how long the run lasted the oracle cannot tell.
     assert_status(verdict(run, "LV1", recovery_bound=2.0), "not_judged", "the run ends at 0.00 s")
@@ -600,7 +654,7 @@ def test_a_client_that_never_connects_fails_liveness_even_with_an_empty_trace():
 def test_stop_scenarios_need_the_client_to_get_as_far_as_the_fatal_close():
     never = Run().rec("note", 0.0, text="world: real mode")
     assert_status(
-        verdict(never, "LV1", outcome="stop", run_duration=4.0), "fail", "never got a session"
+        verdict(never, "LV1", outcome="stop", duration=4.0), "fail", "never got a session"
     )
     live = healthy_run()
     assert_status(verdict(live, "LV1", outcome="stop"), "not_judged", "no fatal close happened")
@@ -611,7 +665,7 @@ def test_traces_need_not_start_at_zero():
     shifted = Run()
     for rec in healthy_run().records:
         shifted.trace.records.append({**rec, "ts": rec["ts"] + 5000.0})
-    assert_status(verdict(shifted, "LV1", recovery_bound=2.0, run_duration=6.0), "pass")
+    assert_status(verdict(shifted, "LV1", recovery_bound=2.0, duration=6.0), "pass")
     assert_status(verdict(shifted, "HB2"), "pass")
 
 
@@ -672,13 +726,11 @@ def test_the_seed_client_fails_even_when_the_gateway_closes_it_exactly_at_the_de
     run = seed_mutant_run()
     # The toxic only touched the resume proxy's first connection: conn 3 is judged.
     assert_status(verdict(run, "HB1"), "fail", "conn 3: no heartbeat")
-    v = verdict(run, "LV1", outcome="resume", recovery_bound=3.0, run_duration=6.0)
+    v = verdict(run, "LV1", outcome="resume", recovery_bound=3.0, duration=6.0)
     assert_status(v, "fail", "conn 4 got RESUMED", "closed by server")
 
 
 def test_faults_aimed_at_one_connection_excuse_only_that_connection():
-    from harness.oracle import RunView
-
     view = RunView(seed_mutant_run().records)
     conns = view.conns
     assert view.fault_active(1.5, 1.9, conns[2]) is not None  # the resume proxy's 1st connection
@@ -694,7 +746,7 @@ def test_lv1_fails_a_silent_session_after_recovery_even_if_a_newer_one_is_too_yo
     run.close(4, 4.47, "server", 1000)  # the gateway's heartbeat deadline
     run.open(5, 7.8, "resume").hello(5, 7.8).resume(5, 7.81, "sess-a", 4).resumed(5, 7.82)
     run.close(5, 9.0, "client", 1000)  # the run ends
-    v = verdict(run, "LV1", recovery_bound=5.0, run_duration=9.0)
+    v = verdict(run, "LV1", recovery_bound=5.0, duration=9.0)
     assert_status(v, "fail", "conn 4 got RESUMED at 3.22 s but sent no heartbeat")
 
 
@@ -729,36 +781,48 @@ def ready_cut_run(beat: bool = False, d: int | None = None) -> Run:
     return run
 
 
-def test_rs1_does_not_judge_an_identify_when_ready_may_never_have_arrived():
-    v = verdict(ready_cut_run(), "RS1")
-    assert_status(v, "not_judged", "may never have reached the client")
-    # A heartbeat with d=null after READY shows the client had no seq yet: no proof either.
-    assert_status(verdict(ready_cut_run(beat=True), "RS1"), "not_judged", "cited s>0")
+@pytest.mark.parametrize(
+    "run, delivery, status, words",
+    [
+        # READY may never have arrived: no proof the client had the session.
+        (dict(), None, "not_judged", ("may never have reached the client",)),
+        # A heartbeat with d=null after READY shows the client had no seq yet: no proof either.
+        (dict(beat=True), None, "not_judged", ("cited s>0",)),
+        # Its heartbeat cited s=3, which only READY's stream could have given it.
+        (dict(beat=True, d=3), None, "fail", ("IDENTIFYd on conn 2", "cited d=3")),
+        # Its delivery log says it had the session.
+        (
+            dict(),
+            [{"s": 1, "t": "READY", "session_id": "sess-a", "rx": 0.0}],
+            "fail",
+            ("IDENTIFYd on conn 2", "delivery log holds session sess-a"),
+        ),
+    ],
+)
+def test_rs1_holds_an_identify_against_the_client_only_when_it_had_the_session(
+    run: dict, delivery: list | None, status: str, words: tuple[str, ...]
+):
+    assert_status(verdict(ready_cut_run(**run), "RS1", delivery=delivery), status, *words)
 
 
-def test_rs1_still_fails_an_identify_when_the_client_had_the_session():
-    # Its heartbeat cited s=3, which only READY's stream could have given it.
-    v = verdict(ready_cut_run(beat=True, d=3), "RS1")
-    assert_status(v, "fail", "IDENTIFYd on conn 2", "cited d=3")
-    # Its delivery log says it had the session.
-    log = [{"s": 1, "t": "READY", "session_id": "sess-a", "rx": 0.0}]
-    v = verdict(ready_cut_run(), "RS1", delivery=log)
-    assert_status(v, "fail", "IDENTIFYd on conn 2", "delivery log holds session sess-a")
-
-
-def test_rs1_a_stale_seq_from_an_earlier_session_is_no_proof_of_the_new_one():
-    def run(d: int) -> Run:
-        r = healthy_start().beats(1, 0.5, 2.0, d=3).server_op(1, 2.0, 9, d=False)
-        r.identify(1, 3.5).ready(1, 3.6, "sess-b")
-        r.dispatch(1, 3.7, "sess-b").dispatch(1, 3.71, "sess-b").dispatch(1, 3.72, "sess-b")
-        r.beat(1, 3.8, d).close(1, 4.0, "network", None, "reset")
-        r.open(2, 6.0).hello(2, 6.0).identify(2, 6.1).ready(2, 6.2, "sess-c")
-        return r
-
-    # d=3 may still be sess-a's last seq (sess-b's READY in flight): not judged.
-    assert_status(verdict(run(3), "RS1"), "not_judged", "cited s>3")
-    # Only a seq above every seq sent before that READY proves the client had sess-b.
-    assert_status(verdict(run(4), "RS1"), "fail", "IDENTIFYd on conn 2", "cited d=4")
+@pytest.mark.parametrize(
+    "d, status, words",
+    [
+        # d=3 may still be sess-a's last seq (sess-b's READY in flight): not judged.
+        (3, "not_judged", ("cited s>3",)),
+        # Only a seq above every seq sent before that READY proves the client had sess-b.
+        (4, "fail", ("IDENTIFYd on conn 2", "cited d=4")),
+    ],
+)
+def test_rs1_a_stale_seq_from_an_earlier_session_is_no_proof_of_the_new_one(
+    d: int, status: str, words: tuple[str, ...]
+):
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).server_op(1, 2.0, 9, d=False)
+    run.identify(1, 3.5).ready(1, 3.6, "sess-b")
+    run.dispatch(1, 3.7, "sess-b").dispatch(1, 3.71, "sess-b").dispatch(1, 3.72, "sess-b")
+    run.beat(1, 3.8, d).close(1, 4.0, "network", None, "reset")
+    run.open(2, 6.0).hello(2, 6.0).identify(2, 6.1).ready(2, 6.2, "sess-c")
+    assert_status(verdict(run, "RS1"), status, *words)
 
 
 def shutdown_run(unacked_at: float, note_at: float, close_code: int = 1000) -> Run:
@@ -852,16 +916,23 @@ def op7_then(second_listener: str, server_close: int | None) -> Run:
     return run.beats(2, 2.5, 7.0, d=1)
 
 
-def test_rs1_a_new_session_demanded_on_the_reconnect_excuses_the_identify():
-    # The reconnect opened before the old close was recorded and got 4007 (a bad seq): IDENTIFY.
-    v = verdict(op7_then("resume", 4007), "RS1")
-    assert_status(v, "pass")
+@pytest.mark.parametrize(
+    "listener, server_close, status, words",
+    [
+        # The reconnect opened before the old close was recorded and got 4007 (a bad seq).
+        ("resume", 4007, "pass", ()),
+        # An IDENTIFY straight after op 7.
+        ("discovery", None, "fail", ("client closed with 4000", "IDENTIFYd on conn 2")),
+    ],
+)
+def test_rs1_only_a_new_session_demanded_on_the_reconnect_excuses_the_identify(
+    listener: str, server_close: int | None, status: str, words: tuple[str, ...]
+):
+    assert_status(verdict(op7_then(listener, server_close), "RS1"), status, *words)
+
+
+def test_rs5_accepts_the_identify_after_a_4007_on_the_reconnect():
     assert_status(verdict(op7_then("resume", 4007), "RS5"), "pass", "server close 4007")
-
-
-def test_rs1_still_fails_an_identify_straight_after_op7():
-    v = verdict(op7_then("discovery", None), "RS1")
-    assert_status(v, "fail", "client closed with 4000", "IDENTIFYd on conn 2")
 
 
 def op9_in_flight_run(toxic_target: str) -> Run:
@@ -878,15 +949,22 @@ def op9_in_flight_run(toxic_target: str) -> Run:
     return run.beats(3, 6.0, 9.0, d=1)
 
 
-def test_rs5_does_not_judge_a_resume_when_the_op9_may_still_have_been_in_flight():
-    v = verdict(op9_in_flight_run("discovery"), "RS5")
-    assert_status(v, "pass", "IDENTIFY on conn 3 after 1.40 s", "may not have reached the client")
-
-
-def test_rs5_still_fails_a_resume_after_an_op9_no_fault_could_hide():
-    # The toxic sits on the resume URL: it cannot touch conn 1, so the op 9 arrived.
-    v = verdict(op9_in_flight_run("resume"), "RS5")
-    assert_status(v, "fail", "RESUMEd at 4.30 s instead of IDENTIFYing")
+@pytest.mark.parametrize(
+    "toxic_target, status, words",
+    [
+        (
+            "discovery",
+            "pass",
+            ("IDENTIFY on conn 3 after 1.40 s", "may not have reached the client"),
+        ),
+        # The toxic sits on the resume URL: it cannot touch conn 1, so the op 9 arrived.
+        ("resume", "fail", ("RESUMEd at 4.30 s instead of IDENTIFYing",)),
+    ],
+)
+def test_rs5_does_not_judge_a_resume_only_while_the_op9_may_still_have_been_in_flight(
+    toxic_target: str, status: str, words: tuple[str, ...]
+):
+    assert_status(verdict(op9_in_flight_run(toxic_target), "RS5"), status, *words)
 
 
 def op9_crossing_run(resume_delay: float) -> Run:
@@ -901,12 +979,17 @@ def op9_crossing_run(resume_delay: float) -> Run:
     return run.beats(3, 5.5, 8.0, d=1)
 
 
-def test_rs5_does_not_judge_a_resume_that_crossed_the_op9_on_the_wire():
-    assert_status(verdict(op9_crossing_run(0.0), "RS5"), "pass", "crossed it")
-
-
-def test_rs5_fails_a_resume_sent_well_after_the_op9_on_the_same_connection():
-    assert_status(verdict(op9_crossing_run(0.5), "RS5"), "fail", "RESUMEd")
+@pytest.mark.parametrize(
+    "resume_delay, status, word",
+    [
+        (0.0, "pass", "crossed it"),  # crossed the op 9 on the wire: not judged
+        (0.5, "fail", "RESUMEd"),  # sent well after the op 9 on the same connection
+    ],
+)
+def test_rs5_does_not_judge_a_resume_that_crossed_the_op9_on_the_wire(
+    resume_delay: float, status: str, word: str
+):
+    assert_status(verdict(op9_crossing_run(resume_delay), "RS5"), status, word)
 
 
 def test_bo1_does_not_call_three_jittered_waits_lock_step():

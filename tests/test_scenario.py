@@ -115,7 +115,7 @@ def test_a_good_file_becomes_the_model():
     assert second.stop == Trigger(after="client_op", op=6)
     assert second.toxic_json()["attributes"] == {"latency": 100}
     assert second.fault_params()["target"] == "resume"
-    exp = s.expectations()
+    exp = s.expect
     assert exp.outcome == "resume" and exp.recovery_bound == 3.0
     assert exp.tolerances == Tolerances(heartbeat_slack=0.5)
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway_common.trace import load_jsonl
-from harness.report.model import Record, ScenarioResult, invariant_title, summarize
+from harness.oracle import invariant_title
+from harness.report.model import Record, ScenarioResult, summarize
 from harness.report.timeline import timeline_svg
 
 CSS = """

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.oracle import INVARIANT_TITLES, Verdict
+from harness.oracle import Verdict
 
 Record = dict[str, Any]
 
@@ -80,7 +80,3 @@ def summarize(results: list[ScenarioResult]) -> RunSummary:
         total=len(results),
         duration=round(sum(r.duration for r in results), 3),
     )
-
-
-def invariant_title(invariant: str) -> str:
-    return INVARIANT_TITLES.get(invariant, "")

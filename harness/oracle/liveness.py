@@ -1,0 +1,230 @@
+"""Liveness: LV1, and when the last fault cleared (which LV1, RS1, the timeline and the
+runner's early stop measure from)."""
+
+from __future__ import annotations
+
+from gateway_common.facts import (
+    FATAL_CLOSE_CODES,
+)
+from harness.oracle.model import (
+    OP_HEARTBEAT,
+    Expectations,
+    Tolerances,
+    Verdict,
+    fail,
+    fmt,
+    not_judged,
+    ok,
+)
+from harness.oracle.view import (
+    Connection,
+    RunView,
+    session_of_conns,
+)
+
+
+def is_teardown(view: RunView, conn: Connection, cleared: float, tol: Tolerances) -> bool:
+    """Whether ``conn``'s close is the run ending: in the trace's last moments, after every fault
+    cleared, and the kind of close a runner stopping the client or the gateway makes (the client
+    closing with 1000/1001 or none, the network, or the server going away with 1001) rather than a
+    server closing a silent client."""
+    close = conn.close
+    if close is None or conn.close_ts is None:
+        return False
+    if conn.close_ts < max(cleared, view.end_ts - tol.teardown_window):
+        return False
+    by, code = close.get("by"), close.get("code")
+    if by == "client":
+        return code in (1000, 1001, None)
+    if by == "server":
+        return code == 1001
+    return True
+
+
+def last_fault_cleared(view: RunView) -> tuple[float | None, str, int | None]:
+    """(time, description, record index) of the moment the last fault cleared.
+
+    (None, reason, None) if a fault never switched off; the start of the trace if there were none.
+    """
+    if not view.windows:
+        return view.start_ts, "no faults: judged from the start of the run", None
+    never = [w for w in view.windows if w.end is None]
+    if never:
+        w = never[0]
+        return (
+            None,
+            f"fault {w.name!r} switched on at {fmt(w.start)} never switched off",
+            w.start_idx,
+        )
+    last = max(view.windows, key=lambda w: (w.end or 0.0, w.end_idx or 0))
+    assert last.end is not None
+    what = "switched off" if last.end > last.start else "applied"
+    return last.end, f"the last fault ({last.name!r}) {what} at {fmt(last.end)}", last.end_idx
+
+
+def check_lv1(view: RunView, exp: Expectations) -> Verdict:
+    slack = exp.tolerances.heartbeat_slack
+    cleared, cleared_text, cleared_idx = last_fault_cleared(view)
+    conns = view.ordered_conns()
+    if exp.outcome == "stop":
+        fatal = [
+            c
+            for c in conns
+            if c.close is not None
+            and c.close.get("by") == "server"
+            and c.close.get("code") in FATAL_CLOSE_CODES
+        ]
+        if not fatal:
+            if not any(c.live is not None for c in conns):
+                return fail(
+                    "LV1",
+                    "expected a fatal close and then silence, but the client never got a session "
+                    "(no READY or RESUMED), so the fatal close never came",
+                )
+            return not_judged("LV1", "expected the client to stop, but no fatal close happened")
+        after = [
+            c
+            for c in conns
+            if cleared is not None
+            and (c.open_idx or -1) > (cleared_idx or -1)
+            and c.start_ts > (cleared or 0.0)
+        ]
+        if cleared is None:
+            ref = max((w.start_idx for w in view.windows), default=-1)
+            after = [c for c in conns if (c.open_idx or -1) > ref]
+        if after:
+            c = after[0]
+            return fail(
+                "LV1",
+                f"expected the client to stop; {cleared_text}, but conn {c.id} opened at "
+                f"{fmt(c.start_ts)}",
+                [c.open_idx or 0],
+            )
+        return ok("LV1", f"expected the client to stop: {cleared_text}; no connection after it")
+    if cleared is None:
+        return not_judged("LV1", cleared_text)
+    bound = exp.recovery_bound
+    run_end = max(view.end_ts, view.start_ts + exp.duration)
+    check_at = min(cleared + bound, run_end)
+    too_short = run_end < cleared + bound
+    idx_base = [cleared_idx] if cleared_idx is not None else []
+    # Once the faults are gone, every session the client gets must heartbeat: a connection that
+    # went live and then sat silent until the server closed it is the seed's failure, even if a
+    # later connection is still too young to tell.
+    for conn in conns:
+        if conn.live is None or conn.live.ts < cleared or conn.live.ts > check_at:
+            continue
+        if conn.close is None or is_teardown(view, conn, cleared, exp.tolerances):
+            continue
+        interval = view.interval_for(conn) or 0.0
+        silent = not any(b.idx > conn.live.idx for b in conn.beats())
+        if silent and (conn.close_ts or 0.0) - conn.live.ts >= interval * (1 + slack) - 1e-6:
+            return fail(
+                "LV1",
+                f"{cleared_text}; conn {conn.id} got {conn.live.rec.get('t')} at "
+                f"{fmt(conn.live.ts)} but sent no heartbeat until it was {conn.describe_close()}",
+                idx_base
+                + [conn.live.idx]
+                + ([conn.close_idx] if conn.close_idx is not None else []),
+            )
+    candidates = []
+    for conn in conns:
+        if conn.live is None or conn.live.ts > check_at:
+            continue
+        if conn.close_ts is not None and conn.close_ts < check_at:
+            if not is_teardown(view, conn, cleared, exp.tolerances):
+                continue
+        candidates.append(conn)
+    if not candidates and too_short:
+        return not_judged(
+            "LV1",
+            f"{cleared_text}; the run ends at {fmt(run_end)}, before the "
+            f"{bound} s recovery bound ran out and before the client was live",
+        )
+    if not candidates:
+        late = next((c for c in conns if c.live is not None and c.live.ts > check_at), None)
+        tail = (
+            f"; the client was live again only at {fmt(late.live.ts)} (conn {late.id})"
+            if late is not None and late.live is not None
+            else "; it never became live again"
+        )
+        last_beat = max(
+            (f for f in view.frames_in if f.op == OP_HEARTBEAT), key=lambda f: f.idx, default=None
+        )
+        beat_text = (
+            f"; last heartbeat at {fmt(last_beat.ts)} (conn {last_beat.rec.get('conn')})"
+            if last_beat and late is None
+            else ""
+        )
+        return fail(
+            "LV1",
+            f"{cleared_text}; no live session (READY/RESUMED sent, connection open) by "
+            f"{fmt(check_at)} (bound {bound} s){tail}{beat_text}",
+            idx_base
+            + (
+                [late.live.idx]
+                if late is not None and late.live is not None
+                else [last_beat.idx]
+                if last_beat
+                else []
+            ),
+        )
+    conn = candidates[-1]
+    assert conn.live is not None
+    interval = view.interval_for(conn) or 0.0
+    beats = [b for b in conn.beats() if b.idx > conn.live.idx]
+    acked = [b for b in beats if conn.ack_after(b.idx) is not None]
+    how = conn.live.rec.get("t")
+    end = conn.close_ts if conn.close_ts is not None else view.end_ts
+    live_text = f"conn {conn.id} got {how} at {fmt(conn.live.ts)}"
+    if not acked:
+        ended_by_run = conn.close is None or is_teardown(view, conn, cleared, exp.tolerances)
+        if ended_by_run and end - max(conn.live.ts, cleared) <= interval * (1 + slack):
+            return not_judged(
+                "LV1", f"{cleared_text}; {live_text}, but the run ends before a heartbeat was due"
+            )
+        return fail(
+            "LV1",
+            f"{cleared_text}; {live_text} but no ACKed heartbeat followed on it "
+            f"(heartbeats have stopped; {conn.describe_close()})",
+            idx_base + [conn.live.idx],
+        )
+    last = acked[-1]
+    if end - last.ts > interval * (1 + slack) + 1e-9 and not view.fault_active(last.ts, end, conn):
+        return fail(
+            "LV1",
+            f"{cleared_text}; {live_text}, but its heartbeats stopped at {fmt(last.ts)} "
+            f"({end - last.ts:.2f} s before {'its close' if conn.close else 'the end'}; "
+            f"interval {interval:.2f} s)",
+            idx_base + [conn.live.idx, last.idx],
+        )
+    # The outcome class: which session the client ends on.
+    sessions = [f for f in view.frames_out if f.rec.get("t") == "READY"]
+    first_sid = sessions[0].rec.get("session_id") if sessions else None
+    current = session_of_conns(view).get(conn.id)
+    if exp.outcome == "resume" and len(sessions) > 1:
+        return fail(
+            "LV1",
+            f"expected the client to resume; {live_text}, but it started {len(sessions)} "
+            f"sessions (a new READY at {fmt(sessions[1].ts)})",
+            idx_base + [sessions[1].idx],
+        )
+    if exp.outcome == "reidentify" and (len(sessions) < 2 or current == first_sid):
+        return fail(
+            "LV1",
+            f"expected the client to start a new session; {live_text}, still on the first "
+            f"session {first_sid!r}",
+            idx_base + [conn.live.idx],
+        )
+    outcome = f"; outcome {exp.outcome} as expected" if exp.outcome else ""
+    if conn.live.ts <= cleared:
+        when = "and stayed up through it"
+    else:
+        when = f"({conn.live.ts - cleared:.2f} s later, bound {bound} s)"
+    return ok(
+        "LV1",
+        f"{cleared_text}; {live_text} {when}; "
+        f"{len(acked)} ACKed heartbeat(s) after it, last at {fmt(last.ts)}{outcome}; "
+        f"tolerance heartbeat_slack={slack}",
+        idx_base + [conn.live.idx, last.idx],
+    )

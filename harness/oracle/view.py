@@ -1,0 +1,352 @@
+"""A read-only view of one trace (connections, frames, fault windows), built once per ``judge()``
+call; every check reads the run through it."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway_common.facts import (
+    ONE_SHOT_CONTROLS,
+    POLICY_CONTROLS,
+)
+from harness.oracle.model import (
+    OP_ACK,
+    OP_DISPATCH,
+    OP_HEARTBEAT,
+    OP_HELLO,
+    OP_IDENTIFY,
+    OP_RESUME,
+    Record,
+    fmt,
+)
+
+# The runner's note that ends the observed run (harness/world.py writes it before stopping the
+# client); what follows it is the harness's shutdown, not the client's behaviour.
+SHUTDOWN_NOTE = "world: run over"
+
+
+@dataclass
+class Frame:
+    idx: int
+    rec: Record
+
+    @property
+    def ts(self) -> float:
+        return float(self.rec["ts"])
+
+    @property
+    def op(self) -> int | None:
+        return self.rec.get("op")
+
+
+@dataclass
+class Connection:
+    id: int
+    open_idx: int | None = None
+    open_ts: float | None = None
+    listener: str | None = None
+    hello: Frame | None = None
+    interval: float | None = None  # seconds, from HELLO
+    close_idx: int | None = None
+    close: Record | None = None
+    rejected: bool = False
+    frames_in: list[Frame] = field(default_factory=list)
+    frames_out: list[Frame] = field(default_factory=list)
+    live: Frame | None = None  # first READY or RESUMED sent on this connection
+    _beats: list[Frame] | None = field(default=None, repr=False)
+    _acks: list[Frame] | None = field(default=None, repr=False)
+    _ack_positions: list[int] | None = field(default=None, repr=False)
+
+    @property
+    def start_ts(self) -> float:
+        if self.open_ts is not None:
+            return self.open_ts
+        frames = self.frames_in + self.frames_out
+        return min((f.ts for f in frames), default=0.0)
+
+    @property
+    def close_ts(self) -> float | None:
+        return None if self.close is None else float(self.close["ts"])
+
+    def beats(self) -> list[Frame]:
+        """The client's heartbeats on this connection (computed once; the view is read-only)."""
+        if self._beats is None:
+            self._beats = [f for f in self.frames_in if f.op == OP_HEARTBEAT]
+        return self._beats
+
+    def acks(self) -> list[Frame]:
+        if self._acks is None:
+            self._acks = [f for f in self.frames_out if f.op == OP_ACK]
+        return self._acks
+
+    def ack_after(self, idx: int) -> Frame | None:
+        """The first ACK sent after trace record ``idx``."""
+        acks = self.acks()
+        if self._ack_positions is None:
+            self._ack_positions = [a.idx for a in acks]
+        i = bisect.bisect_right(self._ack_positions, idx)
+        return acks[i] if i < len(acks) else None
+
+    def describe_close(self) -> str:
+        if self.close is None:
+            return "still open"
+        c = self.close
+        code = c.get("code")
+        return (
+            f"closed by {c.get('by')} at {fmt(c['ts'])} with "
+            f"{'code ' + str(code) if code is not None else 'no code'} ({c.get('how')})"
+        )
+
+
+@dataclass(frozen=True)
+class FaultWindow:
+    name: str
+    kind: str
+    start: float
+    end: float | None  # None: never switched off
+    start_idx: int
+    end_idx: int | None
+    params: dict[str, Any]
+
+    def overlaps(self, a: float, b: float) -> bool:
+        end = float("inf") if self.end is None else self.end
+        return self.start <= b and end >= a and end > self.start
+
+    def affects(self, conn: Connection, rank: int) -> bool:
+        """Whether this fault can touch ``conn``, the ``rank``-th connection on its listener.
+
+        Toxics and proxy actions aimed at one URL touch only that listener's connections, and
+        ``only_connection`` / ``from_connection`` pick that proxy's Nth accepted connection (the
+        proxy opens one upstream connection per accepted one, so its Nth is the listener's Nth);
+        a control aimed at a connection id touches only that connection.
+        """
+        target = self.params.get("target")
+        if self.kind in ("toxic", "proxy"):
+            if target in ("discovery", "resume") and conn.listener not in (target, None):
+                return False
+            only, start = self.params.get("only_connection"), self.params.get("from_connection")
+            if isinstance(only, int) and rank != only:
+                return False
+            return not (isinstance(start, int) and rank < start)
+        if isinstance(target, int) and not isinstance(target, bool):
+            return conn.id == target
+        return True
+
+
+class RunView:
+    """Connections, fault windows and frames of one trace, indexed for the invariants, with the
+    client's delivery log (None: the client gave none; RS1 and RS3 read it)."""
+
+    def __init__(self, records: Sequence[Record], delivery_log: Sequence[Record] | None = None):
+        self.records = list(records)
+        self.delivery_log = None if delivery_log is None else list(delivery_log)
+        self.shutdown_idx = shutdown_index(self.records)
+        if self.shutdown_idx is not None:  # the harness's shutdown is not judged (package doc)
+            del self.records[self.shutdown_idx + 1 :]
+        times = [float(r["ts"]) for r in self.records if isinstance(r.get("ts"), int | float)]
+        self.start_ts = min(times, default=0.0)  # the run's start (0 once a trace is rebased)
+        self.end_ts = max(times, default=0.0)
+        self.conns: dict[int, Connection] = {}
+        self.frames_in: list[Frame] = []
+        self.frames_out: list[Frame] = []
+        self.windows: list[FaultWindow] = []
+        self._spans: tuple[list[float], list[tuple[float, FaultWindow]]] | None = None
+        self._conn_windows: dict[int, list[FaultWindow]] = {}
+        self.listener_rank: dict[int, int] = {}
+        open_faults: dict[str, list[tuple[int, Record]]] = {}
+        for idx, rec in enumerate(self.records):
+            kind = rec.get("kind")
+            conn_id = rec.get("conn")
+            conn = self._conn(conn_id) if isinstance(conn_id, int) else None
+            if kind == "conn_open" and conn is not None:
+                conn.open_idx, conn.open_ts = idx, float(rec["ts"])
+                conn.listener = rec.get("listener")
+            elif kind == "ws_upgrade" and conn is not None and conn.listener is None:
+                conn.listener = rec.get("listener")
+            elif kind == "ws_rejected" and conn is not None:
+                conn.rejected = True
+            elif kind == "conn_close" and conn is not None and conn.close is None:
+                conn.close_idx, conn.close = idx, rec
+            elif kind == "frame_in" and conn is not None:
+                frame = Frame(idx, rec)
+                conn.frames_in.append(frame)
+                self.frames_in.append(frame)
+            elif kind == "frame_out" and conn is not None:
+                frame = Frame(idx, rec)
+                conn.frames_out.append(frame)
+                self.frames_out.append(frame)
+                if rec.get("op") == OP_HELLO and conn.hello is None:
+                    conn.hello = frame
+                    hb = rec.get("heartbeat_interval")
+                    if isinstance(hb, int | float) and hb > 0:
+                        conn.interval = float(hb) / 1000.0
+                if is_live_frame(rec) and conn.live is None:
+                    conn.live = frame
+            elif kind == "fault":
+                if (rec.get("params") or {}).get("action") not in POLICY_CONTROLS:
+                    self._switch(open_faults, idx, rec)
+            elif kind == "control":
+                action = str(rec.get("action"))
+                params = dict(rec.get("params") or {})
+                if action in ONE_SHOT_CONTROLS:
+                    ts = float(rec["ts"])
+                    params = {**params, "action": action, CONTROL_RECORD: True}
+                    self.windows.append(FaultWindow(action, "control", ts, ts, idx, idx, params))
+                elif action not in POLICY_CONTROLS and isinstance(params.get("on"), bool):
+                    # A persistent switch applied directly (the runner also writes fault records).
+                    key = f"control {action} -> {rec.get('target')}"
+                    state = "on" if params["on"] else "off"
+                    switch = {
+                        **rec,
+                        "name": key,
+                        "state": state,
+                        "fault_kind": "control",
+                        "params": {**params, "action": action, CONTROL_RECORD: True},
+                    }
+                    self._switch(open_faults, idx, switch)
+        for pending in open_faults.values():
+            for on_idx, on in pending:
+                name = str(on.get("name"))
+                params = on.get("params") or {}
+                one_shot = name in ONE_SHOT_CONTROLS or params.get("action") in ONE_SHOT_CONTROLS
+                ts = float(on["ts"])
+                self.windows.append(
+                    FaultWindow(
+                        name,
+                        str(on.get("fault_kind")),
+                        ts,
+                        ts if one_shot else None,
+                        on_idx,
+                        on_idx if one_shot else None,
+                        dict(on.get("params") or {}),
+                    )
+                )
+        counts: dict[str | None, int] = {}
+        for conn in self.ordered_conns():
+            counts[conn.listener] = counts.get(conn.listener, 0) + 1
+            self.listener_rank[conn.id] = counts[conn.listener]
+        self.session_frames = [f for f in self.frames_in if f.op in (OP_IDENTIFY, OP_RESUME)]
+        self.session_positions = [f.idx for f in self.session_frames]
+        self.windows = _without_echoes(self.windows)
+        self.windows.sort(key=lambda w: w.start)
+
+    def _switch(
+        self, open_faults: dict[str, list[tuple[int, Record]]], idx: int, rec: Record
+    ) -> None:
+        """Pair a fault's on and off records (by name, first on with first off) into a window."""
+        name = str(rec.get("name"))
+        if rec.get("state") == "on":
+            open_faults.setdefault(name, []).append((idx, rec))
+        elif rec.get("state") == "off" and open_faults.get(name):
+            on_idx, on = open_faults[name].pop(0)
+            self.windows.append(
+                FaultWindow(
+                    name,
+                    str(on.get("fault_kind")),
+                    float(on["ts"]),
+                    float(rec["ts"]),
+                    on_idx,
+                    idx,
+                    dict(on.get("params") or {}),
+                )
+            )
+
+    def _conn(self, conn_id: int) -> Connection:
+        if conn_id not in self.conns:
+            self.conns[conn_id] = Connection(conn_id)
+        return self.conns[conn_id]
+
+    def ordered_conns(self) -> list[Connection]:
+        return sorted(self.conns.values(), key=lambda c: (c.start_ts, c.id))
+
+    def fault_active(
+        self, a: float, b: float, conn: Connection | None = None
+    ) -> FaultWindow | None:
+        """A fault window with length that overlaps [a, b] (one-shot controls do not count);
+        with ``conn``, only faults that can touch that connection."""
+        if conn is not None:
+            if conn.id not in self._conn_windows:
+                rank = self.listener_rank.get(conn.id, 0)
+                self._conn_windows[conn.id] = [
+                    w
+                    for w in self.windows
+                    if (w.end is None or w.end > w.start) and w.affects(conn, rank)
+                ]
+            return next((w for w in self._conn_windows[conn.id] if w.overlaps(a, b)), None)
+        if self._spans is None:
+            spans = sorted(
+                (w for w in self.windows if w.end is None or w.end > w.start),
+                key=lambda w: w.start,
+            )
+            reach: list[tuple[float, FaultWindow]] = []  # the latest-ending window so far
+            for w in spans:
+                end = float("inf") if w.end is None else w.end
+                reach.append((end, w) if not reach or end > reach[-1][0] else reach[-1])
+            self._spans = ([w.start for w in spans], reach)
+        starts, reach = self._spans
+        k = bisect.bisect_right(starts, b)
+        if k and reach[k - 1][0] >= a:
+            return reach[k - 1][1]
+        return None
+
+    def interval_for(self, conn: Connection) -> float | None:
+        if conn.interval is not None:
+            return conn.interval
+        intervals = [c.interval for c in self.ordered_conns() if c.interval is not None]
+        return intervals[0] if intervals else None
+
+
+CONTROL_RECORD = "_from_control_record"
+
+
+def _without_echoes(windows: list[FaultWindow]) -> list[FaultWindow]:
+    """Drop windows read from the gateway's control records that echo a runner fault record.
+
+    The runner writes a fault record for a control step and the gateway a control record when it
+    applies it: the same fault, seen twice. Each still counts when it stands alone.
+    """
+    stated = [w for w in windows if not w.params.get(CONTROL_RECORD)]
+    kept = list(stated)
+    for w in windows:
+        if not w.params.get(CONTROL_RECORD):
+            continue
+        echoed = any(
+            s.params.get("action") == w.params.get("action") and abs(s.start - w.start) <= 0.25
+            for s in stated
+        )
+        if not echoed:
+            kept.append(w)
+    return kept
+
+
+def shutdown_index(records: Sequence[Record]) -> int | None:
+    """The index of the runner's note that ends the observed run (``SHUTDOWN_NOTE``), if any."""
+    for idx, rec in enumerate(records):
+        if rec.get("kind") == "note" and str(rec.get("text", "")).startswith(SHUTDOWN_NOTE):
+            return idx
+    return None
+
+
+def is_live_frame(rec: Record) -> bool:
+    return rec.get("op") == OP_DISPATCH and rec.get("t") in ("READY", "RESUMED")
+
+
+def session_of_conns(view: RunView) -> dict[int, str | None]:
+    """The session each connection carried: from READY (session_id) or RESUME (session_id)."""
+    out: dict[int, str | None] = {}
+    for conn in view.conns.values():
+        sid: str | None = None
+        for f in conn.frames_out:
+            if f.op == OP_DISPATCH and f.rec.get("t") == "READY" and f.rec.get("session_id"):
+                sid = str(f.rec["session_id"])
+                break
+        if sid is None:
+            for f in conn.frames_in:
+                if f.op == OP_RESUME and f.rec.get("session_id"):
+                    sid = str(f.rec["session_id"])
+                    break
+        out[conn.id] = sid
+    return out
