@@ -9,7 +9,7 @@ exactly `application/json` (discord.py compares it literally).
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -20,12 +20,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fake_gateway import payloads
+from fake_gateway.config import GatewayConfig
+from fake_gateway.controls import GatewayControls
 from fake_gateway.protocol import GatewayCore
+from fake_gateway.tls import TLSFiles
 from fake_gateway.urls import API_BASE_PATH
 from gateway_common.errors import UserError
-
-if TYPE_CHECKING:
-    from fake_gateway.server import FakeGateway, TLSFiles
 
 API_PREFIXES = ("/api/v9", API_BASE_PATH, "/api")
 
@@ -46,7 +46,17 @@ def _error(status: int, message: str) -> JSONResponse:
     return _json({"message": message, "code": 0}, status)
 
 
-def build_app(gateway: FakeGateway) -> Starlette:
+class RestHost(Protocol):
+    """What the REST app needs of the gateway it serves (`fake_gateway.server.FakeGateway`)."""
+
+    core: GatewayCore
+    config: GatewayConfig
+    controls: GatewayControls
+
+    def state(self) -> dict[str, Any]: ...
+
+
+def build_app(gateway: RestHost) -> Starlette:
     core = gateway.core
     config = gateway.config
 
@@ -142,7 +152,7 @@ def build_app(gateway: FakeGateway) -> Starlette:
 
 
 async def serve_rest(
-    gateway: FakeGateway,
+    gateway: RestHost,
     host: str,
     port: int,
     tls: TLSFiles | None,
