@@ -207,6 +207,7 @@ async def load(args: argparse.Namespace, host: str, port: int, token: str, serve
 def serve(args: argparse.Namespace) -> None:
     """The server process: the real FakeGateway on TCP, one line with its URL on stdout."""
     from fake_gateway.config import GatewayConfig
+    from fake_gateway.opened import open_gateway
     from fake_gateway.server import FakeGateway, tune_gc_for_a_server_process
     from gateway_common.trace import Trace
 
@@ -220,7 +221,7 @@ def serve(args: argparse.Namespace) -> None:
                                timer_resolution=args.timer_resolution)
         gateway = FakeGateway(config, Trace(clock=trio.current_time), random.Random(args.seed))
         async with trio.open_nursery() as nursery:
-            urls = await nursery.start(gateway.serve_tcp, "127.0.0.1", 0, 0, None, False)
+            urls = await nursery.start(open_gateway, gateway)
             tune_gc_for_a_server_process()  # as `gateway-harness serve` does
             print(json.dumps({"gateway_url": urls.gateway_url, "token": config.token}),
                   flush=True)

@@ -14,12 +14,14 @@ import random
 import signal
 import sys
 import urllib.parse
+from functools import partial
 from typing import IO
 
 import trio
 
 from fake_gateway.config import GatewayConfig
-from fake_gateway.server import FakeGateway, tune_gc_for_a_server_process
+from fake_gateway.opened import open_gateway
+from fake_gateway.server import FakeGateway, make_tls, tune_gc_for_a_server_process
 from gateway_common.errors import UserError
 from gateway_common.trace import Trace
 
@@ -99,9 +101,10 @@ async def _serve(args: argparse.Namespace, config: GatewayConfig, sink: IO[str] 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             try:
-                urls = await nursery.start(
-                    gateway.serve_tcp, args.host, args.port, args.resume_port, args.rest_port,
-                    args.tls, args.tls_dir)
+                urls = await nursery.start(partial(
+                    open_gateway, gateway, host=args.host, port=args.port,
+                    resume_port=args.resume_port, rest_port=args.rest_port,
+                    tls=make_tls(args.tls_dir) if args.tls else None))
             except OSError as exc:
                 raise UserError(f"cannot listen on {args.host}: {exc.strerror or exc}") from None
             line = {

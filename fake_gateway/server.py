@@ -1,9 +1,9 @@
 """trio driver for the fake gateway: websockets.trio server, TLS, timers, trace hooks.
 
-`FakeGateway` owns a sans-I/O `GatewayCore` and moves bytes for it. The same object serves
-real TCP listeners (`serve_tcp`, wall-clock mode) or any `trio.abc.Listener`s
-(`serve_listeners`, simulation over in-memory streams). Every wait goes through trio, so the
-whole gateway runs under `trio.testing.MockClock`.
+`FakeGateway` owns a sans-I/O `GatewayCore` and moves bytes for it. It serves any
+`trio.abc.Listener`s (`serve_listeners`): TCP in wall-clock mode, in-memory streams in
+simulation; `fake_gateway.opened.open_gateway` opens those listeners (and REST) and says where
+they are. Every wait goes through trio, so the whole gateway runs under `trio.testing.MockClock`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from fake_gateway.config import GatewayConfig
 from fake_gateway.controls import GatewayControls
 from fake_gateway.protocol import Close, ConnectionCore, GatewayCore, Reset, Send
 from fake_gateway.sessions import Session
-from fake_gateway.urls import rest_base
 from gateway_common.trace import (
     KIND_CONN_CLOSE,
     KIND_CONN_OPEN,
@@ -44,20 +43,6 @@ from gateway_common.trace import (
 )
 
 LISTENERS = ("discovery", "resume")
-
-
-@dataclass(frozen=True)
-class ServedURLs:
-    """Where a gateway started by `serve_tcp` listens, and what it tells clients."""
-
-    gateway_url: str  # the discovery listener itself
-    resume_listener_url: str  # the resume listener itself
-    advertised_url: str  # what /gateway and /gateway/bot announce
-    resume_gateway_url: str  # what READY announces
-    rest_url: str | None  # the REST base, ending in /api/v10 (fake_gateway.urls.rest_base)
-    rest_origin: str | None  # scheme://host:port: /api/v9, /api and /_harness/* live here too
-    control_url: str | None
-    ca_file: str | None
 
 
 @dataclass
@@ -289,8 +274,6 @@ class FakeGateway:
         self.trace = trace
         self.core = GatewayCore(config, trace, rng)
         self.controls = GatewayControls(self.core, trio.current_time)
-        self.tls: TLSFiles | None = None
-        self.urls: ServedURLs | None = None
         self._links: dict[int, _Link] = {}
         self._timer_wake = trio.Event()
         self._timer_target = math.inf
@@ -380,49 +363,6 @@ class FakeGateway:
 
     # ---- serving --------------------------------------------------------------------------
 
-    async def serve_tcp(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        resume_port: int = 0,
-        rest_port: int | None = 0,
-        tls: bool = False,
-        tls_dir: str | os.PathLike[str] | None = None,
-        *,
-        task_status: trio.TaskStatus[ServedURLs] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Listen on TCP (127.0.0.1 by default); `task_status.started` gets the ServedURLs.
-
-        `rest_port=None` serves no REST. With `tls`, a CA is generated (into `tls_dir`, or a
-        temporary directory) and both WebSocket and REST speak TLS.
-        """
-        if tls and self.tls is None:
-            self.tls = make_tls(tls_dir)
-        ssl_context = self.tls.context if self.tls else None
-        scheme = "wss" if tls else "ws"
-        discovery = (await trio.open_tcp_listeners(port, host=host))[0]
-        resume = (await trio.open_tcp_listeners(resume_port, host=host))[0]
-        gateway_url = _url(scheme, discovery.socket.getsockname())
-        resume_listener_url = _url(scheme, resume.socket.getsockname())
-        self.core.set_urls(gateway_url, resume_listener_url)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self.serve_listeners, {"discovery": discovery,
-                                                       "resume": resume}, ssl_context)
-            rest_origin = rest_url = control_url = None
-            if rest_port is not None:
-                from fake_gateway.rest import serve_rest
-
-                rest_origin = await nursery.start(serve_rest, self, host, rest_port, self.tls)
-                rest_url = rest_base(rest_origin)
-                control_url = f"{rest_origin}/_harness/control"
-            self.urls = ServedURLs(
-                gateway_url=gateway_url, resume_listener_url=resume_listener_url,
-                advertised_url=self.core.discovery_url, resume_gateway_url=self.core.resume_url,
-                rest_url=rest_url, rest_origin=rest_origin, control_url=control_url,
-                ca_file=self.tls.ca_file if self.tls else None,
-            )
-            task_status.started(self.urls)
-
     async def serve_listeners(
         self,
         listeners: dict[str, trio.abc.Listener[Any]],
@@ -431,7 +371,7 @@ class FakeGateway:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve WebSocket connections from any trio Listeners, labelled by key ("discovery",
-        "resume"). The caller announces URLs with `gw.core.set_urls(...)` (simulation)."""
+        "resume"). `fake_gateway.opened.open_gateway` opens them and announces their URLs."""
         wrapped = [GatewayListener(self, inner, label, ssl_context)
                    for label, inner in listeners.items()]
         async with trio.open_nursery() as nursery:
@@ -600,9 +540,3 @@ async def _send_close(ws: ServerConnection, code: int | None, reason: str) -> No
     except ConnectionClosed:
         pass
 
-
-def _url(scheme: str, sockname: tuple[Any, ...]) -> str:
-    host, port = sockname[:2]
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{scheme}://{host}:{port}"

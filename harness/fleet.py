@@ -32,18 +32,19 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import trio
-import trio.testing
 
 from fake_gateway.config import GatewayConfig
-from fake_gateway.rest import gateway_bot_for
+from fake_gateway.opened import OpenedGateway, open_gateway
 from fake_gateway.server import FakeGateway
 from gateway_common.errors import UserError
 from gateway_common.trace import KIND_NOTE, Record, Trace
 from harness.client.core import ClientConfig, GatewayClientCore, StateChanged
-from harness.faults.memnet import MemoryListener, MemoryNetwork
+from harness.faults.memnet import MemoryNetwork
+from harness.simulation import run_simulated
 
 HOST = "127.0.0.1"
 WAVES = ("reconnect", "close-4009", "restart")
@@ -183,9 +184,9 @@ class _Fleet:
             max_concurrency=config.max_concurrency,
             session_start_total=config.session_start_total or 4 * config.shards,
         )
-        self.gateway: FakeGateway | None = None
+        self.gateway: OpenedGateway | None = None  # None while it is down
         self.gateway_scope: trio.CancelScope | None = None
-        self.addresses: dict[str, str] = {}
+        self.ports = (0, 0)  # the listeners' (discovery, resume): a restart takes the same
         self.ready: set[int] = set()
         self.ready_changed = trio.Event()
         self.stopped: set[int] = set()
@@ -196,34 +197,23 @@ class _Fleet:
     async def _start_gateway(self, nursery: trio.Nursery, generation: int) -> None:
         rng = random.Random(f"{self.config.seed}:gateway:{generation}")
         gateway = FakeGateway(self.gateway_config, self.trace, rng)
-        listeners: dict[str, trio.abc.Listener[Any]] = {}
-        opened: list[MemoryListener] = []
-        for name in ("discovery", "resume"):
-            address = self.addresses.get(name, f"{HOST}:0")
-            listener = self.network.listen(address, backlog=self.config.shards + 16)
-            listeners[name] = listener
-            opened.append(listener)
-            self.addresses[name] = listener.address
-        gateway.core.set_urls(f"ws://{self.addresses['discovery']}",
-                              f"ws://{self.addresses['resume']}")
         scope = trio.CancelScope()
+        serve = partial(open_gateway, gateway, self.network, host=HOST, port=self.ports[0],
+                        resume_port=self.ports[1], backlog=self.config.shards + 16)
 
-        async def serve(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async def run(task_status: trio.TaskStatus[OpenedGateway]) -> None:
             with scope:
-                try:
-                    await gateway.serve_listeners(listeners, task_status=task_status)
-                finally:
-                    for listener in opened:
-                        listener.close()
+                await serve(task_status=task_status)
 
-        await nursery.start(serve)
-        self.gateway, self.gateway_scope = gateway, scope
+        opened: OpenedGateway = await nursery.start(run)
+        self.ports = (opened.listeners["discovery"].port, opened.listeners["resume"].port)
+        self.gateway, self.gateway_scope = opened, scope
 
     async def _fetch_gateway_bot(self) -> Mapping[str, Any]:
         await trio.lowlevel.checkpoint()
         if self.gateway is None:
             raise OSError("gateway is down")
-        return gateway_bot_for(self.gateway.core, trio.current_time())
+        return self.gateway.gateway_bot()
 
     def _on_state(self, shard: int, change: StateChanged) -> None:
         if change.state == "ready":
@@ -255,11 +245,13 @@ class _Fleet:
         factory = coordinated_core_factory(queue) if cfg.coordinated else None
         async with trio.open_nursery() as nursery:
             await self._start_gateway(nursery, 0)
+            assert self.gateway is not None
+            gateway_url = self.gateway.gateway_url
             async with trio.open_nursery() as shards:
                 for i in range(cfg.shards):
                     client_config = ClientConfig(
                         token=self.gateway_config.token,
-                        gateway_url=f"ws://{self.addresses['discovery']}",
+                        gateway_url=gateway_url,
                         shard=(i, cfg.shards),
                         compress=None,
                     )
@@ -295,10 +287,11 @@ class _Fleet:
 
     async def _wave(self, nursery: trio.Nursery, wave: str, number: int) -> None:
         assert self.gateway is not None
+        controls = self.gateway.gateway.controls
         if wave == "reconnect":
-            self.gateway.controls.apply("reconnect", "all")
+            controls.apply("reconnect", "all")
         elif wave == "close-4009":
-            self.gateway.controls.apply("close", "all", code=4009, reason="Session timed out.")
+            controls.apply("close", "all", code=4009, reason="Session timed out.")
         elif wave == "restart":
             assert self.gateway_scope is not None
             self.gateway_scope.cancel()
@@ -340,13 +333,9 @@ def _phase_reports(
 
 def run_fleet(config: FleetConfig) -> FleetReport:
     """Run one storm in a fresh simulated world and report it."""
-    import harness.world as world
-
     started = time.monotonic()
-    world._seed_trio_scheduler(config.seed)
     fleet = _Fleet(config)
-    clock = trio.testing.MockClock(autojump_threshold=0)
-    phases, simulated = trio.run(fleet.run, clock=clock)
+    phases, simulated = run_simulated(fleet.run, seed=config.seed)
     records = fleet.trace.records
     return FleetReport(
         config=config,

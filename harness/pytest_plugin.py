@@ -20,6 +20,7 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +33,23 @@ from gateway_common.trace import Trace
 @dataclass
 class RunningGateway:
     gateway: Any  # fake_gateway.server.FakeGateway
-    urls: Any  # fake_gateway.server.ServedURLs
+    urls: Any  # fake_gateway.opened.OpenedGateway
     trace: Trace
 
 
 @pytest.fixture
 async def fake_gateway(tmp_path: Path) -> AsyncIterator[RunningGateway]:
     from fake_gateway.config import GatewayConfig
-    from fake_gateway.server import FakeGateway
+    from fake_gateway.opened import open_gateway
+    from fake_gateway.server import FakeGateway, make_tls
 
     trace = Trace(clock=trio.current_time)
     config = GatewayConfig(heartbeat_interval_ms=1000, dispatch_rate=2.0)
     gateway = FakeGateway(config, trace, random.Random(0))
     async with trio.open_nursery() as nursery:
-        urls = await nursery.start(lambda task_status: gateway.serve_tcp(
-            tls=True, tls_dir=tmp_path / "tls", task_status=task_status))
-        yield RunningGateway(gateway, urls, trace)
+        opened = await nursery.start(partial(open_gateway, gateway, tls=make_tls(tmp_path / "tls"),
+                                             rest_port=0))
+        yield RunningGateway(gateway, opened, trace)
         nursery.cancel_scope.cancel()
 
 

@@ -9,7 +9,11 @@ The same ``_World`` serves both modes. Only the transport differs:
 - ``real``: the gateway listens on 127.0.0.1 TCP, the embedded Toxiproxy-compatible proxies (or a
   real Toxiproxy at ``TOXIPROXY_URL``) sit in front of it, the client connects over real TCP.
 - ``sim``: everything runs in one ``trio.run`` under ``MockClock(autojump_threshold=0)`` on a
-  ``MemoryNetwork``; trio's scheduler is made deterministic and seeded from the run seed.
+  ``MemoryNetwork``; trio's scheduler is made deterministic and seeded from the run seed
+  (``harness.simulation``).
+
+The gateway is opened on either transport by ``fake_gateway.opened.open_gateway``; the client
+is started by a starter from ``harness.world_clients``.
 
 Topology (both modes)::
 
@@ -29,18 +33,20 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
-import trio.testing
 
 from fake_gateway.config import GatewayConfig
+from fake_gateway.opened import OpenedGateway, open_gateway
 from fake_gateway.server import FakeGateway, make_tls
 from gateway_common.errors import UserError
+from gateway_common.facts import LISTENERS
 from gateway_common.trace import KIND_FAULT, KIND_NOTE, Record, Trace, write_jsonl
+from harness.client_env import ClientEnv, ClientOutcome, ClientStarter
 from harness.faults.backend import (
     FaultBackend,
     FaultBackendError,
@@ -54,8 +60,10 @@ from harness.faults.memnet import MemoryNetwork
 from harness.oracle import Verdict, judge
 from harness.report.model import ScenarioResult
 from harness.scenario import Scenario, Step, TriggerWatch, run_settled
+from harness.simulation import run_simulated
+from harness.world_clients import adapter_starter, reference_starter
 
-PROXY_NAMES = ("discovery", "resume")
+PROXY_NAMES = LISTENERS  # one proxy in front of each gateway listener, named after it
 SIM_HOST = "127.0.0.1"  # memnet addresses look like TCP ones so TLS certificates match
 
 
@@ -70,63 +78,19 @@ class RunOptions:
     adapter: Any = None  # harness.adapters.contract.Adapter for third-party clients
 
 
-@dataclass
-class ClientEnv:
-    """Everything a client needs to reach the world (the adapter contract, plus sim hooks)."""
-
-    gateway_url: str  # the discovery URL (through its proxy), bare
-    rest_url: str | None  # REST base ending in /api/v10 (real mode)
-    token: str
-    ca_file: str | None
-    open_stream: Callable[[str, int], Awaitable[trio.abc.Stream]] | None  # sim: memnet connect
-    fetch_gateway_bot: Callable[[], Awaitable[dict[str, Any]]] | None  # sim: no HTTP
-    seed: int
-    delivery_log_path: Path | None
-    compress: str | None = None  # transport compression the scenario asks the client to use
-    log_dir: Path | None = None  # where a client process's full stdout/stderr logs go
-    expects_stop: bool = False  # the scenario expects the client to give up (fatal close)
-    deadline: float | None = None  # seconds a client process may live
-
-
-@dataclass
-class ClientOutcome:
-    delivery_log: list[Record] | None = None
-    stderr_tail: str = ""
-    error: str | None = None  # the harness could not run the client at all
-    crash: str | None = None  # the client died, raised or hung (judged as PR1): the evidence
-    exited: bool = False  # the crash is the process ending on its own, right if a stop is expected
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-# A client runner starts the client and returns once it is running; calling the returned
-# ``stop`` ends it and returns its outcome.
-ClientStop = Callable[[], Awaitable[ClientOutcome]]
-ClientStarter = Callable[[trio.Nursery, ClientEnv], Awaitable[ClientStop]]
-
-
 def run_scenario(scenario: Scenario, options: RunOptions) -> ScenarioResult:
     """Run one scenario to completion in a fresh trio run and judge it."""
     started = time.monotonic()
     seed = options.seed if scenario.seed is None else scenario.seed
     options = RunOptions(**{**options.__dict__, "seed": seed})
     if options.mode == "sim":
-        _seed_trio_scheduler(seed)
-        clock = trio.testing.MockClock(autojump_threshold=0)
-        result = trio.run(_run_world, scenario, options, clock=clock)
+        result = run_simulated(_run_world, scenario, options, seed=seed)
     elif options.mode == "real":
         result = trio.run(_run_world, scenario, options)
     else:
         raise UserError(f"--mode: expected real or sim, got {options.mode!r}")
     result.duration = time.monotonic() - started
     return result
-
-
-def _seed_trio_scheduler(seed: int) -> None:
-    """Make trio's task scheduling a function of the seed (as trio does under Hypothesis)."""
-    import trio._core._run as trio_run
-
-    trio_run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
-    trio_run._r.seed(seed)
 
 
 async def _run_world(scenario: Scenario, options: RunOptions) -> ScenarioResult:
@@ -227,18 +191,17 @@ class _World:
 
             tls = sim_tls(tmp / "tls") if self.sim else make_tls(tmp / "tls")
         async with trio.open_nursery() as nursery:
-            gateway_addrs, rest_url = await self._start_gateway(nursery, tls)
+            # The REST server is TCP: simulation answers /gateway/bot without HTTP.
+            opened: OpenedGateway = await nursery.start(partial(
+                open_gateway, self.gateway, self.network, tls=tls,
+                rest_port=None if self.sim else 0))
             async with self._open_backend() as backend:
                 self.backend = backend
-                scheme = "wss" if tls else "ws"
                 for name in PROXY_NAMES:
                     listen = f"{SIM_HOST}:0"
-                    info = await backend.create_proxy(name, gateway_addrs[name], listen)
-                    self._proxy_urls[name] = f"{scheme}://{info.listen}"
-                self.config.advertise_url = self._proxy_urls["discovery"]
-                self.config.resume_url = self._proxy_urls["resume"]
-                self.gateway.core.set_urls(self._proxy_urls["discovery"],
-                                           self._proxy_urls["resume"])
+                    info = await backend.create_proxy(name, str(opened.listeners[name]), listen)
+                    self._proxy_urls[name] = f"{opened.scheme}://{info.listen}"
+                opened.announce(self._proxy_urls["discovery"], self._proxy_urls["resume"])
                 self.trace.record(
                     KIND_NOTE, text=f"world: {options.mode} mode, seed {options.seed}, "
                     f"discovery {self._proxy_urls['discovery']}, "
@@ -246,11 +209,11 @@ class _World:
                 self._arm_steps(nursery)
                 env = ClientEnv(
                     gateway_url=self._proxy_urls["discovery"],
-                    rest_url=rest_url,
+                    rest_url=opened.rest_url,
                     token=self.config.token,
-                    ca_file=tls.ca_file if tls else None,
-                    open_stream=self._memnet_open_stream if self.sim else None,
-                    fetch_gateway_bot=self._gateway_bot if self.sim else None,
+                    ca_file=opened.ca_file,
+                    open_stream=self.network.open_stream if self.network is not None else None,
+                    fetch_gateway_bot=opened.fetch_gateway_bot if self.sim else None,
                     seed=options.seed,
                     delivery_log_path=None,
                     compress=None if knobs.compression == "none" else knobs.compression,
@@ -291,43 +254,10 @@ class _World:
 
     # ---- parts ---------------------------------------------------------------------------------
 
-    async def _start_gateway(
-        self, nursery: trio.Nursery, tls: Any
-    ) -> tuple[dict[str, str], str | None]:
-        """Start the gateway; return its listener addresses ("host:port") and the REST base."""
-        if self.network is not None:
-            listeners = {name: self.network.listen(f"{SIM_HOST}:0") for name in PROXY_NAMES}
-            addrs = {name: lst.address for name, lst in listeners.items()}
-            await nursery.start(self.gateway.serve_listeners, listeners,
-                                tls.context if tls else None)
-            scheme = "wss" if tls else "ws"
-            self.gateway.core.set_urls(f"{scheme}://{addrs['discovery']}",
-                                       f"{scheme}://{addrs['resume']}")
-            self.gateway.core.start(trio.current_time())
-            return addrs, None
-        tls_dir = Path(tls.ca_file).parent if tls else None
-        if tls is not None:
-            self.gateway.tls = tls
-        urls = await nursery.start(lambda task_status: self.gateway.serve_tcp(
-            tls=tls is not None, tls_dir=tls_dir, task_status=task_status))
-        addrs = {"discovery": urls.gateway_url.split("://", 1)[1],
-                 "resume": urls.resume_listener_url.split("://", 1)[1]}
-        return addrs, urls.rest_url
-
     def _open_backend(self) -> Any:
         if self.options.toxiproxy_url and not self.sim:
             return _toxiproxy_backend(self.options.toxiproxy_url)
         return open_embedded_backend(network=self.network, seed=self.options.seed)
-
-    async def _memnet_open_stream(self, host: str, port: int) -> trio.abc.Stream:
-        assert self.network is not None
-        return await self.network.connect(f"{host}:{port}")
-
-    async def _gateway_bot(self) -> dict[str, Any]:
-        from fake_gateway.rest import gateway_bot_for
-
-        await trio.lowlevel.checkpoint()
-        return gateway_bot_for(self.gateway.core, trio.current_time())
 
     # ---- fault steps ----------------------------------------------------------------------------
 
@@ -513,11 +443,7 @@ def _toxiproxy_backend(url: str) -> Any:
 def client_starter(options: RunOptions) -> ClientStarter:
     """The function that starts the client this run is about."""
     if options.adapter is not None:
-        from harness.world_clients import adapter_starter
-
         return adapter_starter(options.adapter)
-    from harness.world_clients import reference_starter
-
     return reference_starter(options.client)
 
 

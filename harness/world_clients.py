@@ -8,14 +8,17 @@ ends the client and hands back what the oracle needs (the delivery log, the stde
 from __future__ import annotations
 
 import contextlib
+import random
 import tempfile
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from harness.world import ClientEnv, ClientOutcome, ClientStarter, ClientStop
+from harness.client import ClientConfig, GatewayClient
+from harness.client_env import ClientEnv, ClientOutcome, ClientStarter, ClientStop
 
 if TYPE_CHECKING:
     from harness.adapters.process import ClientRun
@@ -30,18 +33,9 @@ def known_reference_clients() -> tuple[str, ...]:
     return ("reference", *MUTANTS)
 
 
-def reference_starter(name: str) -> ClientStarter:
-    async def start(nursery: trio.Nursery, env: ClientEnv) -> ClientStop:
-        return await _start_reference(nursery, env, name)
-
-    return start
-
-
-async def _start_reference(nursery: trio.Nursery, env: ClientEnv, name: str) -> ClientStop:
-    import random
-
-    from harness.client import ClientConfig, GatewayClient
-
+def reference_config(env: ClientEnv, **overrides: Any) -> ClientConfig:
+    """The reference client's configuration for ``env``; ``overrides`` are other
+    ``ClientConfig`` fields (a test's faster backoff, a shard, ...)."""
     config = ClientConfig(
         token=env.token,
         gateway_url=env.gateway_url,
@@ -49,8 +43,15 @@ async def _start_reference(nursery: trio.Nursery, env: ClientEnv, name: str) -> 
         ca_file=env.ca_file,
         compress=env.compress,  # type: ignore[arg-type]
     )
-    rng = random.Random(f"{env.seed}:client")
-    kwargs: dict[str, Any] = {"rng": rng}
+    return replace(config, **overrides)
+
+
+def make_reference_client(env: ClientEnv, rng: random.Random, *, name: str = "reference",
+                          delivery_log: str | Path | None = None,
+                          **overrides: Any) -> GatewayClient:
+    """The reference client (or the planted-bug mutant ``name``) pointed at ``env``: through
+    its memnet ``open_stream`` and ``fetch_gateway_bot`` in simulation, over TCP otherwise."""
+    kwargs: dict[str, Any] = {}
     if env.open_stream is not None:
         kwargs["open_stream"] = env.open_stream
     if env.fetch_gateway_bot is not None:
@@ -59,7 +60,19 @@ async def _start_reference(nursery: trio.Nursery, env: ClientEnv, name: str) -> 
         from harness.client.mutants import MUTANTS
 
         kwargs["core_factory"] = MUTANTS[name]
-    client = GatewayClient(config, **kwargs)
+    return GatewayClient(reference_config(env, **overrides), rng=rng, delivery_log=delivery_log,
+                         **kwargs)
+
+
+def reference_starter(name: str) -> ClientStarter:
+    async def start(nursery: trio.Nursery, env: ClientEnv) -> ClientStop:
+        return await _start_reference(nursery, env, name)
+
+    return start
+
+
+async def _start_reference(nursery: trio.Nursery, env: ClientEnv, name: str) -> ClientStop:
+    client = make_reference_client(env, random.Random(f"{env.seed}:client"), name=name)
     delivered: list[dict[str, Any]] = []
     client.on_delivery(lambda rec: delivered.append({**rec, "rx": trio.current_time()}))
     scope = trio.CancelScope()

@@ -13,6 +13,7 @@ import random
 import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ import pytest
 import trio
 
 from fake_gateway.config import GatewayConfig
-from fake_gateway.server import FakeGateway, ServedURLs
+from fake_gateway.opened import OpenedGateway, open_gateway
+from fake_gateway.server import FakeGateway, make_tls
 from gateway_common.trace import Trace
 from harness.adapters.contract import env_for
 from harness.adapters.process import ClientProcess, ClientRun
@@ -35,12 +37,12 @@ def clients_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @asynccontextmanager
-async def fake_gateway(tmp_path: Path, **config: Any) -> AsyncIterator[tuple[ServedURLs, Trace]]:
+async def fake_gateway(tmp_path: Path, **config: Any) -> AsyncIterator[tuple[OpenedGateway, Trace]]:
     trace = Trace(clock=trio.current_time)
     gateway = FakeGateway(GatewayConfig(**config), trace, random.Random(7))
     async with trio.open_nursery() as nursery:
         urls = await nursery.start(
-            gateway.serve_tcp, "127.0.0.1", 0, 0, 0, True, str(tmp_path / "tls"))
+            partial(open_gateway, gateway, rest_port=0, tls=make_tls(tmp_path / "tls")))
         yield urls, trace
         nursery.cancel_scope.cancel()
 

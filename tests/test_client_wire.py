@@ -76,12 +76,10 @@ async def test_seed_tls_reset_after_client_hello_through_the_fault_proxy(tmp_pat
     log_path = tmp_path / "delivery.jsonl"
     async with open_tcp_world(rest=False, client_defaults=FAST, **GATEWAY) as world, \
             open_embedded_backend(seed=3) as backend:
-        upstream = {name: url.split("://", 1)[1] for name, url in
-                    (("discovery", world.discovery_url), ("resume", world.resume_url))}
-        proxies = {name: await backend.create_proxy(name, addr, "127.0.0.1:0")
-                   for name, addr in upstream.items()}
+        proxies = {name: await backend.create_proxy(name, str(address), "127.0.0.1:0")
+                   for name, address in world.opened.listeners.items()}
         discovery = f"wss://{proxies['discovery'].listen}"
-        world.gateway.core.set_urls(discovery, f"wss://{proxies['resume'].listen}")
+        world.opened.announce(discovery, f"wss://{proxies['resume'].listen}")
         await backend.add_toxic("resume", ToxicSpec(
             "reset_after", attributes={"bytes": 1, "mode": "rst", "forward": True},
             only_connection=1))

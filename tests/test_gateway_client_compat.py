@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import random
+from functools import partial
 
 import httpx
 import trio
 
 from fake_gateway.config import GatewayConfig
+from fake_gateway.opened import open_gateway
 from fake_gateway.server import FakeGateway
 from fake_gateway.testing import raw_client
 from gateway_common.trace import Trace
@@ -19,7 +21,7 @@ TOKEN = GatewayConfig().token
 async def _serve(nursery: trio.Nursery) -> tuple[FakeGateway, object]:
     gateway = FakeGateway(GatewayConfig(heartbeat_interval_ms=500, heartbeat_deadline=False),
                           Trace(clock=trio.current_time), random.Random(1))
-    urls = await nursery.start(gateway.serve_tcp, "127.0.0.1", 0, 0, 0, False)
+    urls = await nursery.start(partial(open_gateway, gateway, rest_port=0))
     return gateway, urls
 
 

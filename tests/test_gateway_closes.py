@@ -24,11 +24,12 @@ from websockets.protocol import State
 from websockets.trio.client import connect
 
 from fake_gateway.config import GatewayConfig
-from fake_gateway.server import FakeGateway, ServedURLs
+from fake_gateway.opened import OpenedGateway, open_gateway
+from fake_gateway.server import FakeGateway
 from fake_gateway.testing import RawGatewayClient, raw_client
 from gateway_common.trace import Trace
 
-Start = Callable[..., Awaitable[tuple[FakeGateway, ServedURLs]]]
+Start = Callable[..., Awaitable[tuple[FakeGateway, OpenedGateway]]]
 TOKEN = GatewayConfig().token
 CLOSE_TIMEOUT = 60.0
 PATIENCE = 10.0  # well under CLOSE_TIMEOUT, far over a working handshake
@@ -37,14 +38,14 @@ STILL_SENDING = 30  # frames behind the close: more than websockets queues befor
 
 @pytest.fixture
 def start(nursery: trio.Nursery) -> Start:
-    async def start(**overrides: Any) -> tuple[FakeGateway, ServedURLs]:
+    async def start(**overrides: Any) -> tuple[FakeGateway, OpenedGateway]:
         settings: dict[str, Any] = dict(heartbeat_interval_ms=1000, heartbeat_deadline=False,
                                         max_concurrency=16, identify_window=0.0, guilds=2,
                                         close_timeout=CLOSE_TIMEOUT)
         settings.update(overrides)
         gateway = FakeGateway(GatewayConfig(**settings), Trace(clock=trio.current_time),
                               random.Random(7))
-        urls = await nursery.start(gateway.serve_tcp, "127.0.0.1", 0, 0, None)
+        urls = await nursery.start(open_gateway, gateway)
         return gateway, urls
 
     return start
@@ -186,24 +187,24 @@ async def _wait_server_close(gateway: FakeGateway, conn_id: int) -> None:
             await trio.sleep(0.01)
 
 
-async def _control_close(gateway: FakeGateway, urls: ServedURLs, conn_id: int,
+async def _control_close(gateway: FakeGateway, urls: OpenedGateway, conn_id: int,
                          **params: Any) -> None:
     gateway.controls.apply("close", conn_id, **params)
 
 
-async def _reconnect_close_after(gateway: FakeGateway, urls: ServedURLs, conn_id: int) -> None:
+async def _reconnect_close_after(gateway: FakeGateway, urls: OpenedGateway, conn_id: int) -> None:
     gateway.controls.apply("reconnect", conn_id, close_after_ms=100)
 
 
-async def _invalid_session_close(gateway: FakeGateway, urls: ServedURLs, conn_id: int) -> None:
+async def _invalid_session_close(gateway: FakeGateway, urls: OpenedGateway, conn_id: int) -> None:
     gateway.controls.apply("invalid_session", conn_id, resumable=True, close=True)
 
 
-async def _heartbeat_deadline(gateway: FakeGateway, urls: ServedURLs, conn_id: int) -> None:
+async def _heartbeat_deadline(gateway: FakeGateway, urls: OpenedGateway, conn_id: int) -> None:
     pass  # the client sends no heartbeat: the deadline passes
 
 
-async def _resumed_elsewhere(gateway: FakeGateway, urls: ServedURLs, conn_id: int) -> None:
+async def _resumed_elsewhere(gateway: FakeGateway, urls: OpenedGateway, conn_id: int) -> None:
     session = gateway.connections[conn_id].session
     assert session is not None
     async with raw_client(urls.resume_listener_url) as other:
@@ -227,7 +228,7 @@ ELSEWHERE_CASES = [
 
 @pytest.mark.parametrize(("decide", "overrides", "code"), ELSEWHERE_CASES)
 async def test_close_decided_elsewhere_reaches_a_client_still_sending(
-        start: Start, decide: Callable[[FakeGateway, ServedURLs, int], Awaitable[None]],
+        start: Start, decide: Callable[[FakeGateway, OpenedGateway, int], Awaitable[None]],
         overrides: dict[str, Any], code: int) -> None:
     gateway, urls = await start(**overrides)
     # max_queue=0: the client stops reading its socket while a message waits unread, so the

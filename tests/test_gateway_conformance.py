@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -15,25 +16,26 @@ import trio
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from fake_gateway.config import GatewayConfig
-from fake_gateway.server import FakeGateway, ServedURLs
+from fake_gateway.opened import OpenedGateway, open_gateway
+from fake_gateway.server import FakeGateway, make_tls
 from fake_gateway.testing import RawGatewayClient, raw_client
 from gateway_common.trace import Trace
 
-Start = Callable[..., Awaitable[tuple[FakeGateway, ServedURLs]]]
+Start = Callable[..., Awaitable[tuple[FakeGateway, OpenedGateway]]]
 TOKEN = GatewayConfig().token
 
 
 @pytest.fixture
 def start(nursery: trio.Nursery) -> Start:
     async def start(tls: bool = False, rest: bool = False, **overrides: Any
-                    ) -> tuple[FakeGateway, ServedURLs]:
+                    ) -> tuple[FakeGateway, OpenedGateway]:
         settings: dict[str, Any] = dict(heartbeat_interval_ms=300, heartbeat_deadline=False,
                                         max_concurrency=16, identify_window=0.0, guilds=2)
         settings.update(overrides)
         gateway = FakeGateway(GatewayConfig(**settings), Trace(clock=trio.current_time),
                               random.Random(7))
-        urls = await nursery.start(gateway.serve_tcp, "127.0.0.1", 0, 0, 0 if rest else None,
-                                   tls)
+        urls = await nursery.start(partial(open_gateway, gateway, rest_port=0 if rest else None,
+                                           tls=make_tls() if tls else None))
         return gateway, urls
 
     return start
@@ -299,8 +301,9 @@ async def test_session_start_limit_counts_identifies(start: Start) -> None:
 # ---- RESUME ---------------------------------------------------------------------------------
 
 
-async def _session_with_missed_events(start: Start, missed: int, buffer: int = 1000,
-                                      **overrides: Any) -> tuple[FakeGateway, ServedURLs, str, int]:
+async def _session_with_missed_events(
+        start: Start, missed: int, buffer: int = 1000, **overrides: Any
+) -> tuple[FakeGateway, OpenedGateway, str, int]:
     """IDENTIFY, read everything, disconnect resumably (4000), then miss `missed` events.
     Returns (gateway, urls, session_id, last seq the client saw)."""
     gateway, urls = await start(guilds=1, replay_buffer=buffer, **overrides)

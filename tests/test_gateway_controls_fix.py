@@ -13,19 +13,20 @@ from typing import Any
 import trio
 
 from fake_gateway.config import GatewayConfig
-from fake_gateway.server import FakeGateway, ServedURLs
+from fake_gateway.opened import OpenedGateway, open_gateway
+from fake_gateway.server import FakeGateway
 from fake_gateway.testing import raw_client
 from gateway_common.trace import Trace
 
 TOKEN = GatewayConfig().token
 
 
-async def _detached_session(nursery: trio.Nursery) -> tuple[FakeGateway, ServedURLs, str]:
+async def _detached_session(nursery: trio.Nursery) -> tuple[FakeGateway, OpenedGateway, str]:
     """A gateway over loopback TCP with one session whose client just left with 4000 (resumable)."""
     config = GatewayConfig(heartbeat_interval_ms=300, heartbeat_deadline=False,
                            identify_window=0.0, guilds=1)
     gateway = FakeGateway(config, Trace(clock=trio.current_time), random.Random(7))
-    urls: ServedURLs = await nursery.start(gateway.serve_tcp, "127.0.0.1", 0, 0, None, False)
+    urls: OpenedGateway = await nursery.start(open_gateway, gateway)
     async with raw_client(urls.gateway_url) as client:
         await client.recv_op(10)
         ready: dict[str, Any] = await client.identify(TOKEN)
@@ -86,7 +87,7 @@ async def test_go_silent_delays_dispatches_and_never_loses_them(nursery: trio.Nu
     order, on the same connection (fuzz seed 270: s=2,3 were lost while s=4 arrived)."""
     config = GatewayConfig(heartbeat_interval_ms=5000, heartbeat_deadline=False, guilds=1)
     gateway = FakeGateway(config, Trace(clock=trio.current_time), random.Random(7))
-    urls: ServedURLs = await nursery.start(gateway.serve_tcp, "127.0.0.1", 0, 0, None, False)
+    urls: OpenedGateway = await nursery.start(open_gateway, gateway)
     async with raw_client(urls.gateway_url) as client:
         await client.recv_op(10)
         await client.identify(TOKEN)

@@ -17,13 +17,14 @@ from hypothesis import strategies as st
 from fake_gateway import etf
 from fake_gateway.codec import Encoder, decode_client
 from fake_gateway.config import GatewayConfig
-from fake_gateway.server import FakeGateway, ServedURLs
+from fake_gateway.opened import OpenedGateway, open_gateway
+from fake_gateway.server import FakeGateway
 from fake_gateway.testing import raw_client
 from gateway_common.trace import Trace
 
 TOKEN = GatewayConfig().token
 SNOWFLAKE = 1_234_567_890_123_456_789  # over 32 bits: SMALL_BIG_EXT
-Start = Callable[..., Awaitable[tuple[FakeGateway, ServedURLs]]]
+Start = Callable[..., Awaitable[tuple[FakeGateway, OpenedGateway]]]
 
 
 def shape(value: Any) -> Any:
@@ -255,13 +256,13 @@ def test_an_identify_written_by_erlang_py_decodes_like_the_json_one() -> None:
 
 @pytest.fixture
 def start(nursery: trio.Nursery) -> Start:
-    async def start(**overrides: Any) -> tuple[FakeGateway, ServedURLs]:
+    async def start(**overrides: Any) -> tuple[FakeGateway, OpenedGateway]:
         settings: dict[str, Any] = dict(heartbeat_interval_ms=300, heartbeat_deadline=False,
                                         max_concurrency=16, identify_window=0.0, guilds=1)
         settings.update(overrides)
         gateway = FakeGateway(GatewayConfig(**settings), Trace(clock=trio.current_time),
                               random.Random(7))
-        urls = await nursery.start(gateway.serve_tcp, "127.0.0.1", 0, 0, None, False)
+        urls = await nursery.start(open_gateway, gateway)
         return gateway, urls
 
     return start

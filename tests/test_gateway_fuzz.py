@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fake_gateway.config import DEFINED_INTENTS, GatewayConfig
+from fake_gateway.opened import open_gateway
 from fake_gateway.protocol import Close, GatewayCore, Send
 from fake_gateway.server import FakeGateway
 from fake_gateway.testing import raw_client
@@ -147,7 +148,7 @@ async def start_gateway(nursery: trio.Nursery) -> Any:
     config = GatewayConfig(heartbeat_interval_ms=500, heartbeat_deadline=False, guilds=1,
                            max_concurrency=64, identify_window=0.0, rate_limit_frames=100_000)
     gateway = FakeGateway(config, Trace(clock=trio.current_time), random.Random(0))
-    return await nursery.start(gateway.serve_tcp, "127.0.0.1", 0, 0, None, False)
+    return await nursery.start(open_gateway, gateway)
 
 
 @settings(max_examples=25, deadline=None)

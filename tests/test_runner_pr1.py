@@ -17,10 +17,11 @@ import pytest
 from harness.adapters.contract import Adapter
 from harness.adapters.process import STOP_GRACE_S
 from harness.client.core import GatewayClientCore
+from harness.client_env import ClientOutcome
 from harness.oracle import Verdict
 from harness.report.model import ScenarioResult
 from harness.scenario import builtin_scenarios_dir, load_scenario
-from harness.world import ClientOutcome, RunOptions, _process_verdict, run_scenario
+from harness.world import RunOptions, _process_verdict, run_scenario
 
 pytestmark = pytest.mark.timeout(120)
 

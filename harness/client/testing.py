@@ -11,19 +11,22 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from fake_gateway.config import GatewayConfig
-from fake_gateway.rest import gateway_bot_for
+from fake_gateway.opened import OpenedGateway, open_gateway
 from fake_gateway.server import FakeGateway, make_tls
 from gateway_common.trace import Record, Trace
 from harness.client.core import ClientConfig
 from harness.client.driver import GatewayClient, OpenStream
+from harness.client_env import ClientEnv
 from harness.faults.memnet import MemoryNetwork
+from harness.world_clients import make_reference_client, reference_config
 
 TOKEN = GatewayConfig().token
 
@@ -38,41 +41,61 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 60.0,
 
 @dataclass
 class ClientWorld:
-    gateway: FakeGateway
+    opened: OpenedGateway
     trace: Trace
     nursery: trio.Nursery
-    discovery_url: str
-    resume_url: str
-    rest_url: str | None = None
-    ca_file: str | None = None
     network: MemoryNetwork | None = None
     client_defaults: dict[str, Any] = field(default_factory=dict)
     clients: list[GatewayClient] = field(default_factory=list)
 
+    @property
+    def gateway(self) -> FakeGateway:
+        return self.opened.gateway
+
+    @property
+    def discovery_url(self) -> str:
+        return self.opened.gateway_url
+
+    @property
+    def resume_url(self) -> str:
+        return self.opened.resume_listener_url
+
+    @property
+    def rest_url(self) -> str | None:
+        return self.opened.rest_url
+
+    @property
+    def ca_file(self) -> str | None:
+        return self.opened.ca_file
+
     # ---- the client
+    def client_env(self, seed: int = 1, open_stream: OpenStream | None = None) -> ClientEnv:
+        """Where a client reaches this world: memnet and no HTTP in simulation."""
+        sim = self.network is not None
+        return ClientEnv(
+            gateway_url=self.discovery_url, rest_url=self.rest_url, token=TOKEN,
+            ca_file=self.ca_file,
+            open_stream=open_stream or (self.open_stream if sim else None),
+            fetch_gateway_bot=self.fetch_gateway_bot if sim else None,
+            seed=seed, delivery_log_path=None,
+            compress=ClientConfig.compress,  # the client's own default
+        )
+
     def client_config(self, **overrides: Any) -> ClientConfig:
-        base = ClientConfig(token=TOKEN, gateway_url=self.discovery_url, rest_url=self.rest_url,
-                            ca_file=self.ca_file)
-        return replace(base, **{**self.client_defaults, **overrides})
+        return reference_config(self.client_env(), **{**self.client_defaults, **overrides})
 
     async def open_stream(self, host: str, port: int) -> trio.abc.Stream:
         assert self.network is not None
-        return await self.network.connect(f"{host}:{port}")
+        return await self.network.open_stream(host, port)
 
     async def fetch_gateway_bot(self) -> dict[str, Any]:
-        await trio.lowlevel.checkpoint()
-        return gateway_bot_for(self.gateway.core, trio.current_time())
+        return await self.opened.fetch_gateway_bot()
 
     def make_client(self, seed: int = 1, open_stream: OpenStream | None = None,
                     delivery_log: str | Path | None = None, **overrides: Any) -> GatewayClient:
-        kwargs: dict[str, Any] = {}
-        if self.network is not None:
-            kwargs["open_stream"] = open_stream or self.open_stream
-            kwargs["fetch_gateway_bot"] = self.fetch_gateway_bot
-        elif open_stream is not None:
-            kwargs["open_stream"] = open_stream
-        client = GatewayClient(self.client_config(**overrides), rng=random.Random(seed),
-                               delivery_log=delivery_log, **kwargs)
+        client = make_reference_client(
+            self.client_env(seed, open_stream), random.Random(seed), delivery_log=delivery_log,
+            **{**self.client_defaults, **overrides})
         self.clients.append(client)
         return client
 
@@ -118,25 +141,10 @@ async def open_sim_world(*, tls: bool = False, seed: int = 7,
                          client_defaults: dict[str, Any] | None = None,
                          **gateway_overrides: Any) -> AsyncIterator[ClientWorld]:
     """The fake gateway on an in-memory network; clients connect through memnet."""
-    trace = Trace(clock=trio.current_time)
-    gateway = FakeGateway(_gateway_config(gateway_overrides), trace, random.Random(seed))
     network = MemoryNetwork()
-    files = make_tls() if tls else None
-    async with trio.open_nursery() as nursery:
-        listeners = {name: network.listen("127.0.0.1:0") for name in ("discovery", "resume")}
-        await nursery.start(gateway.serve_listeners, listeners, files.context if files else None)
-        scheme = "wss" if tls else "ws"
-        urls = {name: f"{scheme}://{lst.address}" for name, lst in listeners.items()}
-        gateway.core.set_urls(urls["discovery"], urls["resume"])
-        world = ClientWorld(gateway, trace, nursery, urls["discovery"], urls["resume"],
-                            ca_file=files.ca_file if files else None, network=network,
-                            client_defaults=client_defaults or {})
-        try:
-            yield world
-        finally:
-            for client in world.clients:
-                client.stop("test over")
-            nursery.cancel_scope.cancel()
+    async with _open_world(network, tls, None, seed, client_defaults,
+                           gateway_overrides) as world:
+        yield world
 
 
 @asynccontextmanager
@@ -144,15 +152,23 @@ async def open_tcp_world(*, tls: bool = True, rest: bool = True, seed: int = 7,
                          client_defaults: dict[str, Any] | None = None,
                          **gateway_overrides: Any) -> AsyncIterator[ClientWorld]:
     """The fake gateway on loopback TCP (wss with a fresh trustme CA, REST via hypercorn)."""
+    async with _open_world(None, tls, 0 if rest else None, seed, client_defaults,
+                           gateway_overrides) as world:
+        yield world
+
+
+@asynccontextmanager
+async def _open_world(network: MemoryNetwork | None, tls: bool, rest_port: int | None, seed: int,
+                      client_defaults: dict[str, Any] | None,
+                      gateway_overrides: dict[str, Any]) -> AsyncIterator[ClientWorld]:
     trace = Trace(clock=trio.current_time)
     gateway = FakeGateway(_gateway_config(gateway_overrides), trace, random.Random(seed))
+    files = make_tls() if tls else None
     async with trio.open_nursery() as nursery:
-        urls = await nursery.start(gateway.serve_tcp, "127.0.0.1", 0, 0, 0 if rest else None,
-                                   tls)
-        world = ClientWorld(gateway, trace, nursery, urls.gateway_url,
-                            urls.resume_listener_url,
-                            rest_url=urls.rest_url,
-                            ca_file=urls.ca_file, client_defaults=client_defaults or {})
+        opened = await nursery.start(partial(open_gateway, gateway, network, tls=files,
+                                             rest_port=rest_port))
+        world = ClientWorld(opened, trace, nursery, network=network,
+                            client_defaults=client_defaults or {})
         try:
             yield world
         finally:
