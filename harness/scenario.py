@@ -61,8 +61,16 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_args
 
+from fake_gateway.config import SCENARIO_KNOBS, GatewayConfig, scenario_config
 from gateway_common.errors import UserError
-from gateway_common.facts import ONE_SHOT_CONTROLS
+from gateway_common.facts import (
+    COMPRESSIONS,
+    CONTROLS,
+    ENCODINGS,
+    ONE_SHOT_CONTROLS,
+    OP_DISPATCH,
+    OP_HELLO,
+)
 from harness.oracle.model import Expectations, Outcome, Tolerances  # the model only, no checks
 
 Record = dict[str, Any]
@@ -79,32 +87,9 @@ TOXIC_ATTRIBUTES: dict[str, dict[str, type | tuple[type, ...]]] = {
     "blackhole": {},
 }
 PROXY_ACTIONS = frozenset({"down"})
-# Control actions and the params a scenario may give each (as fake_gateway.controls accepts them;
-# the runner adds ``on = true/false`` itself when it switches a persistent control).
-_ANY_JSON = (int, float, str, bool, list, dict)
-CONTROL_PARAMS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "withhold_acks": {},
-    "withhold_ready": {},
-    "withhold_resumed": {},
-    "go_silent": {},
-    "ignore_client_close": {},
-    "delay_hello": {"ms": (int, float), "listener": str},
-    "reject_upgrade": {"status": int, "listener": str},
-    "heartbeat_deadline": {"code": int, "resumable": bool},
-    "reconnect": {"close_after_ms": (int, float)},
-    "invalid_session": {"resumable": bool, "close": bool},
-    "close": {"code": int, "reason": str, "resumable": bool},
-    "reset": {},
-    "expire_session": {"session_id": str},
-    "invalidate_session": {"session_id": str},
-    "burst": {"count": int},
-    "heartbeat_request": {"d": _ANY_JSON},
-    "session_start_remaining": {"remaining": int},
-}
 TARGET_URLS = ("discovery", "resume", "both")
 OUTCOMES: tuple[str, ...] = get_args(Outcome)
-COMPRESSIONS = ("none", "zlib-stream", "zstd-stream")
-ENCODINGS = ("json", "etf")
+SCENARIO_COMPRESSIONS = ("none", *COMPRESSIONS)
 EVENTS = (
     "connection",
     "hello",
@@ -160,17 +145,18 @@ class Trigger:
         if self.after == "connection":
             return kind == "conn_open"
         if self.after == "hello":
-            return kind == "frame_out" and op == 10
+            return kind == "frame_out" and op == OP_HELLO
         if self.after in ("ready", "resumed", "live"):
             wanted = {"ready": ("READY",), "resumed": ("RESUMED",), "live": ("READY", "RESUMED")}
-            return kind == "frame_out" and op == 0 and t in wanted[self.after]
+            return kind == "frame_out" and op == OP_DISPATCH and t in wanted[self.after]
         if self.after == "client_op":
             return kind == "frame_in" and op == self.op
         if self.after == "server_op":
             return kind == "frame_out" and op == self.op
         if self.after == "seq":
             s = record.get("s")
-            return kind == "frame_out" and op == 0 and isinstance(s, int) and s >= (self.seq or 0)
+            return (kind == "frame_out" and op == OP_DISPATCH and isinstance(s, int)
+                    and s >= (self.seq or 0))
         if self.after == "close":
             if kind != "conn_close":
                 return False
@@ -325,57 +311,24 @@ class Step:
 
 @dataclass(frozen=True)
 class GatewayKnobs:
-    """Fake-gateway settings a scenario may set.
+    """The ``[gateway]`` table: fake-gateway settings a scenario may set.
 
-    Most map one-to-one onto ``fake_gateway.config.GatewayConfig`` fields (``config_overrides()``);
+    ``config`` is the gateway's `GatewayConfig`: every knob whose field names a scenario key
+    (``fake_gateway.config.SCENARIO_KNOBS``; ``heartbeat_interval`` is ``heartbeat_interval_ms``,
+    ``shards`` is ``recommended_shards``) at the file's value, or at its scenario default
+    (compressed time: 1 s heartbeats, a steady dispatch stream; ``scenario_config()``).
     ``tls`` is a property of the listeners, ``compression`` and ``encoding`` are what the client is
     told to ask for in its gateway URL (the gateway serves whatever the client asks for).
-    Defaults are the harness's compressed-time choices (1 s heartbeats, a steady dispatch stream),
-    not Discord's.
     """
 
-    heartbeat_interval: int = 1000  # ms, advertised in HELLO
-    heartbeat_deadline: bool = True  # the server closes a client that stops heartbeating
-    # Fraction of the interval before that deadline. Above the oracle's heartbeat_slack (0.25):
-    # with equal values the gateway closes a silent client at the very instant HB1/LV1 judge it.
-    heartbeat_grace: float = 0.5
-    heartbeat_deadline_close_code: int = 1000  # what field reports saw (api-docs#2922)
-    heartbeat_deadline_resumable: bool = True
-    session_ttl: float = 120.0  # s a session stays resumable after its connection is lost
-    dispatch_rate: float = 2.0  # synthetic dispatches per second
-    guilds: int = 2
-    shards: int = 1  # recommended shard count (/gateway/bot)
-    max_concurrency: int = 1
-    session_start_total: int = 1000
-    close_after_invalid_session: bool = False  # after op 9 the server closes the socket
-    bad_seq_response: str = "close_4007"  # or "op9"
-    expired_resume_response: str = "op9"  # or "close_4009"
-    resume_on_discovery: str = "accept"  # or "reject"
-    zlib_split: int = 1  # zlib-stream: WebSocket frames per compressed message
+    config: GatewayConfig = field(default_factory=scenario_config)
     tls: bool = False
     compression: str = "none"  # none | zlib-stream | zstd-stream
     encoding: str = "json"  # json | etf
 
     def config_overrides(self) -> dict[str, Any]:
-        """Keyword arguments for ``GatewayConfig`` (everything but tls, compression, encoding)."""
-        return {
-            "heartbeat_interval_ms": self.heartbeat_interval,
-            "heartbeat_deadline": self.heartbeat_deadline,
-            "heartbeat_grace": self.heartbeat_grace,
-            "heartbeat_deadline_close_code": self.heartbeat_deadline_close_code,
-            "heartbeat_deadline_resumable": self.heartbeat_deadline_resumable,
-            "session_ttl": self.session_ttl,
-            "dispatch_rate": self.dispatch_rate,
-            "guilds": self.guilds,
-            "recommended_shards": self.shards,
-            "max_concurrency": self.max_concurrency,
-            "session_start_total": self.session_start_total,
-            "close_after_invalid_session": self.close_after_invalid_session,
-            "bad_seq_response": self.bad_seq_response,
-            "expired_resume_response": self.expired_resume_response,
-            "resume_on_discovery": self.resume_on_discovery,
-            "zlib_split": self.zlib_split,
-        }
+        """Keyword arguments for ``GatewayConfig``: the knobs a scenario may set."""
+        return {k.name: getattr(self.config, k.name) for k in SCENARIO_KNOBS.values()}
 
 
 @dataclass(frozen=True)
@@ -394,8 +347,8 @@ class Scenario:
     def __post_init__(self) -> None:
         # BO2 judges IDENTIFYs against the gateway's own max_concurrency: [gateway] is its one
         # source, so the expectations take it from there however the scenario was built.
-        if self.expect.max_concurrency != self.gateway.max_concurrency:
-            expect = replace(self.expect, max_concurrency=self.gateway.max_concurrency)
+        if self.expect.max_concurrency != self.gateway.config.max_concurrency:
+            expect = replace(self.expect, max_concurrency=self.gateway.config.max_concurrency)
             object.__setattr__(self, "expect", expect)
 
     @property
@@ -631,38 +584,26 @@ class _Loader:
     def _gateway(self, f: _Fields | None) -> GatewayKnobs:
         if f is None:
             return GatewayKnobs()
+        values: dict[str, Any] = {}
+        for key, k in SCENARIO_KNOBS.items():
+            if k.type is bool:
+                value = f.get(key, bool)
+            elif k.type is str:
+                value = f.choice(key, k.knob.choices)
+            elif k.type is int:
+                value = f.integer(key, minimum=int(k.knob.minimum or 0))
+            else:
+                value = f.number(key, minimum=k.knob.minimum or 0.0)
+            if value is not None:
+                problem = k.problem(value)
+                if problem is not None:
+                    raise f.error(key, problem)
+                values[k.name] = value
         d = GatewayKnobs()
         knobs = GatewayKnobs(
-            heartbeat_interval=f.integer("heartbeat_interval", d.heartbeat_interval, minimum=50),
-            heartbeat_deadline=f.get("heartbeat_deadline", bool, d.heartbeat_deadline),
-            heartbeat_grace=f.number("heartbeat_grace", d.heartbeat_grace),
-            heartbeat_deadline_close_code=f.integer(
-                "heartbeat_deadline_close_code", d.heartbeat_deadline_close_code, minimum=1000
-            ),
-            heartbeat_deadline_resumable=f.get(
-                "heartbeat_deadline_resumable", bool, d.heartbeat_deadline_resumable
-            ),
-            session_ttl=f.number("session_ttl", d.session_ttl),
-            dispatch_rate=f.number("dispatch_rate", d.dispatch_rate),
-            guilds=f.integer("guilds", d.guilds),
-            shards=f.integer("shards", d.shards, minimum=1),
-            max_concurrency=f.integer("max_concurrency", d.max_concurrency, minimum=1),
-            session_start_total=f.integer("session_start_total", d.session_start_total),
-            close_after_invalid_session=f.get(
-                "close_after_invalid_session", bool, d.close_after_invalid_session
-            ),
-            bad_seq_response=f.choice(
-                "bad_seq_response", ("close_4007", "op9"), d.bad_seq_response
-            ),
-            expired_resume_response=f.choice(
-                "expired_resume_response", ("op9", "close_4009"), d.expired_resume_response
-            ),
-            resume_on_discovery=f.choice(
-                "resume_on_discovery", ("accept", "reject"), d.resume_on_discovery
-            ),
-            zlib_split=f.integer("zlib_split", d.zlib_split, minimum=1),
+            config=scenario_config(**values),
             tls=f.get("tls", bool, d.tls),
-            compression=f.choice("compression", COMPRESSIONS, d.compression),
+            compression=f.choice("compression", SCENARIO_COMPRESSIONS, d.compression),
             encoding=f.choice("encoding", ENCODINGS, d.encoding),
         )
         f.finish()
@@ -820,7 +761,7 @@ class _Loader:
         )
 
     def _control(self, f: _Fields, step: Step) -> Step:
-        action = f.choice("action", tuple(CONTROL_PARAMS), required=True)
+        action = f.choice("action", tuple(CONTROLS), required=True)
         target = f.get("target", (int, str), "all")
         if isinstance(target, str) and target not in ("all", "next"):
             raise f.error(
@@ -831,13 +772,14 @@ class _Loader:
         params_f = f.table_of("params")
         params: dict[str, Any] = {}
         if params_f is not None:
-            params = params_f.known_keys(CONTROL_PARAMS[action], f"control {action!r}", "param")
-        if "listener" in params and params["listener"] not in ("discovery", "resume"):
-            raise f.error(
-                "params", f"listener must be 'discovery' or 'resume', got {params['listener']!r}"
-            )
-        if action == "close" and "code" in params and not (1000 <= params["code"] <= 4999):
-            raise f.error("params", f"close code must be 1000-4999, got {params['code']}")
+            # The runner adds ``on = true/false`` itself when it switches a persistent control.
+            spec = CONTROLS[action].params
+            allowed = {name: param.types for name, param in spec.items()}
+            params = params_f.known_keys(allowed, f"control {action!r}", "param")
+            for name, value in params.items():
+                problem = spec[name].problem(value)
+                if problem is not None:
+                    raise params_f.error(name, problem)
         if action in ONE_SHOT_CONTROLS and (step.duration is not None or step.stop is not None):
             raise f.error(
                 "duration" if step.duration is not None else "stop",
@@ -988,7 +930,7 @@ def run_settled(scenario: Scenario, records: Sequence[Record], now: float, beats
         return False
     exp = scenario.expect
     if exp.outcome == "stop":
-        interval = scenario.gateway.heartbeat_interval / 1000.0
+        interval = scenario.gateway.config.heartbeat_interval
         return (
             now >= cleared + exp.recovery_bound + interval and check_lv1(view, exp).status == "pass"
         )
@@ -1058,10 +1000,15 @@ def scenario_to_toml(
     chosen_seed = scenario.seed if seed is None else seed
     if chosen_seed is not None:
         lines.append(f"seed = {chosen_seed}")
+    gateway = scenario.gateway
     knobs = [
-        f"{spec.name} = {_toml_value(getattr(scenario.gateway, spec.name))}"
+        f"{key} = {_toml_value(getattr(gateway.config, k.name))}"
+        for key, k in SCENARIO_KNOBS.items()
+        if getattr(gateway.config, k.name) != k.scenario_default
+    ] + [
+        f"{spec.name} = {_toml_value(getattr(gateway, spec.name))}"
         for spec in fields(GatewayKnobs)
-        if getattr(scenario.gateway, spec.name) != spec.default
+        if spec.name != "config" and getattr(gateway, spec.name) != spec.default
     ]
     if knobs:
         lines += ["", "[gateway]", *knobs]

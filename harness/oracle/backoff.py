@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import bisect
 
-from harness.oracle.model import (
+from gateway_common.facts import (
     OP_IDENTIFY,
     OP_RESUME,
+)
+from harness.oracle.model import (
     Expectations,
     Verdict,
     first_failure,

@@ -6,11 +6,11 @@ import bisect
 from collections.abc import Sequence
 
 from gateway_common.facts import (
+    OP_DISPATCH,
+    OP_HEARTBEAT,
     SESSION_KILLING_CLIENT_CODES,
 )
 from harness.oracle.model import (
-    OP_DISPATCH,
-    OP_HEARTBEAT,
     Expectations,
     Tolerances,
     Verdict,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from gateway_common.facts import (
     FATAL_CLOSE_CODES,
+    OP_HEARTBEAT,
 )
 from harness.oracle.model import (
-    OP_HEARTBEAT,
     Expectations,
     Tolerances,
     Verdict,

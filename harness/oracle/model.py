@@ -14,10 +14,6 @@ Record = dict[str, Any]
 Status = Literal["pass", "fail", "not_judged"]
 Outcome = Literal["resume", "reidentify", "stop"]
 
-OP_DISPATCH, OP_HEARTBEAT, OP_IDENTIFY, OP_RESUME = 0, 1, 2, 6
-OP_RECONNECT, OP_INVALID_SESSION, OP_HELLO, OP_ACK = 7, 9, 10, 11
-
-
 @dataclass(frozen=True)
 class Tolerances:
     """Slack the invariants allow. Every verdict that uses one names it and its value."""

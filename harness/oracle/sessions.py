@@ -9,18 +9,18 @@ from typing import Any
 
 from gateway_common.facts import (
     FATAL_CLOSE_CODES,
-    REIDENTIFY_CLOSE_CODES,
-    RESUMABLE_SERVER_CLOSE_CODES,
-    SESSION_KILLING_CLIENT_CODES,
-)
-from harness.oracle.liveness import is_teardown, last_fault_cleared
-from harness.oracle.model import (
     OP_DISPATCH,
     OP_HEARTBEAT,
     OP_IDENTIFY,
     OP_INVALID_SESSION,
     OP_RECONNECT,
     OP_RESUME,
+    REIDENTIFY_CLOSE_CODES,
+    RESUMABLE_SERVER_CLOSE_CODES,
+    SESSION_KILLING_CLIENT_CODES,
+)
+from harness.oracle.liveness import is_teardown, last_fault_cleared
+from harness.oracle.model import (
     Expectations,
     Record,
     Tolerances,

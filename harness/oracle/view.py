@@ -10,15 +10,15 @@ from typing import Any
 
 from gateway_common.facts import (
     ONE_SHOT_CONTROLS,
-    POLICY_CONTROLS,
-)
-from harness.oracle.model import (
-    OP_ACK,
     OP_DISPATCH,
     OP_HEARTBEAT,
+    OP_HEARTBEAT_ACK,
     OP_HELLO,
     OP_IDENTIFY,
     OP_RESUME,
+    POLICY_CONTROLS,
+)
+from harness.oracle.model import (
     Record,
     fmt,
 )
@@ -79,7 +79,7 @@ class Connection:
 
     def acks(self) -> list[Frame]:
         if self._acks is None:
-            self._acks = [f for f in self.frames_out if f.op == OP_ACK]
+            self._acks = [f for f in self.frames_out if f.op == OP_HEARTBEAT_ACK]
         return self._acks
 
     def ack_after(self, idx: int) -> Frame | None:

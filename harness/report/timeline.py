@@ -15,6 +15,16 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from gateway_common.facts import (
+    OP_DISPATCH,
+    OP_HEARTBEAT,
+    OP_HEARTBEAT_ACK,
+    OP_HELLO,
+    OP_IDENTIFY,
+    OP_INVALID_SESSION,
+    OP_RECONNECT,
+    OP_RESUME,
+)
 from harness.oracle import Connection, RunView, Verdict, last_fault_cleared
 
 Record = dict[str, Any]
@@ -319,8 +329,13 @@ def _lane(
         rec = f.rec
         fx = x(f.ts)
         op = rec.get("op")
-        routine = (rec["kind"], op) in (("frame_in", 1), ("frame_out", 11)) or (
-            rec["kind"] == "frame_out" and op == 0 and rec.get("t") not in ("READY", "RESUMED")
+        routine = (rec["kind"], op) in (
+            ("frame_in", OP_HEARTBEAT),
+            ("frame_out", OP_HEARTBEAT_ACK),
+        ) or (
+            rec["kind"] == "frame_out"
+            and op == OP_DISPATCH
+            and rec.get("t") not in ("READY", "RESUMED")
         )
         if routine:
             key = (rec["kind"], op)
@@ -329,14 +344,14 @@ def _lane(
             last_mark[key] = fx
         line = f"trace line {f.idx + 1}"
         if rec["kind"] == "frame_in":
-            if op == 1:
+            if op == OP_HEARTBEAT:
                 svg.add(
                     f'<circle cx="{fx:.1f}" cy="{mid - 5:.1f}" r="2.8" fill="{COLORS["beat"]}">'
                     f"<title>client heartbeat d={rec.get('d')} at {f.ts:.2f} s "
                     f"({line})</title></circle>"
                 )
-            elif op in (2, 6):
-                label = "IDENTIFY" if op == 2 else f"RESUME seq={rec.get('seq')}"
+            elif op in (OP_IDENTIFY, OP_RESUME):
+                label = "IDENTIFY" if op == OP_IDENTIFY else f"RESUME seq={rec.get('seq')}"
                 svg.add(
                     f'<rect x="{fx - 3.5:.1f}" y="{mid - 3.5:.1f}" width="7" height="7" '
                     f'fill="{COLORS["session"]}">'
@@ -349,19 +364,19 @@ def _lane(
                     f"<title>client op {op} at {f.ts:.2f} s ({line})</title></circle>"
                 )
         else:
-            if op == 11:
+            if op == OP_HEARTBEAT_ACK:
                 svg.add(
                     f'<rect x="{fx - 0.8:.1f}" y="{mid + 3:.1f}" width="1.6" height="6" '
                     f'fill="{COLORS["ack"]}">'
                     f"<title>ACK at {f.ts:.2f} s ({line})</title></rect>"
                 )
-            elif op == 10:
+            elif op == OP_HELLO:
                 svg.add(
                     f'<path d="M{fx:.1f},{mid - 11:.1f} l4,-6 h-8 z" fill="{COLORS["muted"]}">'
                     f"<title>HELLO heartbeat_interval={rec.get('heartbeat_interval')} at "
                     f"{f.ts:.2f} s ({line})</title></path>"
                 )
-            elif op == 0 and rec.get("t") in ("READY", "RESUMED"):
+            elif op == OP_DISPATCH and rec.get("t") in ("READY", "RESUMED"):
                 t = rec.get("t")
                 svg.add(
                     f'<path d="M{fx:.1f},{mid - 6:.1f} l6,6 l-6,6 l-6,-6 z" '
@@ -369,7 +384,7 @@ def _lane(
                     f"<title>{t} s={rec.get('s')} at {f.ts:.2f} s ({line})</title></path>"
                 )
                 label_above(fx, str(t), COLORS["live"])
-            elif op == 0:
+            elif op == OP_DISPATCH:
                 svg.add(
                     f'<line x1="{fx:.1f}" y1="{mid - 2:.1f}" x2="{fx:.1f}" y2="{mid + 2:.1f}" '
                     f'stroke="{COLORS["dispatch"]}" stroke-width="1"><title>dispatch '
@@ -386,16 +401,16 @@ def _lane(
                         anchor="middle",
                     )
                     last_seq_x = fx
-            elif op == 1:
+            elif op == OP_HEARTBEAT:
                 svg.add(
                     f'<circle cx="{fx:.1f}" cy="{mid - 5:.1f}" r="3.2" fill="#fff" '
                     f'stroke="{COLORS["warn"]}" '
                     f'stroke-width="1.6"><title>server op 1 (heartbeat request) at {f.ts:.2f} s '
                     f"({line})</title></circle>"
                 )
-            elif op in (7, 9):
-                label = "op 7" if op == 7 else f"op 9 d={str(rec.get('d')).lower()}"
-                color = COLORS["warn"] if op == 7 else COLORS["bad"]
+            elif op in (OP_RECONNECT, OP_INVALID_SESSION):
+                label = "op 7" if op == OP_RECONNECT else f"op 9 d={str(rec.get('d')).lower()}"
+                color = COLORS["warn"] if op == OP_RECONNECT else COLORS["bad"]
                 svg.add(
                     f'<path d="M{fx:.1f},{mid - 7:.1f} v14" stroke="{color}" stroke-width="2.2">'
                     f"<title>server {label} at {f.ts:.2f} s ({line})</title></path>"
