@@ -24,6 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from fake_gateway.config import scenario_config  # noqa: E402
 from harness.scenario import GatewayKnobs, Step, Trigger  # noqa: E402
 from harness.schedules import ScheduleLimits, make_schedule, run_schedule  # noqa: E402
 
@@ -60,7 +61,7 @@ def day_schedule() -> Any:
                           **spec))
     limits = ScheduleLimits(horizon=24 * 3600.0, max_faults=24, max_fault_time=3600.0,
                             max_duration=600.0, recovery_bound=120.0, quiet=600.0)
-    knobs = GatewayKnobs(heartbeat_interval=41250, dispatch_rate=1 / 60, heartbeat_grace=0.5)
+    knobs = GatewayKnobs(scenario_config(heartbeat_interval_ms=41250, dispatch_rate=1 / 60))
     scenario = make_schedule(steps, limits, seed=1, gateway=knobs, name="bench-day")
     return scenario
 

@@ -53,6 +53,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from fake_gateway.config import scenario_config
 from gateway_common.facts import ONE_SHOT_CONTROLS
 from harness.oracle.model import Expectations
 from harness.report.model import ScenarioResult
@@ -77,14 +78,9 @@ TICK = 0.1  # generated times are whole tenths of a second (readable scenario fi
 
 
 def fuzz_gateway() -> GatewayKnobs:
-    """The gateway knobs generated schedules use by default.
-
-    The gateway's heartbeat deadline gets more grace (0.5 interval) than the oracle's
-    heartbeat_slack (0.25): with equal values the gateway closes a silent client at the very
-    instant HB1 and LV1 would judge it, and a client that never heartbeats is never caught.
-    One dispatch a second is enough for every seq check and halves the simulated traffic.
-    """
-    return GatewayKnobs(heartbeat_grace=0.5, dispatch_rate=1.0)
+    """The gateway knobs generated schedules use by default: a scenario's, but one dispatch a
+    second, enough for every seq check and half the simulated traffic."""
+    return GatewayKnobs(scenario_config(dispatch_rate=1.0))
 
 
 # Close codes a generated `close` may use: every non-fatal class (resume and new-session), and an

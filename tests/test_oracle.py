@@ -77,7 +77,8 @@ def test_a_scenario_file_loads_into_the_oracles_expectations():
         outcome="reidentify", recovery_bound=3.0, duration=8.0, max_concurrency=2
     )
     # BO2 judges against the gateway's max_concurrency, however the scenario was built.
-    more = replace(scenario, gateway=replace(scenario.gateway, max_concurrency=4))
+    gateway = replace(scenario.gateway, config=replace(scenario.gateway.config, max_concurrency=4))
+    more = replace(scenario, gateway=gateway)
     assert more.expect.max_concurrency == 4
     assert_status(
         {v.invariant: v for v in judge(op9_run(6.0).records, None, more.expect)}["BO2"],
@@ -757,7 +758,7 @@ def test_the_gateway_deadline_is_past_the_oracles_so_a_silent_client_is_caught()
     from harness.scenario import GatewayKnobs
 
     # The scenario default closes a silent client at HELLO + 1.5 intervals, past HB1's 1.25.
-    grace = GatewayKnobs().heartbeat_grace
+    grace = GatewayKnobs().config.heartbeat_grace
     assert grace > Tolerances().heartbeat_slack
     silent = Run().open(1, 0.0).hello(1, 0.0).identify(1, 0.05).ready(1, 0.1)
     silent.close(1, 1.0 + grace, "server", 1000)

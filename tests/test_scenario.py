@@ -71,7 +71,7 @@ def test_every_builtin_scenario_loads(path: Path):
     # scenarios/extended may hold longer outages (issue 10: 60 heartbeat intervals of both URLs
     # down); issue 10's outages use its 500 ms heartbeat.
     assert scenario.expect.duration <= (70.0 if path.parent.name == "extended" else 15.0)
-    assert scenario.gateway.heartbeat_interval in (500, 1000)
+    assert scenario.gateway.config.heartbeat_interval_ms in (500, 1000)
     for step in scenario.steps:
         assert step.describe()
 
