@@ -13,15 +13,15 @@ import json
 import random
 import signal
 import sys
-import urllib.parse
 from functools import partial
-from typing import IO
+from typing import IO, Any
 
 import trio
 
-from fake_gateway.config import GatewayConfig
+from fake_gateway.config import SERVE_FLAGS, GatewayConfig
 from fake_gateway.opened import open_gateway
-from fake_gateway.server import FakeGateway, make_tls, tune_gc_for_a_server_process
+from fake_gateway.server import FakeGateway, tune_gc_for_a_server_process
+from fake_gateway.tls import make_tls
 from gateway_common.errors import UserError
 from gateway_common.trace import Trace
 
@@ -33,30 +33,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rest-port", type=int, default=0, help="REST port (0: any)")
     parser.add_argument("--tls", action="store_true", help="wss/https with a generated CA")
     parser.add_argument("--tls-dir", help="where to write ca.pem and server.pem (default: temp)")
-    parser.add_argument("--heartbeat-interval-ms", type=int, default=41250)
-    parser.add_argument("--dispatch-rate", type=float, default=0.0,
-                        help="synthetic dispatches per second (0: none)")
-    parser.add_argument("--guilds", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--trace", metavar="FILE", help="write the trace here as JSON lines")
-    parser.add_argument("--advertise-url", help="URL /gateway and /gateway/bot announce")
-    parser.add_argument("--resume-url", help="resume_gateway_url READY announces")
-    parser.add_argument("--token", help="the bot token IDENTIFY must carry")
-    parser.add_argument("--max-concurrency", type=int, default=1)
-    parser.add_argument("--session-ttl", type=float, default=120.0,
-                        help="seconds a dropped session stays resumable")
-    parser.add_argument("--no-heartbeat-deadline", action="store_true",
-                        help="never close clients that stop heartbeating")
-
-
-def _check_url(flag: str, value: str | None) -> None:
-    if value is None:
-        return
-    parts = urllib.parse.urlsplit(value)
-    if parts.scheme not in ("ws", "wss") or not parts.netloc:
-        raise UserError(f"{flag}: expected ws://host:port or wss://host:port, got {value!r}")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise UserError(f"{flag}: must be bare (no path or query), got {value!r}")
+    # The gateway's knobs, from GatewayConfig's table (a flag left out keeps the field default).
+    for flag, k in SERVE_FLAGS.items():
+        about = k.knob.help.replace("%", "%%")  # argparse formats help with %
+        if k.type is bool:  # a switch that turns the default off (or on)
+            state = "on, this flag turns it off" if k.default else "off, this flag turns it on"
+            parser.add_argument(flag, dest=k.name, action="store_const", const=not k.default,
+                                help=f"{about} ({state})")
+        else:
+            shown = "" if k.default is None or k.name == "token" else f" (default: {k.default})"
+            parser.add_argument(flag, dest=k.name, type=k.type, help=about + shown)
 
 
 def config_from_args(args: argparse.Namespace) -> GatewayConfig:
@@ -70,29 +58,16 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
                         ("--rest-port", args.rest_port)):
         if not 0 <= value <= 65535:
             raise UserError(f"{flag}: {value} is not a TCP port")
-    if args.heartbeat_interval_ms <= 0:
-        raise UserError("--heartbeat-interval-ms: must be positive")
-    if args.dispatch_rate < 0:
-        raise UserError("--dispatch-rate: must not be negative")
-    if not 0 <= args.guilds <= 100_000:
-        raise UserError("--guilds: must be between 0 and 100000")
-    if args.max_concurrency < 1:
-        raise UserError("--max-concurrency: must be at least 1")
-    _check_url("--advertise-url", args.advertise_url)
-    _check_url("--resume-url", args.resume_url)
-    config = GatewayConfig(
-        heartbeat_interval_ms=args.heartbeat_interval_ms,
-        dispatch_rate=args.dispatch_rate,
-        guilds=args.guilds,
-        advertise_url=args.advertise_url.rstrip("/") if args.advertise_url else None,
-        resume_url=args.resume_url.rstrip("/") if args.resume_url else None,
-        max_concurrency=args.max_concurrency,
-        session_ttl=args.session_ttl,
-        heartbeat_deadline=not args.no_heartbeat_deadline,
-    )
-    if args.token:
-        config.token = args.token
-    return config
+    given: dict[str, Any] = {}
+    for flag, k in SERVE_FLAGS.items():
+        value = getattr(args, k.name)
+        if value is None:
+            continue
+        problem = k.problem(value)
+        if problem is not None:
+            raise UserError(f"{flag}: {problem}")
+        given[k.name] = value.rstrip("/") if k.knob.bare_url else value
+    return GatewayConfig(**given)
 
 
 async def _serve(args: argparse.Namespace, config: GatewayConfig, sink: IO[str] | None) -> None:

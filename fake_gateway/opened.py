@@ -21,7 +21,8 @@ from typing import Any, Protocol, cast
 
 import trio
 
-from fake_gateway.server import FakeGateway, TLSFiles
+from fake_gateway.server import FakeGateway
+from fake_gateway.tls import TLSFiles
 from fake_gateway.urls import rest_base
 from gateway_common.facts import LISTENERS
 

@@ -11,19 +11,15 @@ from __future__ import annotations
 import gc
 import heapq
 import math
-import os
 import random
 import socket
 import ssl
 import struct
-import tempfile
 import urllib.parse
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import trio
-import trustme
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close as CloseFrame
 from websockets.frames import Opcode
@@ -41,32 +37,6 @@ from gateway_common.trace import (
     KIND_WS_REJECTED,
     Trace,
 )
-
-LISTENERS = ("discovery", "resume")
-
-
-@dataclass
-class TLSFiles:
-    context: ssl.SSLContext
-    ca_file: str
-    cert_file: str  # key and certificate chain, PEM
-
-
-def make_tls(directory: str | os.PathLike[str] | None = None) -> TLSFiles:
-    """A fresh trustme CA and a 127.0.0.1/localhost/::1 server certificate, written as PEM."""
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost", "::1")
-    folder = Path(directory) if directory is not None else Path(
-        tempfile.mkdtemp(prefix="fake-gateway-tls-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    ca_file = folder / "ca.pem"
-    cert_file = folder / "server.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(context)
-    context.set_alpn_protocols(["http/1.1"])
-    return TLSFiles(context, str(ca_file), str(cert_file))
 
 
 def tune_gc_for_a_server_process() -> None:

@@ -41,7 +41,8 @@ class RunningGateway:
 async def fake_gateway(tmp_path: Path) -> AsyncIterator[RunningGateway]:
     from fake_gateway.config import GatewayConfig
     from fake_gateway.opened import open_gateway
-    from fake_gateway.server import FakeGateway, make_tls
+    from fake_gateway.server import FakeGateway
+    from fake_gateway.tls import make_tls
 
     trace = Trace(clock=trio.current_time)
     config = GatewayConfig(heartbeat_interval_ms=1000, dispatch_rate=2.0)

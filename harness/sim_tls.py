@@ -15,7 +15,7 @@ import os
 import ssl
 from pathlib import Path
 
-from fake_gateway.server import TLSFiles
+from fake_gateway.tls import TLSFiles
 
 CA_PEM = """-----BEGIN CERTIFICATE-----
 MIIDbTCCAlWgAwIBAgIUaLfwEjq4ycsjTY0PFwNddIKiA7AwDQYJKoZIhvcNAQEL

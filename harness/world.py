@@ -42,7 +42,8 @@ import trio
 
 from fake_gateway.config import GatewayConfig
 from fake_gateway.opened import OpenedGateway, open_gateway
-from fake_gateway.server import FakeGateway, make_tls
+from fake_gateway.server import FakeGateway
+from fake_gateway.tls import make_tls
 from gateway_common.errors import UserError
 from gateway_common.facts import LISTENERS
 from gateway_common.trace import KIND_FAULT, KIND_NOTE, Record, Trace, write_jsonl

@@ -22,7 +22,8 @@ import trio
 
 from fake_gateway.config import GatewayConfig
 from fake_gateway.opened import OpenedGateway, open_gateway
-from fake_gateway.server import FakeGateway, make_tls
+from fake_gateway.server import FakeGateway
+from fake_gateway.tls import make_tls
 from gateway_common.trace import Trace
 from harness.adapters.contract import env_for
 from harness.adapters.process import ClientProcess, ClientRun

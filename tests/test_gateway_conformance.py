@@ -17,8 +17,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from fake_gateway.config import GatewayConfig
 from fake_gateway.opened import OpenedGateway, open_gateway
-from fake_gateway.server import FakeGateway, make_tls
+from fake_gateway.server import FakeGateway
 from fake_gateway.testing import RawGatewayClient, raw_client
+from fake_gateway.tls import make_tls
 from gateway_common.trace import Trace
 
 Start = Callable[..., Awaitable[tuple[FakeGateway, OpenedGateway]]]
@@ -72,7 +73,7 @@ async def test_heartbeat_is_acked_before_identify_and_after(start: Start) -> Non
 
 
 async def test_server_closes_a_client_that_stops_heartbeating(start: Start) -> None:
-    # A 1.25 s deadline: handshake, IDENTIFY, READY and the ACK take ~15 ms on a loaded machine.
+    # A 1.5 s deadline: handshake, IDENTIFY, READY and the ACK take ~15 ms on a loaded machine.
     gateway, urls = await start(heartbeat_deadline=True, heartbeat_interval_ms=1000)
     async with raw_client(urls.gateway_url) as client:
         ready = await ready_session(client)
@@ -102,7 +103,7 @@ async def test_heartbeats_keep_the_connection_past_the_deadline(start: Start) ->
     gateway, urls = await start(heartbeat_deadline=True, heartbeat_interval_ms=1000)
     async with raw_client(urls.gateway_url) as client:
         await ready_session(client)
-        for _ in range(10):  # 2 s, past the 1.25 s deadline; each gap 1/6 of it
+        for _ in range(10):  # 2 s, past the 1.5 s deadline; each gap under 1/7 of it
             await trio.sleep(0.2)
             await client.heartbeat(3)
         assert len(gateway.connections) == 1

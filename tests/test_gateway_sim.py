@@ -12,8 +12,9 @@ import trio.testing
 from websockets.trio.client import connect
 
 from fake_gateway.config import GatewayConfig
-from fake_gateway.server import FakeGateway, make_tls
+from fake_gateway.server import FakeGateway
 from fake_gateway.testing import RawGatewayClient
+from fake_gateway.tls import make_tls
 from gateway_common.trace import Trace
 from harness.faults.memnet import MemoryNetwork
 

@@ -20,7 +20,8 @@ import trio
 
 from fake_gateway.config import GatewayConfig
 from fake_gateway.opened import OpenedGateway, open_gateway
-from fake_gateway.server import FakeGateway, make_tls
+from fake_gateway.server import FakeGateway
+from fake_gateway.tls import make_tls
 from gateway_common.trace import Record, Trace
 from harness.client.core import ClientConfig
 from harness.client.driver import GatewayClient, OpenStream
