@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway_common.errors import UserError
+from gateway_common.facts import OP_HELLO
 from harness.oracle import invariant_title
 from harness.report.model import ScenarioResult
 from harness.scenario import Scenario, load_scenario
@@ -298,7 +299,7 @@ def coverage(records: list[dict[str, Any]]) -> dict[str, float]:
         elif kind == "ws_upgrade":
             opened[conn] = "session"
             upgraded_at[conn] = float(rec["ts"])
-        elif kind == "frame_out" and rec.get("op") == 10 and conn in upgraded_at:
+        elif kind == "frame_out" and rec.get("op") == OP_HELLO and conn in upgraded_at:
             held_hello += float(rec["ts"]) - upgraded_at.pop(conn) >= 0.1
         elif kind == "frame_out" and rec.get("t") in ("READY", "RESUMED"):
             opened[conn] = "live"

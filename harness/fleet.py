@@ -41,6 +41,7 @@ from fake_gateway.config import GatewayConfig
 from fake_gateway.opened import OpenedGateway, open_gateway
 from fake_gateway.server import FakeGateway
 from gateway_common.errors import UserError
+from gateway_common.facts import IDENTIFY_WINDOW, OP_IDENTIFY, OP_RESUME
 from gateway_common.trace import KIND_NOTE, Record, Trace
 from harness.client.core import ClientConfig, GatewayClientCore, StateChanged
 from harness.faults.memnet import MemoryNetwork
@@ -48,7 +49,6 @@ from harness.simulation import run_simulated
 
 HOST = "127.0.0.1"
 WAVES = ("reconnect", "close-4009", "restart")
-IDENTIFY_WINDOW = 5.0
 
 
 @dataclass(frozen=True)
@@ -314,9 +314,9 @@ def _phase_reports(
             if not started - 1e-6 <= ts < end - 1e-6:  # trace times are rounded to 1 µs
                 continue
             kind = rec["kind"]
-            if kind == "frame_in" and rec.get("op") == 2:
+            if kind == "frame_in" and rec.get("op") == OP_IDENTIFY:
                 report.identifies_sent += 1
-            elif kind == "frame_in" and rec.get("op") == 6:
+            elif kind == "frame_in" and rec.get("op") == OP_RESUME:
                 report.resumes += 1
             elif kind == "identify_budget":
                 report.identifies_accepted += 1

@@ -10,6 +10,13 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from gateway_common.facts import (
+    IDENTIFY_WINDOW,
+    MAX_PAYLOAD_BYTES,
+    RATE_LIMIT_FRAMES,
+    RATE_LIMIT_WINDOW,
+)
+
 Record = dict[str, Any]
 Status = Literal["pass", "fail", "not_judged"]
 Outcome = Literal["resume", "reidentify", "stop"]
@@ -52,7 +59,7 @@ class Tolerances:
     storm_window: float = 1.0
     storm_max_attempts: int = 4
     """BO1: more than storm_max_attempts connection attempts in storm_window seconds is a storm."""
-    identify_window: float = 5.0
+    identify_window: float = IDENTIFY_WINDOW
     """BO2: the max_concurrency window in seconds."""
     expiry_slack: float = 2.0
     """RS1: an IDENTIFY this soon before the server expired the old session counts as after it
@@ -61,9 +68,9 @@ class Tolerances:
     teardown_window: float = 1.0
     """LV1/RS1: closes in the trace's last this-many seconds, after every fault cleared, are the
     run ending, not a loss (for traces without the runner's SHUTDOWN_NOTE, which marks it)."""
-    rate_window: float = 60.0
-    rate_max_frames: int = 120
-    max_payload: int = 4096
+    rate_window: float = RATE_LIMIT_WINDOW
+    rate_max_frames: int = RATE_LIMIT_FRAMES
+    max_payload: int = MAX_PAYLOAD_BYTES
     """RL1: the gateway's send limits."""
 
 
