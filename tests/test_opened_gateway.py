@@ -14,7 +14,8 @@ import trio
 
 from fake_gateway.config import GatewayConfig
 from fake_gateway.opened import open_gateway
-from fake_gateway.server import FakeGateway, make_tls
+from fake_gateway.server import FakeGateway
+from fake_gateway.tls import make_tls
 from gateway_common.trace import Trace
 from harness.client.testing import wait_until
 from harness.client_env import ClientEnv
