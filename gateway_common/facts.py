@@ -241,8 +241,9 @@ class Param:
 
 ON = Param((bool,), True)  # every switch and policy takes it; the runner sets it, scenarios don't
 _LISTENER = Param((str,), choices=LISTENERS)
-# What a close frame can carry (RFC 6455 7.4: 1000-1014 registered, 3000-4999 for applications).
-_CLOSE_FRAME_CODE = Param((int,), ranges=((1000, 1014), (3000, 4999)))
+# What a close frame can carry (RFC 6455 7.4: the registered codes but 1004-1006, which are never
+# sent, and 3000-4999 for applications).
+_CLOSE_FRAME_CODE = Param((int,), ranges=((1000, 1003), (1007, 1014), (3000, 4999)))
 
 
 @dataclass(frozen=True)
