@@ -150,3 +150,18 @@ def test_the_oracle_wants_a_resume_after_a_kept_session_and_no_reconnect_after_a
     # RESUME after a code that means "start a new session": RS5 fails.
     assert (resumed["RS5"] == "fail") is (row.client == "new_session")
     assert (resumed["FC1"] == "fail") is (row.client == "fatal")
+
+
+def test_the_fuzzers_choices_come_from_the_tables():
+    """Generated schedules pick, simplest first, among what the tables define: every non-fatal
+    close code a close frame carries, one-shot controls, switches (not the policy)."""
+    from gateway_common.facts import CONTROLS, ONE_SHOT_CONTROLS, SWITCH_CONTROLS
+    from harness.schedules import ONE_SHOT_ACTIONS, PERSISTENT_ACTIONS, SAFE_CLOSE_CODES
+
+    sendable = CONTROLS["close"].params["code"]
+    assert set(SAFE_CLOSE_CODES) == {
+        code for code, row in CLOSE_CODES.items()
+        if row.client != "fatal" and (code is None or sendable.problem(code) is None)
+    }
+    assert set(ONE_SHOT_ACTIONS) <= ONE_SHOT_CONTROLS
+    assert set(PERSISTENT_ACTIONS) == SWITCH_CONTROLS
