@@ -4,8 +4,8 @@ Knobs mark where the real gateway's behaviour is undocumented (gateway-protocol.
 the fake makes the choice explicit instead of guessing. `GatewayConfig` is the one list of knobs:
 a knob that can be set from outside says so in its field's metadata (`knob(...)`): its key in a
 scenario's ``[gateway]`` table, its ``gateway-harness serve`` flag, the values it allows, a help
-line. The scenario model and loader (`harness.scenario`) and `serve`'s flags (`cli_serve`) are
-derived from it (`KNOBS`).
+line. The scenario model and loader (`harness.scenario`) and `serve`'s flags
+(`harness/cli/serve.py`) are derived from it (`KNOBS`).
 
 Scenarios run in compressed time: a knob whose scenario default differs from Discord's value
 (1 s heartbeats instead of 41.25 s, a steady dispatch stream) says so with ``scenario_default``.

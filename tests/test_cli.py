@@ -26,7 +26,7 @@ def test_serve_prints_rest_url_as_the_api_base_the_client_takes(tmp_path):
     import signal
 
     serve = subprocess.Popen(
-        [sys.executable, "-m", "harness", "serve", "--tls", "--tls-dir", str(tmp_path),
+        [sys.executable, "-m", "harness", "serve", "--tls", "on", "--tls-dir", str(tmp_path),
          "--heartbeat-interval-ms", "500"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -58,6 +58,7 @@ RENAMED = [
     (["run", "--report", "out"], ["run", "--out", "out"]),
     (["validate", "--report", "out"], ["validate", "--out", "out"]),
     (["validate", "--no-tls"], ["validate", "--tls", "scenario"]),
+    (["serve", "--tls"], ["serve", "--tls", "on"]),
     (["fuzz", "--tls"], ["fuzz", "--tls", "on"]),
     (["fuzz", "--no-tls"], ["fuzz", "--tls", "off"]),
     (["fuzz", "--database", "none"], ["fuzz", "--no-database"]),

@@ -899,7 +899,7 @@ def test_serve_cli_prints_one_json_line_and_stops_on_sigint(tmp_path: Any) -> No
     import sys
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", "serve", "--tls", "--tls-dir", str(tmp_path),
+        [sys.executable, "-m", "harness", "serve", "--tls", "on", "--tls-dir", str(tmp_path),
          "--heartbeat-interval-ms", "1000", "--trace", str(tmp_path / "trace.jsonl")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -17,7 +17,7 @@ from gateway_common.errors import UserError
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("fake_gateway.cli_serve", "run the fake Discord gateway and its REST surface"),
+    "serve": ("harness.cli.serve", "run the fake Discord gateway and its REST surface"),
     "proxy": ("harness.cli.proxy", "run the Toxiproxy-compatible fault proxy"),
     "client": ("harness.cli.client", "run the trio reference gateway client"),
     "list": ("harness.cli.run", "list scenarios with one-line descriptions"),

@@ -2,7 +2,7 @@
 
 Prints exactly one JSON line on stdout once listening (gateway_url, advertised_url,
 resume_gateway_url, rest_url (the REST base ending in /api/v10; api_url is a deprecated alias),
-control_url, token, and ca_file with --tls).
+control_url, token, and ca_file with --tls on).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from fake_gateway.server import FakeGateway, tune_gc_for_a_server_process
 from fake_gateway.tls import make_tls
 from gateway_common.errors import UserError
 from gateway_common.trace import Trace
+from harness.cli.common import add_tls_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=0, help="discovery WebSocket port (0: any)")
     parser.add_argument("--resume-port", type=int, default=0, help="resume WebSocket port")
     parser.add_argument("--rest-port", type=int, default=0, help="REST port (0: any)")
-    parser.add_argument("--tls", action="store_true", help="wss/https with a generated CA")
+    add_tls_argument(parser, default="off", choices=("on", "off"), bare_was_on=True,
+                     help="on: wss/https with a generated CA")
     parser.add_argument("--tls-dir", help="where to write ca.pem and server.pem (default: temp)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--trace", metavar="FILE", help="write the trace here as JSON lines")
@@ -79,7 +81,7 @@ async def _serve(args: argparse.Namespace, config: GatewayConfig, sink: IO[str] 
                 urls = await nursery.start(partial(
                     open_gateway, gateway, host=args.host, port=args.port,
                     resume_port=args.resume_port, rest_port=args.rest_port,
-                    tls=make_tls(args.tls_dir) if args.tls else None))
+                    tls=make_tls(args.tls_dir) if args.tls == "on" else None))
             except OSError as exc:
                 raise UserError(f"cannot listen on {args.host}: {exc.strerror or exc}") from None
             line = {
