@@ -1,7 +1,8 @@
 """The packages' import rules, read from the source (every import statement, including those inside
 functions and ``if TYPE_CHECKING:`` blocks): gateway_common imports nothing of ours, fake_gateway
-imports only gateway_common (it stands on its own, without the harness), and no cycle runs
-through fake_gateway's modules."""
+imports only gateway_common (it stands on its own, without the harness), no cycle runs through
+fake_gateway's or harness's modules, the oracle judges from gateway_common's facts alone, and
+only entry points import the CLI."""
 
 from __future__ import annotations
 
@@ -103,3 +104,42 @@ def test_no_import_cycle_inside_fake_gateway():
     # A package's __init__ importing its own modules is no cycle: it runs first either way.
     graph = {m: {i for i in imports if i != "fake_gateway"} for m, imports in GRAPH.items()}
     assert [" -> ".join(cycle) for cycle in _cycles(graph, "fake_gateway")] == []
+
+
+def test_no_import_cycle_inside_harness():
+    graph = {m: {i for i in imports if not m.startswith(i + ".")} for m, imports in GRAPH.items()}
+    assert [" -> ".join(cycle) for cycle in _cycles(graph, "harness")] == []
+
+
+def test_the_oracle_imports_only_itself_and_gateway_common():
+    # A verdict must not depend on which client or world produced the trace (DESIGN.md 4).
+    wrong = sorted(f"{module} imports {imported}" for module, imports in GRAPH.items()
+                   if module.startswith("harness.oracle")
+                   for imported in imports
+                   if not imported.startswith(("harness.oracle", "gateway_common")))
+    assert wrong == []
+
+
+def _is_cli(module: str) -> bool:
+    return module == "harness.cli" or module.startswith("harness.cli.")
+
+
+def test_only_entry_points_import_the_cli():
+    # harness.fleet keeps `python -m harness.fleet` working for one release (deprecated).
+    entry_points = {"harness.__main__", "harness.fleet"}
+    wrong = sorted(f"{module} imports {imported}" for module, imports in GRAPH.items()
+                   if not _is_cli(module) and module not in entry_points
+                   for imported in imports if _is_cli(imported))
+    assert wrong == []
+
+
+@pytest.mark.parametrize("package,allowed", [
+    ("harness.faults", ("harness.faults",)),
+    # The reference client runs in any process: no world, no oracle (testing.py is the test world).
+    ("harness.client", ("harness.client", "gateway_common", "fake_gateway.urls")),
+])
+def test_fault_engine_and_reference_client_stand_alone(package: str, allowed: tuple[str, ...]):
+    wrong = sorted(f"{module} imports {imported}" for module, imports in GRAPH.items()
+                   if module.startswith(package) and module != "harness.client.testing"
+                   for imported in imports if not imported.startswith(allowed))
+    assert wrong == []
