@@ -66,6 +66,9 @@ class GatewayConfig:
     """Behaviour of one fake gateway. All times in seconds unless the name says ms."""
 
     token: str = knob(DEFAULT_TOKEN, "the bot token IDENTIFY must carry", flag="--token")
+    # App mode (issue 18): an unmodified app brings its own token; the trace shows it redacted.
+    accept_any_token: bool = knob(
+        False, "accept any non-empty token (gateway and REST): an app's own", flag="--any-token")
     bot_user_id: int | None = None  # None: decoded from the token's first segment
     application_id: int | None = None  # None: same as the bot user id
     bot_username: str = "harness-bot"

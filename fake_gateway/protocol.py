@@ -88,6 +88,14 @@ class Reset:
 Action = Send | Close | Reset
 
 
+def redact_token(token: object) -> str:
+    """A token as traces and reports show it: its first 6 characters (never more than half of
+    it) and its length."""
+    if not isinstance(token, str):
+        return repr(token)
+    return f"{token[:min(6, len(token) // 2)]!r}... ({len(token)} chars)"
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -400,13 +408,17 @@ class ConnectionCore:
 
     def _record_in(self, op: int, d: Any, size: int, now: float) -> None:
         fields: dict[str, Any] = {}
-        token_ok = isinstance(d, dict) and d.get("token") == self.gw.config.token
+        token = d.get("token") if isinstance(d, dict) else None
+        if op in (OP_IDENTIFY, OP_RESUME) and isinstance(d, dict):
+            fields["token_ok"] = self.gw.token_ok(token, now, self.conn_id)
+            if self.gw.config.accept_any_token:
+                fields["token_seen"] = redact_token(token)
         if op == OP_HEARTBEAT:
             fields["d"] = d if _is_int(d) or d is None else repr(d)
         elif op == OP_IDENTIFY and isinstance(d, dict):
-            fields.update(shard=d.get("shard"), intents=d.get("intents"), token_ok=token_ok)
+            fields.update(shard=d.get("shard"), intents=d.get("intents"))
         elif op == OP_RESUME and isinstance(d, dict):
-            fields.update(session_id=d.get("session_id"), seq=d.get("seq"), token_ok=token_ok)
+            fields.update(session_id=d.get("session_id"), seq=d.get("seq"))
         self.gw.trace.record(KIND_FRAME_IN, ts=now, conn=self.conn_id, op=op, size=size, **fields)
 
     def _bad(self, now: float, reason: str, size: int, code: int,
@@ -439,7 +451,7 @@ class ConnectionCore:
             d.get("properties"), dict
         ):
             return self.close(now, 4001, "Invalid identify payload.")
-        if d["token"] != config.token:
+        if not self.gw.token_accepted(d["token"]):
             return self.close(now, 4004)
         if self.listener == "resume":
             self.gw.trace.record(KIND_NOTE, ts=now, conn=self.conn_id,
@@ -502,7 +514,7 @@ class ConnectionCore:
                 and isinstance(d.get("session_id"), str)
                 and (_is_int(d.get("seq")) or d.get("seq") is None)):
             return self.close(now, 4001, "Invalid resume payload.")
-        if d["token"] != config.token:
+        if not self.gw.token_accepted(d["token"]):
             return self.close(now, 4004)
         seq = d["seq"] or 0
         session = self.gw.sessions.get(d["session_id"])
@@ -662,6 +674,7 @@ class GatewayCore:
         self.guild_ids = [payloads.snowflake(rng) for _ in range(config.guilds)]
         self.discovery_url = config.advertise_url or "wss://gateway.invalid"
         self.resume_url = config.resume_url or self.discovery_url
+        self.presented_token: str | None = None  # accept_any_token: the first one seen
         self.notify: Callable[[int], None] = lambda conn_id: None
         self.notify_timer: Callable[[], None] = lambda: None  # gateway deadlines moved
         self._last_conn_id = 0
@@ -674,6 +687,22 @@ class GatewayCore:
         self.hello_delay: dict[str | None, float] = {}
         self.switches_for_all: dict[str, Any] = {}
         self.pending_for_next: list[tuple[str, dict[str, Any]]] = []
+
+    def token_accepted(self, token: str) -> bool:
+        """IDENTIFY/RESUME/REST go on with this token (else 4004 or 401)."""
+        return bool(token) if self.config.accept_any_token else token == self.config.token
+
+    def token_ok(self, token: Any, now: float, conn: int) -> bool:
+        """The trace's ``token_ok``: the configured token, or with ``accept_any_token`` the
+        first one an app presented (later ones are accepted too, but not "ok": a RESUME with
+        another token is RS2's to judge). The first is noted, redacted."""
+        if not self.config.accept_any_token:
+            return token == self.config.token
+        if self.presented_token is None and isinstance(token, str) and token:
+            self.presented_token = token
+            self.trace.record(KIND_NOTE, ts=now, conn=conn,
+                              text=f"accepting the app's own token {redact_token(token)}")
+        return token == self.presented_token
 
     def set_urls(self, discovery: str, resume: str | None = None) -> None:
         """Announce these URLs (bare). Config overrides win, so a proxy can stand in front."""

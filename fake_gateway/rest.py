@@ -26,6 +26,7 @@ from fake_gateway.protocol import GatewayCore
 from fake_gateway.tls import TLSFiles
 from fake_gateway.urls import API_BASE_PATH
 from gateway_common.errors import UserError
+from gateway_common.trace import KIND_REST
 
 API_PREFIXES = ("/api/v9", API_BASE_PATH, "/api")
 
@@ -62,7 +63,7 @@ def build_app(gateway: RestHost) -> Starlette:
 
     def authorized(request: Request) -> bool:
         header = request.headers.get("authorization", "")
-        return header in (f"Bot {config.token}", config.token)
+        return core.token_accepted(header.removeprefix("Bot ").strip())
 
     async def get_gateway(request: Request) -> Response:
         return _json(payloads.gateway_payload(core.discovery_url))
@@ -73,13 +74,26 @@ def build_app(gateway: RestHost) -> Starlette:
         return _json(gateway_bot_for(core, trio.current_time()))
 
     async def api(request: Request) -> Response:
+        response = await route(request)
+        # Discord's 404 for what the fake does not serve: the app gets an answer it knows, and
+        # the trace shows what it asked for.
+        implemented = response is not None
+        if response is None:
+            response = _error(404, "404: Not Found")
+        core.trace.record(KIND_REST, ts=trio.current_time(), method=request.method,
+                          path=request.url.path, status=response.status_code,
+                          implemented=implemented)
+        return response
+
+    async def route(request: Request) -> Response | None:
+        """The answer of a route the fake implements, None for any other."""
         path = request.url.path
         for prefix in API_PREFIXES:
             if path.startswith(prefix + "/"):
                 path = path[len(prefix):]
                 break
         else:
-            return _error(404, "404: Not Found")
+            return None
         if path == "/gateway":
             return await get_gateway(request)
         if path == "/gateway/bot":
@@ -100,7 +114,7 @@ def build_app(gateway: RestHost) -> Starlette:
             return _json(payloads.command_index_payload())
         if path == "/interactions" and method == "POST":
             return await interaction(request)
-        return _error(404, "404: Not Found")
+        return None
 
     async def interaction(request: Request) -> Response:
         """The midjourney client posts an interaction and waits for its dispatches."""

@@ -21,7 +21,8 @@ Kinds and their fields
 ``frame_in``     conn, op, size (bytes on the wire after decompression), plus by op:
                  op 1: d (the seq the client sent, or null);
                  op 2: shard ([id, n] or null), intents, token_ok (bool);
-                 op 6: session_id, seq, token_ok; others: nothing more.
+                 op 6: session_id, seq, token_ok; others: nothing more. With the gateway's
+                 accept_any_token (app mode) op 2 and 6 also carry token_seen (redacted).
 ``frame_out``    conn, op, s (null unless op 0), t (null unless op 0), size, compressed (bool), plus
                  op 10: heartbeat_interval; op 9: d; op 0 READY: session_id, resume_gateway_url;
                  op 0 RESUMED: replayed (number of dispatches replayed before it).
@@ -36,6 +37,13 @@ Kinds and their fields
                  params (dict); "on" is written before the fault acts, "off" after it has gone;
                  written by the runner when a scenario step switches a fault
 ``identify_budget`` remaining, total, bucket (max_concurrency bucket index); after each IDENTIFY
+``rest``         method, path, status, implemented (bool: false when the fake has no such route
+                 and answered Discord's 404 JSON); one per request to the REST API (not
+                 /_harness/*), written by the REST server
+``first_contact`` via ("connect" | "rest"), conn (via connect) or path (via rest), waited (seconds
+                 from the client's start); the client's first connection attempt, its first
+                 TCP connect (seen at a gateway listener: the proxies dial it as they accept) or
+                 REST request: a wall-clock run's time 0; written by the runner
 ``note``         text (free-form, for humans); conn where one applies (the gateway notes a RESUME
                  on the discovery URL, an IDENTIFY on the resume URL, an IDENTIFY over
                  max_concurrency, an unsupported encoding or compress value)
@@ -63,6 +71,8 @@ KIND_SESSION = "session"
 KIND_CONTROL = "control"
 KIND_FAULT = "fault"
 KIND_IDENTIFY_BUDGET = "identify_budget"
+KIND_REST = "rest"
+KIND_FIRST_CONTACT = "first_contact"
 KIND_NOTE = "note"
 
 KINDS = frozenset(
@@ -79,6 +89,8 @@ KINDS = frozenset(
         KIND_CONTROL,
         KIND_FAULT,
         KIND_IDENTIFY_BUDGET,
+        KIND_REST,
+        KIND_FIRST_CONTACT,
         KIND_NOTE,
     }
 )
