@@ -33,6 +33,8 @@ class ClientEnv:
     log_dir: Path | None = None  # where a client process's full stdout/stderr logs go
     expects_stop: bool = False  # the scenario expects the client to give up (fatal close)
     deadline: float | None = None  # seconds a client process may live
+    # called when the client ends on its own (the world stops waiting for its first contact)
+    on_exit: Callable[[], None] | None = None
 
 
 @dataclass

@@ -50,19 +50,26 @@ def split_for_real_toxiproxy(
     return runnable, skipped
 
 
-def run_many(scenarios: Sequence[Scenario], options: RunOptions, jobs: int) -> list[ScenarioResult]:
-    """Run scenarios (in worker processes when jobs > 1), showing progress on stderr."""
-    progress = Progress(len(scenarios))
-    results: list[ScenarioResult | None] = [None] * len(scenarios)
-    if jobs == 1 or len(scenarios) == 1:
-        for i, scenario in enumerate(scenarios):
+def run_many(scenarios: Sequence[Scenario], options: RunOptions, jobs: int,
+             repeat: int = 1) -> list[ScenarioResult]:
+    """Run scenarios (in worker processes when jobs > 1), showing progress on stderr.
+
+    ``repeat`` > 1 runs each scenario that many times, with the same seed (what differs between
+    the runs is the machine's timing), each result carrying its ``repeat`` index; the results
+    come in scenario order, then run order."""
+    runs = [(s, options if repeat == 1 else replace(options, repeat=k))
+            for s in scenarios for k in range(1, repeat + 1)]
+    progress = Progress(len(runs))
+    results: list[ScenarioResult | None] = [None] * len(runs)
+    if jobs == 1 or len(runs) == 1:
+        for i, (scenario, run_options) in enumerate(runs):
             progress.starting(scenario.name)
-            results[i] = run_scenario(scenario, options)
+            results[i] = run_scenario(scenario, run_options)
             progress.done(results[i])  # type: ignore[arg-type]
     else:
         ctx = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = {pool.submit(run_scenario, s, options): i for i, s in enumerate(scenarios)}
+            futures = {pool.submit(run_scenario, s, o): i for i, (s, o) in enumerate(runs)}
             try:
                 for fut in concurrent.futures.as_completed(futures):
                     i = futures[fut]
@@ -108,11 +115,11 @@ class Progress:
         if not result.passed:
             self.failed += 1
         if self.tty:
-            self._bar(f"{result.outcome} {result.name}")
+            self._bar(f"{result.outcome} {result.label}")
         else:
             failed = ",".join(result.failed_invariants)
             extra = f" ({failed})" if failed else (f" ({result.error})" if result.error else "")
-            print(f"[{self.done_count}/{self.total}] {result.outcome:<5} {result.name}{extra} "
+            print(f"[{self.done_count}/{self.total}] {result.outcome:<5} {result.label}{extra} "
                   f"{result.duration:.1f}s", file=sys.stderr, flush=True)
 
     def _bar(self, text: str) -> None:

@@ -46,7 +46,16 @@ from fake_gateway.server import FakeGateway
 from fake_gateway.tls import make_tls
 from gateway_common.errors import UserError
 from gateway_common.facts import LISTENERS
-from gateway_common.trace import KIND_FAULT, KIND_NOTE, Record, Trace, write_jsonl
+from gateway_common.trace import (
+    KIND_CONN_OPEN,
+    KIND_FAULT,
+    KIND_FIRST_CONTACT,
+    KIND_NOTE,
+    KIND_REST,
+    Record,
+    Trace,
+    write_jsonl,
+)
 from harness.client_env import ClientEnv, ClientOutcome, ClientStarter
 from harness.faults.backend import (
     FaultBackend,
@@ -58,7 +67,7 @@ from harness.faults.backend import (
     unsupported_by_real_toxiproxy,
 )
 from harness.faults.memnet import MemoryNetwork
-from harness.oracle import Verdict, judge
+from harness.oracle import INVARIANTS, Verdict, judge
 from harness.report.model import ScenarioResult
 from harness.scenario import Scenario, Step, TriggerWatch, run_settled
 from harness.simulation import run_simulated
@@ -66,6 +75,9 @@ from harness.world_clients import adapter_starter, reference_starter
 
 PROXY_NAMES = LISTENERS  # one proxy in front of each gateway listener, named after it
 SIM_HOST = "127.0.0.1"  # memnet addresses look like TCP ones so TLS certificates match
+# How long a client may take from its start to its first connection attempt (wall clock): a
+# Node.js client on a busy machine needs seconds; one that needs a minute is not starting.
+STARTUP_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -77,6 +89,9 @@ class RunOptions:
     toxiproxy_url: str | None = None  # a real Toxiproxy server (real mode only)
     deadline_slack: float = 30.0  # seconds past the scenario's duration before a run is killed
     adapter: Any = None  # harness.adapters.contract.Adapter for third-party clients
+    # real mode: seconds from the client's start to its first connection attempt, at most
+    startup_timeout: float = STARTUP_TIMEOUT_S
+    repeat: int | None = None  # which run of a repeated cell this is (1-based; None: run once)
 
 
 def run_scenario(scenario: Scenario, options: RunOptions) -> ScenarioResult:
@@ -119,11 +134,20 @@ class _World:
         self._proxy_urls: dict[str, str] = {}
         self._live_steps: dict[str, Step] = {}
         self._switched_on: set[str] = set()  # steps switched on at least once
+        # The scenario's clock starts at the client's first connection attempt (real mode; in
+        # simulation the client starts with the world). t0 moves there when it happens.
+        self._contact = trio.Event()
+        self._startup_over = trio.Event()  # first contact, or the client ended before it
+        self._client_started = 0.0
+        self._startup_error: str | None = None
 
     # ---- the run -----------------------------------------------------------------------------
 
     async def run(self) -> ScenarioResult:
         self.t0 = trio.current_time()
+        if self.sim:  # the in-process client starts with the world, at virtual time 0
+            self._contact.set()
+            self._startup_over.set()
         # Run-time files (TLS material, client logs without an out_dir) live in tmp and go with
         # the run; the trace and delivery log are kept only where the caller asked (out_dir).
         tmp = Path(tempfile.mkdtemp(prefix="gateway-harness-run-"))
@@ -140,6 +164,8 @@ class _World:
         outcome = ClientOutcome()
         error: str | None = None
         deadline = scenario.expect.duration + options.deadline_slack
+        if not self.sim:
+            deadline += options.startup_timeout
         with trio.move_on_after(deadline) as deadline_scope:
             try:
                 outcome = await self._run_inside(tmp, out_dir or tmp)
@@ -157,12 +183,18 @@ class _World:
             delivery = [self._normalise_delivery(rec) for rec in delivery]
         trace_path = None
         if out_dir is not None:
-            trace_path = out_dir / f"{scenario.name}.{options.mode}.{options.client}.trace.jsonl"
+            trace_path = out_dir / f"{self._file_stem()}.trace.jsonl"
             write_jsonl(trace_path, records)
             if delivery is not None:
                 write_jsonl(trace_path.with_name(trace_path.name.replace(".trace.", ".delivery.")),
                             delivery)
-        verdicts = judge(records, delivery, scenario.expect)
+        if self._startup_error is not None and error is None:
+            error = self._startup_error
+            # A client that never tried proves nothing either way: no verdict is judged.
+            verdicts = [Verdict(inv.code, "not_judged", f"the run did not complete: {error}")
+                        for inv in INVARIANTS if inv.check is not None]
+        else:
+            verdicts = judge(records, delivery, scenario.expect)
         verdicts.append(_process_verdict(outcome, scenario.expect.outcome == "stop", error))
         return ScenarioResult(
             name=scenario.name,
@@ -180,7 +212,14 @@ class _World:
             seed=options.seed,
             scenario_path=scenario.path,
             recovery_bound=scenario.expect.recovery_bound,
+            repeat=options.repeat,
         )
+
+    def _file_stem(self) -> str:
+        """NAME.MODE.CLIENT, and .runK for the K-th run of a repeated cell."""
+        options = self.options
+        stem = f"{self.scenario.name}.{options.mode}.{options.client}"
+        return stem if options.repeat is None else f"{stem}.run{options.repeat}"
 
     async def _run_inside(self, tmp: Path, out_dir: Path) -> ClientOutcome:
         scenario, options = self.scenario, self.options
@@ -207,7 +246,8 @@ class _World:
                     KIND_NOTE, text=f"world: {options.mode} mode, seed {options.seed}, "
                     f"discovery {self._proxy_urls['discovery']}, "
                     f"resume {self._proxy_urls['resume']}, client {options.client}")
-                self._arm_steps(nursery)
+                self._watch_first_contact()
+                await self._arm_steps(nursery)
                 env = ClientEnv(
                     gateway_url=self._proxy_urls["discovery"],
                     rest_url=opened.rest_url,
@@ -218,17 +258,29 @@ class _World:
                     seed=options.seed,
                     delivery_log_path=None,
                     compress=None if knobs.compression == "none" else knobs.compression,
-                    log_dir=out_dir / f"{scenario.name}.{options.mode}.{options.client}.client",
+                    log_dir=out_dir / f"{self._file_stem()}.client",
                     expects_stop=scenario.expect.outcome == "stop",
-                    deadline=scenario.expect.duration + options.deadline_slack / 2,
+                    deadline=(scenario.expect.duration + options.deadline_slack / 2
+                              + (0.0 if self.sim else options.startup_timeout)),
+                    on_exit=self._startup_over.set,
                 )
                 starter = client_starter(options)
+                self._client_started = trio.current_time()
                 stop = await starter(nursery, env)
-                await self._wait_until_settled()
+                if not self.sim:
+                    with trio.move_on_after(options.startup_timeout):
+                        await self._startup_over.wait()
+                if self._contact.is_set():
+                    await self._wait_until_settled()
+                else:
+                    self.trace.record(KIND_NOTE, text="world: the client made no connection "
+                                      "attempt; stopping it")
                 # Marks the end of the observed run (the timeline's right edge): what follows is
                 # the harness shutting the client down.
                 self.trace.record(KIND_NOTE, text="world: run over, stopping the client")
                 outcome = await stop()
+                if not self._contact.is_set():
+                    self._startup_error = _startup_error(outcome, options.startup_timeout)
                 with trio.CancelScope(shield=True):
                     await self._clear_steps()
             nursery.cancel_scope.cancel()
@@ -244,8 +296,29 @@ class _World:
             now = trio.current_time()
             if not self._steps_done():
                 continue  # run_settled reads the whole trace: skip it while faults are pending
-            if run_settled(self.scenario, self.trace.records, now):
+            if run_settled(self.scenario, self._normalised_records(), now - self.t0):
                 return
+
+    def _watch_first_contact(self) -> None:
+        """Start the scenario's clock at the client's first connection attempt: its first TCP
+        connect (both proxies dial the gateway's listener as they accept one) or its first
+        REST request, whichever the gateway sees first. Recorded as ``first_contact``."""
+        if self.sim:
+            return
+
+        def on_record(rec: Record) -> None:
+            kind = rec.get("kind")
+            if self._contact.is_set() or kind not in (KIND_CONN_OPEN, KIND_REST):
+                return
+            self.t0 = float(rec["ts"])
+            self._contact.set()
+            self._startup_over.set()
+            where = ({"via": "connect", "conn": rec.get("conn")} if kind == KIND_CONN_OPEN
+                     else {"via": "rest", "path": rec.get("path")})
+            self.trace.record(KIND_FIRST_CONTACT, ts=self.t0,
+                              waited=round(self.t0 - self._client_started, 3), **where)
+
+        self.trace.subscribe(on_record)
 
     def _steps_done(self) -> bool:
         """Every step has switched on, and only steps meant to last are still on (a cheap
@@ -262,12 +335,19 @@ class _World:
 
     # ---- fault steps ----------------------------------------------------------------------------
 
-    def _arm_steps(self, nursery: trio.Nursery) -> None:
+    async def _arm_steps(self, nursery: trio.Nursery) -> None:
+        """Arm every step. A time is counted from the client's first contact. A step at 0 that
+        acts on a connection's bytes (a toxic, a gateway control) is switched on here, before
+        the client starts, so it is in place for its very first bytes; its duration still
+        counts from first contact. A proxy going down at 0 waits for first contact: refusing
+        the first connect would hide the very attempt that starts the clock."""
         watches: list[tuple[Step, TriggerWatch]] = []
         for step in self.scenario.steps:
             if step.start.is_time:
-                at = float(step.start.at or 0.0)
-                nursery.start_soon(self._run_step, step, self.t0 + at)
+                ahead = float(step.start.at or 0.0) == 0.0 and step.kind != "proxy"
+                if ahead and not await self._switch(step, on=True):
+                    continue
+                nursery.start_soon(self._run_timed_step, step, ahead)
             else:
                 watches.append((step, TriggerWatch(step.start)))
 
@@ -279,10 +359,21 @@ class _World:
         if watches:
             self.trace.subscribe(on_record)
 
+    async def _run_timed_step(self, step: Step, switched_on: bool) -> None:
+        await self._contact.wait()
+        if switched_on:
+            await self._hold(step)
+        else:
+            await self._run_step(step, self.t0 + float(step.start.at or 0.0))
+
     async def _run_step(self, step: Step, at: float) -> None:
         await trio.sleep_until(at)
         if not await self._switch(step, on=True):
             return
+        await self._hold(step)
+
+    async def _hold(self, step: Step) -> None:
+        """Keep a switched-on step on for its duration or until its stop trigger, then off."""
         if step.one_shot:
             return
         if step.duration is not None:
@@ -369,11 +460,13 @@ class _World:
     # ---- results ---------------------------------------------------------------------------------
 
     def _normalised_records(self) -> list[Record]:
-        """Trace records with times relative to the start of the run (0.0 = world started)."""
+        """Trace records with times relative to the start of the run: 0.0 is the client's first
+        contact (the world's start in simulation, or when the client never made one). What the
+        harness did before it (set-up notes, faults switched on ahead) is placed at 0.0."""
         out = []
         for rec in self.trace.records:
             rec = dict(rec)
-            rec["ts"] = round(rec["ts"] - self.t0, 6)
+            rec["ts"] = max(0.0, round(rec["ts"] - self.t0, 6))
             out.append(rec)
         return out
 
@@ -382,6 +475,23 @@ class _World:
         if isinstance(rec.get("rx"), int | float):
             rec["rx"] = round(rec["rx"] - self.t0, 6)
         return rec
+
+
+def _startup_error(outcome: ClientOutcome, timeout: float) -> str:
+    """The run error of a client that made no connection attempt: it ended first, or it ran
+    past the start-up deadline; with the last line it wrote on stderr."""
+    info = outcome.info
+    tail = info.get("stderr_tail") if isinstance(info.get("stderr_tail"), list) else None
+    last = (tail[-1] if tail else "no stderr") if tail is not None else None
+    if info.get("ended_by") == "exit":
+        what = (f"client did not start: its process exited with code {info.get('exit_code')} "
+                f"before any connection attempt")
+    elif outcome.crash is not None and tail is None:  # the in-process reference client
+        return f"client did not start: {outcome.crash}"
+    else:
+        what = (f"client did not start within {timeout:g} s (no connection attempt, no REST "
+                f"request; see --startup-timeout)")
+    return what + (f"; last stderr line: {last}" if last is not None else "")
 
 
 def _process_verdict(outcome: ClientOutcome, expects_stop: bool, error: str | None) -> Verdict:

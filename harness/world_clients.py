@@ -86,6 +86,8 @@ async def _start_reference(nursery: trio.Nursery, env: ClientEnv, name: str) -> 
             except Exception as exc:  # the client's own bug: judged as a crash, trace kept
                 errors.append(f"the reference client raised {_describe_exception(exc)}")
         done.set()
+        if env.on_exit is not None:
+            env.on_exit()
 
     nursery.start_soon(runner)
 
@@ -150,8 +152,16 @@ def adapter_starter(adapter: Any) -> ClientStarter:
         async def hold() -> None:
             async with proc:
                 entered.set()
-                await release.wait()
+                async with trio.open_nursery() as watch:
+                    watch.start_soon(tell_exit)
+                    await release.wait()
+                    watch.cancel_scope.cancel()
             finished.set()
+
+        async def tell_exit() -> None:
+            await proc.wait_exited()
+            if env.on_exit is not None and not release.is_set():
+                env.on_exit()
 
         nursery.start_soon(hold)
         await entered.wait()
@@ -170,7 +180,7 @@ def adapter_starter(adapter: Any) -> ClientStarter:
                             f"exit code {run.exit_code}]")
             return ClientOutcome(delivery_log=list(proc.delivery) or None,
                                  stderr_tail="\n".join(tail), crash=_process_crash(run),
-                                 exited=run.crashed, info=run.to_json())
+                                 exited=run.ended_by == "exit", info=run.to_json())
 
         return stop
 
@@ -178,12 +188,13 @@ def adapter_starter(adapter: Any) -> ClientStarter:
 
 
 def _process_crash(run: ClientRun) -> str | None:
-    """PR1's evidence against a client process that crashed or hung, or None. A hang is a
+    """PR1's evidence against a client process that ended on its own (whatever its exit code)
+    or hung, or None. A hang is a
     process that did not stop when asked: deaf to SIGTERM for the grace period (SIGKILLed), or
     still running at its deadline. A client that hangs mid-run but exits on SIGTERM is the
     oracle's to judge (heartbeats, liveness), not PR1's."""
     last = f"last stderr line: {run.stderr_tail[-1] if run.stderr_tail else 'no stderr'}"
-    if run.crashed:
+    if run.ended_by == "exit":  # exit code 0 too: a gateway client is meant to keep running
         return (f"the client process exited on its own with code {run.exit_code} "
                 f"after {run.duration:.1f} s; {last}")
     if not run.hung:

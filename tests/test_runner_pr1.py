@@ -46,6 +46,9 @@ CLIENT = textwrap.dedent("""
     if sys.argv[1] == "crash":
         print("fatal: simulated crash after READY", file=sys.stderr, flush=True)
         sys.exit(1)
+    if sys.argv[1] == "exit0":  # a main() that returns: the bot is gone, its exit code is 0
+        print("bot finished", file=sys.stderr, flush=True)
+        sys.exit(0)
     # hang: as an asyncio client whose blocked loop never runs its SIGTERM handler; it stops
     # reading and heartbeating, and only SIGKILL ends it
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -80,6 +83,18 @@ def test_a_command_client_that_crashes_after_connecting_fails_pr1(tmp_path: Path
     assert not result.passed and "PR1" in result.failed_invariants
     # it did connect: the crash is the process's, seen after a session on the wire
     assert any(r["kind"] == "frame_out" and r.get("t") == "READY" for r in result.records)
+
+
+def test_a_command_client_that_exits_with_code_0_before_it_is_stopped_fails_pr1(
+        tmp_path: Path) -> None:
+    # baseline-steady expects no stop: a gateway client that ends on its own, however cleanly,
+    # has stopped serving its application
+    result = run_command_client(tmp_path, "exit0")
+    verdict = pr1(result)
+    assert verdict.status == "fail", verdict
+    assert "exited on its own with code 0" in verdict.evidence
+    assert "bot finished" in verdict.evidence  # the last stderr line
+    assert not result.passed and "PR1" in result.failed_invariants
 
 
 def test_a_command_client_that_hangs_and_ignores_sigterm_fails_pr1(tmp_path: Path) -> None:

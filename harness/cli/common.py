@@ -125,6 +125,28 @@ def add_out_argument(p: argparse.ArgumentParser, help: str, *, default: str | No
         p.add_argument(old, dest="out", metavar="DIR", action=Renamed, new="--out DIR")
 
 
+def add_startup_timeout_argument(p: argparse.ArgumentParser) -> None:
+    """``--startup-timeout SECONDS``: how long a wall-clock run waits for the client's first
+    connection attempt (the scenario's clock starts there)."""
+    from harness.world import STARTUP_TIMEOUT_S
+
+    p.add_argument("--startup-timeout", type=_positive_seconds, default=STARTUP_TIMEOUT_S,
+                   metavar="SECONDS",
+                   help="wall clock: a client that makes no connection attempt (TCP connect or "
+                        "REST request) this long after it starts is a run error; the scenario's "
+                        f"clock starts at its first attempt (default {STARTUP_TIMEOUT_S:g})")
+
+
+def _positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {value!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return seconds
+
+
 def report(results: list[ScenarioResult], *, title: str, meta: dict[str, Any],
            json_path: str | None = None, junit_path: str | None = None,
            html_dir: str | Path | None = None, skipped: Sequence[tuple[str, str]] = ()) -> int:

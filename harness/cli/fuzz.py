@@ -34,6 +34,7 @@ from harness.campaign import (
 from harness.cli.common import (
     Deprecated,
     add_out_argument,
+    add_startup_timeout_argument,
     add_switchable,
     add_tls_argument,
     tls_setting,
@@ -123,6 +124,7 @@ def add_fuzz_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: all; --list shows them)")
     p.add_argument("--list", action="store_true",
                    help="list the planted-bug mutants and the fault kinds, and exit")
+    add_startup_timeout_argument(p)
 
 
 def fuzz_main(args: argparse.Namespace) -> int:

@@ -13,7 +13,13 @@ from pathlib import Path
 
 from gateway_common.errors import UserError
 from gateway_common.trace import load_jsonl, load_trace
-from harness.cli.common import add_out_argument, default_results_dir, report, warn_deprecated
+from harness.cli.common import (
+    add_out_argument,
+    add_startup_timeout_argument,
+    default_results_dir,
+    report,
+    warn_deprecated,
+)
 from harness.oracle import judge
 from harness.report.model import ScenarioResult
 from harness.runner import check_determinism, resolve_client, run_many, split_for_real_toxiproxy
@@ -63,6 +69,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="use a real Toxiproxy server (default: $TOXIPROXY_URL, else embedded)")
     p.add_argument("--check-determinism", action="store_true",
                    help="sim mode: run each scenario twice and fail it if the transcripts differ")
+    add_startup_timeout_argument(p)
 
 
 def run_main(args: argparse.Namespace) -> int:
@@ -73,7 +80,7 @@ def run_main(args: argparse.Namespace) -> int:
         raise UserError("no scenarios matched the given paths and tags")
     out_dir = Path(args.out) if args.out else default_results_dir()
     options = RunOptions(mode=args.mode, client=args.client, seed=args.seed, out_dir=out_dir,
-                         toxiproxy_url=args.toxiproxy_url)
+                         toxiproxy_url=args.toxiproxy_url, startup_timeout=args.startup_timeout)
     resolve_client(options)
     if args.check_determinism and args.mode != "sim":
         raise UserError("--check-determinism: needs --mode sim (wall-clock runs are not "

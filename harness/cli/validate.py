@@ -28,18 +28,22 @@ from harness.adapters.suite import validation_suite
 from harness.cli.common import (
     Deprecated,
     add_out_argument,
+    add_startup_timeout_argument,
     add_tls_argument,
     default_results_dir,
     report,
     tls_setting,
     warn_deprecated,
 )
-from harness.report.matrix import matrix_html, matrix_markdown
+from harness.report.matrix import conformance_matrix, matrix_html, matrix_markdown
 from harness.report.model import ScenarioResult
 from harness.runner import run_many
 from harness.world import RunOptions
 
 REFERENCE = "reference"  # our own client, run beside third-party ones for comparison
+# Exit code when no cell failed but some are flaky (k of N runs failed): not a pass (a run showed
+# a failure, with its evidence), yet not a failure that reproduces every time.
+EXIT_FLAKY = 3
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -66,6 +70,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    value="scenario")
     p.add_argument("--seed", type=int, default=0, help="the run seed (a scenario's own seed wins)")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="run every scenario N times per client (the same seed): a cell passes "
+                        "if every run passed, fails if none did, and is flaky otherwise")
+    add_startup_timeout_argument(p)
     p.add_argument("--json", metavar="FILE", help="results as JSON, each entry with its client")
     p.add_argument("--markdown", metavar="FILE", help="the conformance matrix as Markdown")
     add_out_argument(p, "traces, report.html (evidence, timelines) and matrix.html into DIR "
@@ -81,6 +89,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise UserError(f"--jobs: must be at least 1, got {args.jobs}")
+    if args.repeat < 1:
+        raise UserError(f"--repeat: must be at least 1, got {args.repeat}")
     paths, named = _old_positional_clients(args.paths)
     if args.old_suite:
         warn_deprecated("gateway-harness validate", "--suite PATH", "PATH (positional)")
@@ -100,30 +110,44 @@ def main(args: argparse.Namespace) -> int:
                      for s in scenarios]
     out_dir = Path(args.out) if args.out else default_results_dir()  # traces are kept
     results: list[ScenarioResult] = []
+    times = f", {args.repeat} times each" if args.repeat > 1 else ""
     for adapter in adapters:
         versions = ", ".join(f"{k} {v}" for k, v in adapter.versions.items())
         print(f"validating {adapter.name}" + (f" ({versions})" if versions else "")
-              + f" against {len(scenarios)} scenario(s)", file=sys.stderr, flush=True)
+              + f" against {len(scenarios)} scenario(s){times}", file=sys.stderr, flush=True)
         options = RunOptions(mode="real", client=adapter.name, seed=args.seed, out_dir=out_dir,
-                             toxiproxy_url=args.toxiproxy_url, adapter=adapter)
-        results.extend(run_many(scenarios, options, args.jobs))
+                             toxiproxy_url=args.toxiproxy_url, adapter=adapter,
+                             startup_timeout=args.startup_timeout)
+        results.extend(run_many(scenarios, options, args.jobs, repeat=args.repeat))
     if with_reference:
-        print(f"validating reference (gateway-harness) against {len(scenarios)} scenario(s)",
-              file=sys.stderr, flush=True)
+        print(f"validating reference (gateway-harness) against {len(scenarios)} scenario(s)"
+              f"{times}", file=sys.stderr, flush=True)
         options = RunOptions(mode="real", client=REFERENCE, seed=args.seed, out_dir=out_dir,
-                             toxiproxy_url=args.toxiproxy_url)
-        results.extend(run_many(scenarios, options, args.jobs))
+                             toxiproxy_url=args.toxiproxy_url,
+                             startup_timeout=args.startup_timeout)
+        results.extend(run_many(scenarios, options, args.jobs, repeat=args.repeat))
     client = ",".join([a.name for a in adapters] + ([REFERENCE] if with_reference else []))
-    code = report(results, title="gateway-harness validate",
-                  meta={"mode": "real", "client": client, "seed": args.seed},
-                  json_path=args.json, junit_path=args.junit, html_dir=args.out)
+    # The exit code is the matrix's, judged per cell (a flaky cell's failing runs do not make a
+    # failed cell), not report()'s per run.
+    report(results, title="gateway-harness validate",
+           meta={"mode": "real", "client": client, "seed": args.seed, "repeat": args.repeat},
+           json_path=args.json, junit_path=args.junit, html_dir=args.out)
     print()
     print(matrix_markdown(results), end="")
     if args.markdown:
         _write(args.markdown, matrix_markdown(results), "--markdown")
     _write(out_dir / "matrix.html", matrix_html(results), "--out")
     print(f"matrix: {out_dir / 'matrix.html'}")
-    return code
+    return matrix_exit_code(results)
+
+
+def matrix_exit_code(results: Sequence[ScenarioResult]) -> int:
+    """1 if a cell failed, errored or judged nothing in every run; else EXIT_FLAKY if a cell is
+    flaky; else 0."""
+    statuses = conformance_matrix(results).statuses()
+    if statuses & {"fail", "error", "unjudged"}:
+        return 1
+    return EXIT_FLAKY if "flaky" in statuses else 0
 
 
 def _old_positional_clients(positionals: Sequence[str]) -> tuple[list[str], list[str]]:

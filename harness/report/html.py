@@ -122,7 +122,7 @@ def render_html(
         why_html = f'<div class="why">{_esc(why)}</div>' if why else ""
         out.append(
             '<tr><td class="name"><a '
-            f'href="#{_anchor(r, i)}">{_esc(r.name)}</a></td><td>{_esc(r.client)}</td>'
+            f'href="#{_anchor(r, i)}">{_esc(r.label)}</a></td><td>{_esc(r.client)}</td>'
             f'<td>{_esc(r.mode)}</td><td><span class="badge {r.outcome}">{r.outcome}</span></td>'
             f"<td>{_esc(failed)}{why_html}</td><td>{len(r.not_judged)}</td>"
             f"<td>{r.duration:.1f} s</td></tr>"
@@ -162,7 +162,7 @@ def _scenario_section(r: ScenarioResult, anchor: str) -> str:
     out = [f'<section class="card" id="{anchor}">']
     out.append(
         f'<h2><span class="badge {r.outcome}">{r.outcome}</span><a '
-        f'href="#{anchor}">{_esc(r.name)}</a></h2>'
+        f'href="#{anchor}">{_esc(r.label)}</a></h2>'
     )
     bits = [f"client {r.client}", f"mode {r.mode}", f"{r.duration:.1f} s"]
     if r.source:

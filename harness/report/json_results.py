@@ -37,6 +37,7 @@ def _scenario(r: ScenarioResult) -> dict[str, Any]:
         "name": r.name,
         "mode": r.mode,
         "client": r.client,
+        "repeat": r.repeat,
         "passed": r.passed,
         "outcome": r.outcome,
         "error": r.error,
@@ -99,6 +100,7 @@ def results_from_dict(data: dict[str, Any], source: str = "<results>") -> list[S
                     seed=s.get("seed"),
                     scenario_path=Path(s["scenario_path"]) if s.get("scenario_path") else None,
                     recovery_bound=s.get("recovery_bound"),
+                    repeat=s.get("repeat"),
                 )
             )
         return out

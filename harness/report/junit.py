@@ -39,7 +39,7 @@ def junit_xml(results: Sequence[ScenarioResult], suite_name: str = "gateway-harn
                 suite,
                 "testcase",
                 classname=f"{suite_name}.{client}.{mode}",
-                name=r.name,
+                name=r.label,
                 time=f"{r.duration:.3f}",
             )
             if r.error is not None:

@@ -31,6 +31,12 @@ class ScenarioResult:
     seed: int | None = None
     scenario_path: Path | None = None
     recovery_bound: float | None = None  # the scenario's LV1 bound (drawn on the timeline)
+    repeat: int | None = None  # the K-th run of a repeated cell (validate --repeat); None: once
+
+    @property
+    def label(self) -> str:
+        """The name reports show: the scenario's, with ``#K`` for the K-th run of a repeat."""
+        return self.name if self.repeat is None else f"{self.name} #{self.repeat}"
 
     @property
     def passed(self) -> bool:

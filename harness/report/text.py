@@ -26,9 +26,9 @@ def summary_table(results: Sequence[ScenarioResult], color: bool = False, width:
         else:
             detail = f"- ({len(r.not_judged)} not judged)" if r.not_judged else "-"
         who = (
-            r.name
+            r.label
             if len({(x.client, x.mode) for x in results}) == 1
-            else f"{r.name} [{r.client}/{r.mode}]"
+            else f"{r.label} [{r.client}/{r.mode}]"
         )
         rows.append((who, r.outcome, detail, f"{r.duration:.1f}s"))
     name_w = max([len("scenario")] + [len(row[0]) for row in rows])
@@ -59,10 +59,11 @@ def failure_details(results: Sequence[ScenarioResult]) -> str:
     out: list[str] = []
     for r in results:
         if r.error is not None:
-            out.append(f"{r.name}: ERROR {r.error}")
+            out.append(f"{r.label}: ERROR {r.error}")
         elif r.outcome == "UNJUDGED":
-            out.append(f"{r.name}: UNJUDGED every invariant was not judged; the trace may be empty")
+            out.append(f"{r.label}: UNJUDGED every invariant was not judged; "
+                       "the trace may be empty")
         for v in r.verdicts:
             if v.status == "fail":
-                out.append(f"{r.name}: {v.invariant} {v.evidence}")
+                out.append(f"{r.label}: {v.invariant} {v.evidence}")
     return "\n".join(out)
