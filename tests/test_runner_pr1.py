@@ -7,6 +7,7 @@ wants the exact status: a not_judged must not slip through where pass or fail is
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -18,7 +19,7 @@ from harness.adapters.contract import Adapter
 from harness.adapters.process import STOP_GRACE_S
 from harness.client.core import GatewayClientCore
 from harness.client_env import ClientOutcome
-from harness.oracle import Verdict
+from harness.oracle import SHUTDOWN_NOTE, Verdict
 from harness.report.model import ScenarioResult
 from harness.scenario import builtin_scenarios_dir, load_scenario
 from harness.world import RunOptions, _process_verdict, run_scenario
@@ -95,6 +96,11 @@ def test_a_command_client_that_exits_with_code_0_before_it_is_stopped_fails_pr1(
     assert "exited on its own with code 0" in verdict.evidence
     assert "bot finished" in verdict.evidence  # the last stderr line
     assert not result.passed and "PR1" in result.failed_invariants
+    # "after N s" is when it exited (right after READY), not when the harness stopped the run
+    [contact] = [r for r in result.records if r["kind"] == "first_contact"]
+    [over] = [r for r in result.records if str(r.get("text")).startswith(SHUTDOWN_NOTE)]
+    match = re.search(r"after (\d+\.\d) s", verdict.evidence)
+    assert match and float(match.group(1)) < contact["waited"] + over["ts"]
 
 
 def test_a_command_client_that_hangs_and_ignores_sigterm_fails_pr1(tmp_path: Path) -> None:

@@ -187,6 +187,7 @@ class ClientProcess:
         self._process: trio.Process | None = None
         self._started_at = 0.0
         self._exited = trio.Event()
+        self._exited_at: float | None = None  # when the process ended, as our tasks saw it
         self._finished = trio.Event()
         self._pipes_open = 0
         self._pipes_closed = trio.Event()
@@ -303,6 +304,7 @@ class ClientProcess:
     async def _watch_exit(self) -> None:
         assert self._process is not None
         await self._process.wait()
+        self._exited_at = trio.current_time()
         self._exited.set()
 
     async def _watch_deadline(self, seconds: float) -> None:
@@ -343,7 +345,9 @@ class ClientProcess:
             ended_by=self._ended_by,
             killed=self._killed,
             started_at=self._started_at,
-            ended_at=trio.current_time(),
+            # a process that ended on its own ended then, not when the harness reaped it
+            ended_at=(self._exited_at if self._ended_by == "exit" and self._exited_at is not None
+                      else trio.current_time()),
             stderr_tail=list(self._out.stderr_tail),
             delivery=self._out.delivery,
             events=self._out.events,
