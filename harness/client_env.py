@@ -35,6 +35,7 @@ class ClientEnv:
     deadline: float | None = None  # seconds a client process may live
     # called when the client ends on its own (the world stops waiting for its first contact)
     on_exit: Callable[[], None] | None = None
+    resume_url: str | None = None  # the resume listener through its proxy (app mode)
 
 
 @dataclass

@@ -13,12 +13,17 @@ Plain fixture:
 
 - ``run_gateway_scenario``: ``run_gateway_scenario(path_or_scenario, mode="sim", client=
   "reference", seed=0) -> ScenarioResult``; assert ``result.passed`` or look at ``verdicts``.
+- ``gateway_app``: ``gateway_app("python bot.py", scenario="baseline-steady", cwd=None, env=None,
+  name=None, ignores_hello_interval=False, seed=0) -> ScenarioResult``: your unmodified bot
+  (Python or Node.js, its own token) run in wall-clock mode with Discord's hostnames redirected
+  to the harness (app mode, issue 18); ``scenario`` is a built-in scenario's name, a path or a
+  ``Scenario``. ``result.error`` says so when the bot could not be redirected.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -72,6 +77,30 @@ def run_gateway_scenario(tmp_path: Path) -> Callable[..., Any]:
         if not isinstance(scenario, Scenario):
             scenario = load_scenario(scenario)
         return run_scenario(scenario, RunOptions(mode=mode, client=client, seed=seed,
+                                                 out_dir=tmp_path / "gateway-harness"))
+
+    return run
+
+
+@pytest.fixture
+def gateway_app(tmp_path: Path) -> Callable[..., Any]:
+    from harness.adapters.app.mode import app_adapter
+    from harness.scenario import Scenario, builtin_scenarios_dir, load_scenario
+    from harness.world import RunOptions, run_scenario
+
+    def run(command: str, scenario: str | Path | Scenario = "baseline-steady", *,
+            cwd: str | Path | None = None, env: Mapping[str, str] | None = None,
+            name: str | None = None, ignores_hello_interval: bool = False,
+            seed: int = 0) -> Any:
+        if not isinstance(scenario, Scenario):
+            path = Path(scenario)
+            if not path.exists() and path.suffix != ".toml" and len(path.parts) == 1:
+                path = builtin_scenarios_dir() / f"{scenario}.toml"  # a built-in, by name
+            scenario = load_scenario(path)
+        app = app_adapter(command, name, honours_hello_interval=not ignores_hello_interval,
+                          cwd=cwd, env=env, flag="gateway_app")
+        return run_scenario(scenario, RunOptions(mode="real", client=app.name, seed=seed,
+                                                 adapter=app,
                                                  out_dir=tmp_path / "gateway-harness"))
 
     return run

@@ -129,6 +129,9 @@ class _World:
         hello_ms = getattr(options.adapter, "hello_interval_ms", None)
         if hello_ms is not None:  # the client beats on its own clock: tell it the real interval
             self.config.heartbeat_interval_ms = hello_ms
+        self.app = _is_app(options.adapter)  # an unmodified app (issue 18)
+        if self.app:
+            self.config.accept_any_token = True  # it brings its own token
         self.gateway = FakeGateway(self.config, self.trace, self.gateway_rng)
         self.backend: FaultBackend | None = None
         self._proxy_urls: dict[str, str] = {}
@@ -230,6 +233,10 @@ class _World:
             from harness.sim_tls import sim_tls
 
             tls = sim_tls(tmp / "tls") if self.sim else make_tls(tmp / "tls")
+            if self.app:  # a certificate for Discord's names; ca_file keeps the system's roots
+                from harness.adapters.app.mode import app_tls
+
+                tls = app_tls(tmp / "tls")
         async with trio.open_nursery() as nursery:
             # The REST server is TCP: simulation answers /gateway/bot without HTTP.
             opened: OpenedGateway = await nursery.start(partial(
@@ -241,7 +248,12 @@ class _World:
                     listen = f"{SIM_HOST}:0"
                     info = await backend.create_proxy(name, str(opened.listeners[name]), listen)
                     self._proxy_urls[name] = f"{opened.scheme}://{info.listen}"
-                opened.announce(self._proxy_urls["discovery"], self._proxy_urls["resume"])
+                if self.app:  # Discord's own URLs, which the app's redirect sends to the proxies
+                    from harness.adapters.app import mode
+
+                    opened.announce(mode.ANNOUNCED_GATEWAY_URL, mode.ANNOUNCED_RESUME_URL)
+                else:
+                    opened.announce(self._proxy_urls["discovery"], self._proxy_urls["resume"])
                 self.trace.record(
                     KIND_NOTE, text=f"world: {options.mode} mode, seed {options.seed}, "
                     f"discovery {self._proxy_urls['discovery']}, "
@@ -251,6 +263,7 @@ class _World:
                 env = ClientEnv(
                     gateway_url=self._proxy_urls["discovery"],
                     rest_url=opened.rest_url,
+                    resume_url=self._proxy_urls["resume"],
                     token=self.config.token,
                     ca_file=opened.ca_file,
                     open_stream=self.network.open_stream if self.network is not None else None,
@@ -280,7 +293,9 @@ class _World:
                 self.trace.record(KIND_NOTE, text="world: run over, stopping the client")
                 outcome = await stop()
                 if not self._contact.is_set():
-                    self._startup_error = _startup_error(outcome, options.startup_timeout)
+                    # the starter's own diagnosis first (app mode: the hook never loaded)
+                    self._startup_error = outcome.error or _startup_error(
+                        outcome, options.startup_timeout)
                 with trio.CancelScope(shield=True):
                     await self._clear_steps()
             nursery.cancel_scope.cancel()
@@ -551,9 +566,19 @@ def _toxiproxy_backend(url: str) -> Any:
     return opened()
 
 
+def _is_app(adapter: Any) -> bool:
+    from harness.adapters.app.mode import is_app
+
+    return is_app(adapter)
+
+
 def client_starter(options: RunOptions) -> ClientStarter:
     """The function that starts the client this run is about."""
     if options.adapter is not None:
+        if _is_app(options.adapter):
+            from harness.adapters.app.starter import app_starter
+
+            return app_starter(options.adapter)
         return adapter_starter(options.adapter)
     return reference_starter(options.client)
 

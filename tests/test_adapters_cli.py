@@ -106,7 +106,7 @@ def test_validate_needs_a_client(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == ("gateway-harness validate: error: name a client (e.g. --client discord.py), "
-                   "or use --all or --command 'CMD'")
+                   "or use --all, --command 'CMD' or --app 'CMD'")
 
 
 def test_validate_unknown_client_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:

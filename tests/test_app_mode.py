@@ -13,8 +13,12 @@ is the run's error, in one line. Real clients install on first use into a sessio
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 import ssl
+import sys
+import textwrap
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,7 @@ from fake_gateway.server import FakeGateway
 from fake_gateway.testing import raw_client
 from fake_gateway.tls import make_tls
 from gateway_common.trace import Trace
+from harness.scenario import builtin_scenarios_dir, load_scenario
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -121,3 +126,237 @@ async def test_rest_takes_the_apps_token_and_answers_unknown_calls_with_discords
     assert rest == [("GET", "/api/v10/users/@me", 200, True),
                     ("POST", "/api/v10/channels/42/messages", 404, False),
                     ("GET", "/api/v10/users/@me", 401, True)]
+
+
+# ---- a run in app mode ---------------------------------------------------------------------
+
+# A bot that knows nothing of the harness: Discord's URLs, its own token, urllib and websockets
+# (whatever a Python app has). It asks for one REST route the fake does not implement.
+PLAIN_APP = r'''
+import json, time, urllib.error, urllib.request
+from websockets.sync.client import connect
+
+TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.Gabcde.the-apps-own-secret-signature-0123456789"
+
+
+def rest(path):
+    request = urllib.request.Request("https://discord.com/api/v10" + path,
+                                     headers={"Authorization": "Bot " + TOKEN})
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+print(json.dumps({"pins": rest("/channels/1/pins")}), flush=True)
+url = rest("/gateway/bot")[1]["url"]
+with connect(url + "/?v=10&encoding=json") as ws:
+    interval = json.loads(ws.recv())["d"]["heartbeat_interval"] / 1000
+    ws.send(json.dumps({"op": 2, "d": {"token": TOKEN, "intents": 513,
+                                       "properties": {"os": "linux", "browser": "app",
+                                                      "device": "app"}}}))
+    seq, beat_at = None, time.monotonic() + interval
+    while True:
+        try:
+            payload = json.loads(ws.recv(timeout=max(0.0, beat_at - time.monotonic())))
+        except TimeoutError:
+            ws.send(json.dumps({"op": 1, "d": seq}))
+            beat_at += interval
+            continue
+        seq = payload["s"] if payload.get("s") is not None else seq
+'''
+
+
+def _client_dir(result: Any) -> Path:
+    return result.trace_path.with_name(result.trace_path.name.replace(".trace.jsonl", ".client"))
+
+
+def test_a_plain_python_app_runs_unmodified_against_discords_urls(
+        gateway_app: Any, tmp_path: Path) -> None:
+    (tmp_path / "bot.py").write_text(PLAIN_APP)
+    result = gateway_app(f"{sys.executable} bot.py", "baseline-steady", cwd=tmp_path)
+    assert result.outcome == "PASS", (result.error, result.stderr_tail)
+    assert result.client == "bot.py"
+    records = result.records
+    # /gateway/bot announced Discord's gateway, which the redirect took to the discovery proxy
+    assert any(r["kind"] == "conn_open" and r["listener"] == "discovery" for r in records)
+    identify = [r for r in records if r["kind"] == "frame_in" and r["op"] == 2]
+    assert [(r["token_ok"], r["token_seen"]) for r in identify] == [(True, SHOWN)]
+    # the call the fake lacks: Discord's 404 JSON for the app, a `rest` record in the trace
+    printed = (_client_dir(result) / "stdout.log").read_text().splitlines()
+    assert json.loads(printed[0]) == {"pins": [404, {"message": "404: Not Found", "code": 0}]}
+    assert [(r["method"], r["path"], r["status"]) for r in records
+            if r["kind"] == "rest" and not r["implemented"]] == [
+        ("GET", "/api/v10/channels/1/pins", 404)]
+    assert "redirected: discord.com, gateway.discord.gg" in result.stderr_tail
+
+
+def test_validate_app_names_a_program_the_hook_cannot_reach_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    scenario = str(builtin_scenarios_dir() / "baseline-steady.toml")
+    code = main(["validate", "--app", "sh -c 'echo a shell script'", scenario,
+                 "--out", str(tmp_path), "--json", str(tmp_path / "r.json")])
+    out = capsys.readouterr().out
+    assert code == 1
+    [entry] = json.loads((tmp_path / "r.json").read_text())["scenarios"]
+    assert entry["outcome"] == "ERROR" and "\n" not in entry["error"]
+    assert entry["error"].startswith("the app never loaded the redirect hook: is 'sh' a Python "
+                                     "or Node.js program")
+    assert entry["error"] in out
+
+
+def test_an_app_that_exits_before_connecting_says_so(gateway_app: Any) -> None:
+    result = gateway_app(f"{sys.executable} -c 'import sys; sys.exit(3)'")
+    assert result.outcome == "ERROR"
+    assert result.error.startswith(f"the app (python {sys.version.split()[0]}) ended before it "
+                                   "connected to the gateway: ")
+    assert "exited on its own with code 3" in result.error
+
+
+# ---- real libraries: the same verdicts as their built-in adapters (slow: installs, 75 s seed) --
+
+# Each bot as its README shows it: its own token, no harness anywhere.
+BOTS = {
+    "discord.py": ("bot.py", f"""
+import discord
+
+client = discord.Client(intents=discord.Intents.default())
+
+
+@client.event
+async def on_ready():
+    print(f"logged in as {{client.user}}", flush=True)
+
+
+client.run("{APP_TOKEN}")
+"""),
+    "hikari": ("bot.py", f"""
+import hikari
+
+bot = hikari.GatewayBot(token="{APP_TOKEN}")
+
+
+@bot.listen()
+async def on_started(event: hikari.StartedEvent) -> None:
+    print("bot started", flush=True)
+
+
+bot.run()
+"""),
+    "discord.js": ("bot.js", f"""
+const {{ Client, Events, GatewayIntentBits }} = require('discord.js');
+
+const client = new Client({{ intents: [GatewayIntentBits.Guilds] }});
+client.once(Events.ClientReady, (ready) => console.log(`ready as ${{ready.user.tag}}`));
+client.login('{APP_TOKEN}');
+"""),
+    # ChatGPT-Midjourney's way: the npm client at its default URLs (discord.com, and
+    # wss://gateway.discord.gg for every reconnect); a Next.js server keeps the process up and
+    # logs what nobody handles.
+    "midjourney": ("bot.js", """
+const { Midjourney } = require('midjourney');
+
+const client = new Midjourney({
+  ServerId: '1100000000000000001',
+  ChannelId: '1100000000000000002',
+  SalaiToken: 'my-own-salai-user-token-that-the-harness-never-saw',
+  Ws: true,
+});
+client.init().then(() => console.log('midjourney client ready'));
+process.on('uncaughtException', (error) => console.error('uncaught:', error.message));
+setInterval(() => {}, 1 << 30);
+"""),
+}
+
+
+@pytest.fixture(scope="module")
+def clients_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from harness.adapters.registry import ENV_CLIENTS_DIR
+
+    given = os.environ.get(ENV_CLIENTS_DIR)  # reuse installed clients when told where
+    return Path(given) if given else tmp_path_factory.mktemp("clients")
+
+
+def _install(lib: str, clients_dir: Path) -> Any:
+    from harness.adapters.registry import get_spec
+
+    spec = get_spec(lib)
+    if spec.ecosystem == "npm" and shutil.which("npm") is None:
+        pytest.skip("Node.js/npm not installed")
+    return spec.install(None, clients_dir)
+
+
+def _write_bot(lib: str, adapter: Any, where: Path) -> str:
+    """The bot in its own folder (as in its project), and the command that runs it."""
+    filename, source = BOTS[lib]
+    where.mkdir(parents=True, exist_ok=True)
+    (where / filename).write_text(textwrap.dedent(source).lstrip())
+    if filename.endswith(".js"):  # the project's node_modules
+        (where / "node_modules").symlink_to(adapter.env["NODE_PATH"])
+        return f"node {filename}"
+    return f"{adapter.argv[0]} {filename}"  # the interpreter its library is installed in
+
+
+def _builtin(scenario: Any, adapter: Any, out: Path) -> Any:
+    from harness.world import RunOptions, run_scenario
+
+    return run_scenario(scenario, RunOptions(mode="real", client=adapter.name, adapter=adapter,
+                                             out_dir=out))
+
+
+def _statuses(result: Any) -> dict[str, str]:
+    return {v.invariant: v.status for v in result.verdicts}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", ["baseline-steady", "f15-resume-stays-up"])
+@pytest.mark.parametrize("lib", ["discord.py", "hikari", "discord.js"])
+def test_a_bot_that_knows_nothing_of_the_harness_gets_its_librarys_verdicts(
+        lib: str, scenario: str, clients_dir: Path, gateway_app: Any, tmp_path: Path) -> None:
+    adapter = _install(lib, clients_dir)
+    command = _write_bot(lib, adapter, tmp_path / "bot")
+    loaded = load_scenario(builtin_scenarios_dir() / f"{scenario}.toml")
+    builtin = _builtin(loaded, adapter, tmp_path / "builtin")
+    app = gateway_app(command, loaded, cwd=tmp_path / "bot")
+    assert app.error is None, app.stderr_tail
+    assert app.outcome == builtin.outcome == "PASS", (app.stderr_tail, builtin.stderr_tail)
+    # verdict by verdict, but RS3: the shim writes a delivery log, the unmodified bot does not
+    mine, theirs = _statuses(app), _statuses(builtin)
+    assert mine.pop("RS3") == "not_judged" and theirs.pop("RS3") in ("pass", "not_judged")
+    assert mine == theirs
+    logins = [r for r in app.records if r["kind"] == "frame_in" and r["op"] in (2, 6)]
+    assert logins and {r["token_seen"] for r in logins} == {SHOWN}
+    if scenario == "f15-resume-stays-up":  # READY's resume URL led through the resume proxy
+        resume = [r for r in logins if r["op"] == 6]
+        opened = {r["conn"]: r["listener"] for r in app.records if r["kind"] == "conn_open"}
+        assert [opened[r["conn"]] for r in resume] == ["resume"]
+
+
+@pytest.mark.slow
+def test_the_midjourney_app_at_its_default_urls_reproduces_the_seed(
+        clients_dir: Path, gateway_app: Any, tmp_path: Path) -> None:
+    """The seed suite, 75 s (the client beats on its own 41.25 s clock): like the built-in
+    midjourney adapter, the app never becomes live again after its reconnect is reset in TLS."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from harness.adapters.suite import VALIDATION_DIR
+    from harness.scenario import load_scenarios
+
+    adapter = _install("midjourney", clients_dir)
+    command = _write_bot("midjourney", adapter, tmp_path / "app")
+    [seed] = load_scenarios([VALIDATION_DIR / "seed"], [])
+    with ThreadPoolExecutor(2) as pool:  # side by side: both wait on the same 75 s
+        builtin = pool.submit(_builtin, seed, adapter, tmp_path / "builtin")
+        app = pool.submit(gateway_app, command, seed, cwd=tmp_path / "app",
+                          ignores_hello_interval=True)
+        builtin_result, app_result = builtin.result(), app.result()
+    assert app_result.error is None, app_result.stderr_tail
+    assert builtin_result.failed_invariants == app_result.failed_invariants == ["LV1"]
+    lv1 = next(v for v in app_result.verdicts if v.invariant == "LV1")
+    assert "never became live again" in lv1.evidence
+    # every reconnect went to wss://gateway.discord.gg, i.e. through the discovery proxy
+    opened = [r["listener"] for r in app_result.records if r["kind"] == "conn_open"]
+    assert len(opened) >= 2 and set(opened) == {"discovery"}

@@ -5,6 +5,7 @@ print a conformance matrix (clients x scenarios).
     gateway-harness validate --client hikari@2.6.0 --client nextcord   # another version; several
     gateway-harness validate --all                             # every built-in client
     gateway-harness validate --command 'node bot.js' --name mybot      # your own client
+    gateway-harness validate --app 'python bot.py'         # your unmodified bot (app mode)
 
 Each client runs in wall-clock mode behind the fault proxy, over wss with the generated CA
 (every scenario is switched to TLS unless ``--tls`` says otherwise), once per scenario, under the
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway_common.errors import UserError
+from harness.adapters.app.mode import app_adapter, app_report, is_app
 from harness.adapters.contract import Adapter
 from harness.adapters.registry import ADAPTERS, get_spec
 from harness.adapters.suite import validation_suite
@@ -57,9 +59,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     # dest differs from "command": the top-level parser keeps the subcommand name there
     p.add_argument("--command", dest="client_command", metavar="CMD",
                    help="your own client: a command line run under the contract")
-    p.add_argument("--name", help="the name --command's client gets in results")
+    p.add_argument("--app", metavar="CMD",
+                   help="your unmodified bot or app (Python or Node.js), run with Discord's "
+                        "hostnames redirected to the harness and its own token")
+    p.add_argument("--name", help="the name --command's or --app's client gets in results")
     p.add_argument("--ignores-hello-interval", action="store_true",
-                   help="--command's client beats on its own clock: give it the real 41.25 s")
+                   help="--command's or --app's client beats on its own clock: give it the real "
+                        "41.25 s")
     p.add_argument("--suite", dest="old_suite", action="append", default=[],
                    help=argparse.SUPPRESS)  # the old spelling of PATH
     p.add_argument("--tag", action="append", default=[], help="only scenarios with this tag")
@@ -99,10 +105,15 @@ def main(args: argparse.Namespace) -> int:
     # "reference" runs our own client beside third-party ones (side by side in one report).
     with_reference = REFERENCE in clients
     clients = [c for c in clients if c != REFERENCE]
-    only_reference = with_reference and not (clients or args.all or args.client_command)
+    only_reference = with_reference and not (clients or args.all or args.client_command
+                                             or args.app)
     adapters = [] if only_reference else _adapters(  # _adapters: "name a client" error
         clients, all_builtin=args.all, command=args.client_command, name=args.name,
-        ignores_hello_interval=args.ignores_hello_interval, clients_dir=args.clients_dir)
+        ignores_hello_interval=args.ignores_hello_interval, clients_dir=args.clients_dir,
+        app=args.app)
+    if args.app and args.tls == "off":
+        raise UserError("--tls off: --app runs the app against Discord's https/wss URLs, "
+                        "always over TLS")
     scenarios = validation_suite(paths, args.tag)
     tls = tls_setting(args.tls)
     if tls is not None:  # real clients meet the gateway as in production: over TLS
@@ -138,6 +149,8 @@ def main(args: argparse.Namespace) -> int:
         _write(args.markdown, matrix_markdown(results), "--markdown")
     _write(out_dir / "matrix.html", matrix_html(results), "--out")
     print(f"matrix: {out_dir / 'matrix.html'}")
+    for app in filter(is_app, adapters):
+        print(app_report(app.name, [r.records for r in results if r.client == app.name]))
     return matrix_exit_code(results)
 
 
@@ -168,15 +181,19 @@ def _old_positional_clients(positionals: Sequence[str]) -> tuple[list[str], list
 
 
 def _adapters(names: list[str], *, all_builtin: bool, command: str | None, name: str | None,
-              ignores_hello_interval: bool, clients_dir: str | None) -> list[Adapter]:
+              ignores_hello_interval: bool, clients_dir: str | None,
+              app: str | None = None) -> list[Adapter]:
     named = list(names)
     if all_builtin:
         names = [*names, *(n for n in ADAPTERS if n not in names)]
-    if name and not command:
-        raise UserError("--name: only applies to --command")
-    if not names and not command:
-        raise UserError("name a client (e.g. --client discord.py), or use --all or "
-                        "--command 'CMD'")
+    if command and app:
+        raise UserError("--command and --app: give one (--app for an unmodified bot, --command "
+                        "for a client that reads GATEWAY_HARNESS_*)")
+    if name and not (command or app):
+        raise UserError("--name: only applies to --command or --app")
+    if not names and not command and not app:
+        raise UserError("name a client (e.g. --client discord.py), or use --all, "
+                        "--command 'CMD' or --app 'CMD'")
     where_installed = Path(clients_dir).resolve() if clients_dir else None
     adapters: list[Adapter] = []
     for name_or_pin in names:
@@ -195,6 +212,8 @@ def _adapters(names: list[str], *, all_builtin: bool, command: str | None, name:
     if command:
         adapters.append(Adapter.from_command(
             command, name, honours_hello_interval=not ignores_hello_interval))
+    if app:
+        adapters.append(app_adapter(app, name, honours_hello_interval=not ignores_hello_interval))
     return adapters
 
 
