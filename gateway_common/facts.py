@@ -18,6 +18,7 @@ ours (gateway_common sits below fake_gateway and harness).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -230,6 +231,8 @@ class Param:
         """Why a value of the right type is refused (None: it is fine)."""
         if value is None:
             return None
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"must be a finite number, got {value}"
         if self.ranges and not any(low <= value <= high for low, high in self.ranges):
             spans = " or ".join(f"{low}-{high}" if low != high else f"{low}"
                                 for low, high in self.ranges)
@@ -244,6 +247,10 @@ _LISTENER = Param((str,), choices=LISTENERS)
 # What a close frame can carry (RFC 6455 7.4: the registered codes but 1004-1006, which are never
 # sent, and 3000-4999 for applications).
 _CLOSE_FRAME_CODE = Param((int,), ranges=((1000, 1003), (1007, 1014), (3000, 4999)))
+
+# A delay in ms: at most a day (a huge number used to overflow, or crash the timer loop).
+_MILLISECONDS = Param((int, float), ranges=((0, 86_400_000),))
+_MILLISECONDS_5000 = Param((int, float), 5000, ranges=((0, 86_400_000),))
 
 
 @dataclass(frozen=True)
@@ -263,14 +270,14 @@ CONTROLS: Mapping[str, Control] = {
     "withhold_resumed": Control("switch"),
     "go_silent": Control("switch"),
     "ignore_client_close": Control("switch"),
-    "delay_hello": Control("switch", {"ms": Param((int, float), 5000), "listener": _LISTENER}),
+    "delay_hello": Control("switch", {"ms": _MILLISECONDS_5000, "listener": _LISTENER}),
     "reject_upgrade": Control(
         "switch", {"status": Param((int,), 503, ranges=((400, 599),)), "listener": _LISTENER}
     ),
     "heartbeat_deadline": Control(
         "policy", {"code": _CLOSE_FRAME_CODE, "resumable": Param((bool,))}
     ),
-    "reconnect": Control("one_shot", {"close_after_ms": Param((int, float))}),
+    "reconnect": Control("one_shot", {"close_after_ms": _MILLISECONDS}),
     "invalid_session": Control(
         "one_shot", {"resumable": Param((bool,), False), "close": Param((bool,))}
     ),
