@@ -216,6 +216,16 @@ def test_an_app_that_exits_before_connecting_says_so(gateway_app: Any) -> None:
     assert "exited on its own with code 3" in result.error
 
 
+
+def test_the_readme_starts_test_your_own_bot_with_one_command_and_lists_every_name() -> None:
+    from harness.adapters.app.hosts import describe_hosts
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("\n## Test your own bot\n", 1)[1].split("\n## ", 1)[0]
+    first = section.strip().split("\n\n", 1)[0]
+    assert first == "```sh\ngateway-harness validate --app 'python bot.py'\n```"
+    assert describe_hosts() in section  # the hostnames the redirect covers, as the code has them
+
 # ---- real libraries: the same verdicts as their built-in adapters (slow: installs, 75 s seed) --
 
 # Each bot as its README shows it: its own token, no harness anywhere.
