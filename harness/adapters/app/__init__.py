@@ -19,6 +19,10 @@ The program connects to ``discord.com`` and ``gateway.discord.gg`` on port 443 a
 The hooks append what they did to ``$GATEWAY_HARNESS_REDIRECT_LOG`` (``hosts.read_redirect_log``),
 so a run can say "the app never loaded the hook" instead of timing out silently.
 
+In a run (``validate --app``, the ``gateway_app`` fixture): ``mode`` has what the world does
+differently for an app (its certificate, the Discord-looking URLs it announces, the app's own
+token) and ``starter`` runs the app as a client process with the redirect on top.
+
 Limits (what is not redirected; the app then tries the real Discord, which a harness run should
 report as "could not redirect" rather than as a client failure):
 
