@@ -10,6 +10,7 @@ clients expect (a new inflater per connection).
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from typing import Any
 
@@ -88,12 +89,42 @@ def decode_client(message: str | bytes, encoding: str = "json") -> dict[str, Any
             raise DecodeError("payload is not an ETF map")
         return term
     try:
-        value = json.loads(message)
+        value = json.loads(message, parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise DecodeError(f"not JSON: {exc}") from None
     if not isinstance(value, dict):
         raise DecodeError("payload is not a JSON object")
+    escapes = _SURROGATE_ESCAPE if isinstance(message, str) else _SURROGATE_ESCAPE_BYTES
+    if escapes.search(message) and _has_lone_surrogate(value):
+        # A "\ud800" escape decodes to no Unicode text: kept, it poisoned every frame that
+        # echoed it (close 1011, a session that could never resume) or the timer loop.
+        raise DecodeError("not JSON: a lone surrogate escape is not Unicode text")
     return value
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return True
+    return False
 
 
 def decode_server(raw: bytes | str, encoding: str = "json") -> dict[str, Any]:

@@ -10,6 +10,7 @@ from functools import partial
 from typing import Any
 
 import httpx
+import pytest
 import trio
 
 from fake_gateway.config import GatewayConfig
@@ -23,7 +24,8 @@ NINES = "9" * 400
 
 
 async def _gateway(nursery: trio.Nursery, **knobs: Any) -> tuple[FakeGateway, OpenedGateway]:
-    config = GatewayConfig(**{"heartbeat_interval_ms": 5000, "guilds": 1, **knobs})
+    config = GatewayConfig(**{"heartbeat_interval_ms": 5000, "guilds": 1, "identify_window": 0.0,
+                              **knobs})
     gateway = FakeGateway(config, Trace(clock=trio.current_time), random.Random(7))
     opened: OpenedGateway = await nursery.start(partial(open_gateway, gateway, rest_port=0))
     return gateway, opened
@@ -71,3 +73,43 @@ async def test_non_finite_and_huge_control_numbers_are_refused_with_400(
                 assert answer.status_code == 400, (target, value, answer.text)
         await client.heartbeat(None)  # the connection lives on
     await _served_normally(opened)
+
+
+# ---- 2, 3: a lone surrogate in a frame ------------------------------------------------------
+
+LONE = "\ud800"  # valid JSON ("\ud800" escaped), but no Unicode text: it cannot be sent back
+
+
+async def test_a_lone_surrogate_before_hello_is_a_decode_error_not_a_crash(
+        nursery: trio.Nursery) -> None:
+    gateway, opened = await _gateway(nursery)
+    gateway.controls.apply("delay_hello", "next", ms=1500)
+    async with raw_client(opened.gateway_url) as client:
+        await client.send({"op": 2, "d": {"token": TOKEN, "intents": 513, "properties": {}}})
+        await client.send({"op": 43, "d": {"guild_id": LONE}})
+        assert await client.expect_close() == 4002
+    await _served_normally(opened)
+
+
+@pytest.mark.parametrize("op, d", [
+    (43, {"guild_id": LONE}),
+    (8, {"guild_id": "1", "query": LONE, "limit": 0}),
+    (31, {"guild_ids": [LONE]}),
+    (4, {"guild_id": LONE, "channel_id": None}),
+    (8, {"guild_id": "1", "nonce": LONE, "limit": 0, "query": ""}),
+    (4, {"guild_id": "1", "channel_id": {LONE: 1}}),
+])
+async def test_a_lone_surrogate_after_ready_is_4002_and_the_session_resumes(
+        nursery: trio.Nursery, op: int, d: dict[str, Any]) -> None:
+    _, opened = await _gateway(nursery)
+    async with raw_client(opened.gateway_url) as client:
+        await client.recv_op(10)
+        ready = await client.identify(TOKEN)
+        await client.send({"op": op, "d": d})
+        assert await client.expect_close() == 4002
+    session_id = ready["d"]["session_id"]
+    async with raw_client(opened.gateway_url) as client:
+        await client.recv_op(10)
+        await client.resume(TOKEN, session_id, ready["s"])
+        await client.recv_dispatch("RESUMED")
+        await client.heartbeat(ready["s"])
