@@ -491,6 +491,67 @@ def _describe(steps: Sequence[Step], seed: int) -> str:
     )
 
 
+# ------------------------------------------------------------------------------------------------
+# Wall-clock campaigns (`gateway-harness fuzz CLIENT`, `fuzz --command`)
+
+# Toxic attributes and control params that are times (ms, slicer's delay µs): they scale with
+# the heartbeat interval like the schedule's own times.
+_TIME_ATTRIBUTES = frozenset({"latency", "jitter", "timeout", "delay"})
+_TIME_PARAMS = frozenset({"ms", "close_after_ms"})
+
+
+def wallclock_expect(limits: ScheduleLimits, interval: float = 1.0) -> Expectations:
+    """LV1's bound and the run's length for a wall-clock schedule against a client beating every
+    ``interval`` s: the bound is ``limits.recovery_bound`` (wall-clock seconds: backoff does not
+    stretch with the heartbeat) plus two intervals to be seen live and beating; the run lasts
+    that long past the horizon, so a client that never comes back fails LV1 rather than leaving
+    it not judged. A healthy run still ends as soon as it has settled (``run_settled``)."""
+    bound = round(limits.recovery_bound + 2 * interval, 1)
+    return Expectations(recovery_bound=bound,
+                        duration=round(limits.horizon * interval + bound + 2 * interval, 1))
+
+
+def wallclock_schedule(scenario: Scenario, limits: ScheduleLimits, interval: float = 1.0
+                       ) -> Scenario:
+    """A generated schedule made fit for a wall-clock run against a client that beats every
+    ``interval`` seconds (1 s: whatever HELLO says, the compressed interval; more for a client on
+    its own clock, e.g. 41.25 s).
+
+    Schedules are drawn in heartbeat intervals of 1 s; their times (starts, event delays,
+    durations, and the time attributes of toxics and controls) scale by ``interval`` / 1 s, and
+    HELLO advertises that interval. The expectations are ``wallclock_expect``'s.
+    """
+    factor = interval / 1.0
+
+    def scaled(value: float) -> float:
+        return round(value * factor, 1)
+
+    def times(table: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
+        return {k: (round(v * factor) if k in names and isinstance(v, int | float)
+                    and not isinstance(v, bool) else v) for k, v in table.items()}
+
+    steps = []
+    for step in scenario.steps:
+        start = step.start
+        start = replace(start, at=None if start.at is None else scaled(start.at),
+                        delay=scaled(start.delay))
+        stop = step.stop if step.stop is None else replace(step.stop,
+                                                           delay=scaled(step.stop.delay))
+        steps.append(replace(
+            step, start=start, stop=stop,
+            duration=None if step.duration is None else scaled(step.duration),
+            attributes=times(step.attributes, _TIME_ATTRIBUTES),
+            params=times(step.params, _TIME_PARAMS)))
+    gateway = scenario.gateway
+    if factor != 1.0:
+        config = replace(gateway.config, heartbeat_interval_ms=round(interval * 1000))
+        gateway = replace(gateway, config=config)
+    return replace(scenario, steps=tuple(steps), gateway=gateway,
+                   expect=replace(wallclock_expect(limits, interval),
+                                  max_concurrency=gateway.config.max_concurrency),
+                   description=_describe(steps, scenario.seed or 0))
+
+
 def run_schedule(
     scenario: Scenario,
     client: str = "reference",

@@ -42,6 +42,8 @@ SCHEDULES: dict[str, tuple[list[Step], bool]] = {
     "new-session-id-not-stored": (
         [control("invalid_session", 1.0, resumable=False), control("reset", 9.0)], False
     ),
+    # two drops: the second 2 s after the first (about 1.5 s after its RESUMED)
+    "forgets-session-on-second-drop": ([control("reset", 1.0), control("reset", 3.0)], False),
 }
 
 

@@ -9,16 +9,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import random
 import signal
 import sys
 import time
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from gateway_common.errors import UserError
 from harness.client.core import ClientConfig, StateChanged
 from harness.client.driver import CAFileError, GatewayClient, tls_context_for
+
+if TYPE_CHECKING:
+    from harness.client.mutants import CoreFactory
 
 ENV = {
     "gateway_url": "GATEWAY_HARNESS_GATEWAY_URL",
@@ -56,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seed for heartbeat jitter and backoff (default: random)")
     parser.add_argument("--run-for", type=float, default=None, metavar="SECONDS",
                         help="stop (close 1000) after this long; default: run until killed")
+    parser.add_argument("--mutant", metavar="NAME",
+                        help="run a planted-bug mutant instead of the reference client "
+                             "(`gateway-harness fuzz --list` names them)")
 
 
 def _setting(args: argparse.Namespace, key: str) -> str | None:
@@ -95,13 +103,22 @@ def config_from_args(args: argparse.Namespace) -> tuple[ClientConfig, str | None
 
 def main(args: argparse.Namespace) -> int:
     config, delivery_log = config_from_args(args)
+    core_factory = None
+    if args.mutant is not None:
+        from harness.client.mutants import MUTANTS
+
+        if args.mutant not in MUTANTS:
+            raise UserError(f"--mutant: unknown mutant {args.mutant!r}; known: "
+                            f"{', '.join(MUTANTS)}")
+        core_factory = MUTANTS[args.mutant]
     if delivery_log is not None:
         try:
             open(delivery_log, "a", encoding="utf-8").close()
         except OSError as exc:
             raise UserError(f"--delivery-log: {delivery_log}: {exc.strerror}") from None
     rng = random.Random(args.seed)
-    client = trio.run(_run, config, delivery_log, rng, args.show_state, args.run_for)
+    client = trio.run(_run, config, delivery_log, rng, args.show_state, args.run_for,
+                      core_factory, args.mutant)
     stop = client.stop_info
     if stop is not None and stop.fatal:
         if client.config_error is None:  # else the one line saying why is out already
@@ -111,8 +128,11 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _run(config: ClientConfig, delivery_log: str | None, rng: random.Random,
-               show_state: bool, run_for: float | None) -> GatewayClient:
-    client = GatewayClient(config, rng=rng, delivery_log=delivery_log, delivery_clock=time.time)
+               show_state: bool, run_for: float | None, core_factory: CoreFactory | None = None,
+               mutant: str | None = None) -> GatewayClient:
+    extra: dict[str, Any] = {} if core_factory is None else {"core_factory": core_factory}
+    client = GatewayClient(config, rng=rng, delivery_log=delivery_log, delivery_clock=time.time,
+                           **extra)
     # A configuration error is said at once, in one line, even without --show-state.
     client.on_config_error(lambda message: print(f"gateway-harness client: {message}",
                                                  file=sys.stderr, flush=True))
@@ -124,7 +144,10 @@ async def _run(config: ClientConfig, delivery_log: str | None, rng: random.Rando
                   file=sys.stderr, flush=True)
 
         client.on_state(show)
-    print(json.dumps({"lib": "gateway-harness-reference", "version": "0.1.0"}), flush=True)
+    # The adapter contract's version line (the harness puts it into results and bug bundles).
+    lib = "gateway-harness-reference" if mutant is None else f"gateway-harness-mutant:{mutant}"
+    print(json.dumps({"lib": lib, "version": _version(),
+                      "runtime": f"python {platform.python_version()}"}), flush=True)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, client)
         if run_for is not None:
@@ -133,6 +156,15 @@ async def _run(config: ClientConfig, delivery_log: str | None, rng: random.Rando
         nursery.cancel_scope.cancel()
     print(json.dumps({"client_counters": client.counters()}), file=sys.stderr, flush=True)
     return client
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gateway-harness")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 async def _stop_on_signal(client: GatewayClient) -> None:

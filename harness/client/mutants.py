@@ -31,6 +31,7 @@ from harness.client.core import (
     Stage,
     StartTimer,
     _Connection,
+    classify_close,
 )
 
 
@@ -233,6 +234,31 @@ class NewSessionIdNotStored(GatewayClientCore):
             self.session.session_id = self._first_session_id
 
 
+class ForgetsSessionOnSecondDrop(GatewayClientCore):
+    """A drop that comes within a few seconds of a successful RESUMED makes the client forget its
+    session: it IDENTIFYs instead of resuming, and the application loses what was sent meanwhile.
+
+    A planted two-fault bug: one drop, or two drops far apart, are handled right, so the
+    validation suite passes; only a second drop soon after a resume shows it (the server still
+    holds the session: RS1).
+    """
+
+    WINDOW = 5.0  # s after RESUMED in which a second drop makes it forget
+
+    _resumed_at: float | None = None
+
+    def _established(self, conn: _Connection, what: str, now: float) -> None:
+        super()._established(conn, what, now)
+        self._resumed_at = now if what == "RESUMED" else None
+
+    def _connection_lost(self, reason: str, code: int | None, now: float) -> None:
+        conn = self._conn
+        if (conn is not None and conn.established and self._resumed_at is not None
+                and now - self._resumed_at <= self.WINDOW and classify_close(code) != "fatal"):
+            self._forget_session()  # the bug: a session that just came back is given up
+        super()._connection_lost(reason, code, now)
+
+
 CoreFactory = Callable[[ClientConfig, random.Random], GatewayClientCore]
 
 MUTANTS: dict[str, CoreFactory] = {
@@ -244,6 +270,7 @@ MUTANTS: dict[str, CoreFactory] = {
     "stale-heartbeat-timer": StaleHeartbeatTimer,
     "stuck-on-stale-resume-url": StuckOnStaleResumeUrl,
     "new-session-id-not-stored": NewSessionIdNotStored,
+    "forgets-session-on-second-drop": ForgetsSessionOnSecondDrop,
 }
 
 # The invariants each planted bug is expected to break (any one of them counts as found).
@@ -256,4 +283,5 @@ EXPECTED_INVARIANTS: dict[str, frozenset[str]] = {
     "stale-heartbeat-timer": frozenset({"HB1"}),
     "stuck-on-stale-resume-url": frozenset({"RS5", "RS1", "LV1"}),
     "new-session-id-not-stored": frozenset({"RS2"}),
+    "forgets-session-on-second-drop": frozenset({"RS1", "RS3"}),
 }
