@@ -100,6 +100,13 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _query_version(text: str) -> int | None:
+    """The `v` of the gateway URL; None unless it is ASCII digits (int() raised on "²" and on
+    5,000 digits: a 500 for the upgrade)."""
+    digits = text.lstrip("0")
+    return int(digits or "0") if text.isascii() and text.isdigit() and len(digits) < 10 else None
+
+
 class ConnectionCore:
     """One WebSocket connection to the gateway, from upgrade to close."""
 
@@ -118,7 +125,7 @@ class ConnectionCore:
             compress if compress in COMPRESSIONS else None, config.zlib_split,
             encoding if encoding in ENCODINGS else "json",
         )
-        self.version = int(query["v"]) if query.get("v", "").isdigit() else 10
+        self.version = _query_version(query.get("v", "")) or 10
         self.actions: list[Action] = []
         self.closed = False
         self.session: Session | None = None
@@ -741,8 +748,7 @@ class GatewayCore:
         for action, params in pending:
             conn.apply_control(action, params, now)
         version = query.get("v")
-        if version is not None and (not version.isdigit()
-                                    or int(version) not in self.config.allowed_versions):
+        if version is not None and _query_version(version) not in self.config.allowed_versions:
             conn.close(now, 4012)
             return conn
         if query.get("encoding", "json") not in ENCODINGS:

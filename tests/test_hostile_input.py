@@ -113,3 +113,15 @@ async def test_a_lone_surrogate_after_ready_is_4002_and_the_session_resumes(
         await client.resume(TOKEN, session_id, ready["s"])
         await client.recv_dispatch("RESUMED")
         await client.heartbeat(ready["s"])
+
+
+# ---- 4: the upgrade's query -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["%C2%B2", "9" * 5000, "%D9%A1%D9%A0", "-10", "0", "00"])
+async def test_a_version_that_is_no_number_is_4012_not_500(nursery: trio.Nursery,
+                                                            version: str) -> None:
+    _, opened = await _gateway(nursery)
+    async with raw_client(opened.gateway_url, query=f"v={version}&encoding=json") as client:
+        assert await client.expect_close() == 4012
+    await _served_normally(opened)
