@@ -143,6 +143,9 @@ class _World:
         self._startup_over = trio.Event()  # first contact, or the client ended before it
         self._client_started = 0.0
         self._startup_error: str | None = None
+        self._deadline_scope: trio.CancelScope | None = None
+        self._deadline_text = (f"{scenario.expect.duration + options.deadline_slack:g} s"
+                               + ("" if self.sim else f" + {options.startup_timeout:g} s to start"))
 
     # ---- the run -----------------------------------------------------------------------------
 
@@ -167,9 +170,10 @@ class _World:
         outcome = ClientOutcome()
         error: str | None = None
         deadline = scenario.expect.duration + options.deadline_slack
-        if not self.sim:
+        if not self.sim:  # until first contact; then duration + slack from it (on_record)
             deadline += options.startup_timeout
         with trio.move_on_after(deadline) as deadline_scope:
+            self._deadline_scope = deadline_scope
             try:
                 outcome = await self._run_inside(tmp, out_dir or tmp)
             except UserError:
@@ -179,7 +183,8 @@ class _World:
             except OSError as exc:
                 error = f"network: {exc}"
         if deadline_scope.cancelled_caught:
-            error = f"the run did not finish within its deadline ({deadline:g} s); it was killed"
+            error = (f"the run did not finish within its deadline ({self._deadline_text}); "
+                     "it was killed")
         records = self._normalised_records()
         delivery = outcome.delivery_log
         if delivery is not None:
@@ -326,6 +331,10 @@ class _World:
             if self._contact.is_set() or kind not in (KIND_CONN_OPEN, KIND_REST):
                 return
             self.t0 = float(rec["ts"])
+            allowed = self.scenario.expect.duration + self.options.deadline_slack
+            if self._deadline_scope is not None:
+                self._deadline_scope.deadline = self.t0 + allowed
+            self._deadline_text = f"{allowed:g} s from the client's first contact"
             self._contact.set()
             self._startup_over.set()
             where = ({"via": "connect", "conn": rec.get("conn")} if kind == KIND_CONN_OPEN
