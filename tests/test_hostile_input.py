@@ -5,7 +5,10 @@ Discord would send, and the next good client must be served normally.
 
 from __future__ import annotations
 
+import json
 import random
+import urllib.parse
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -18,6 +21,7 @@ from fake_gateway.opened import OpenedGateway, open_gateway
 from fake_gateway.server import FakeGateway
 from fake_gateway.testing import raw_client
 from gateway_common.trace import Trace
+from harness.faults.testing import ToxiproxyServerThread
 
 TOKEN = GatewayConfig().token
 NINES = "9" * 400
@@ -125,3 +129,82 @@ async def test_a_version_that_is_no_number_is_4012_not_500(nursery: trio.Nursery
     async with raw_client(opened.gateway_url, query=f"v={version}&encoding=json") as client:
         assert await client.expect_close() == 4012
     await _served_normally(opened)
+
+
+# ---- 8, 9, 10: the proxy API ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def proxy_api() -> Iterator[httpx.Client]:
+    with ToxiproxyServerThread(seed=7) as running, httpx.Client(base_url=running.url,
+                                                                timeout=20) as client:
+        yield client
+
+
+def _listings_work(api: httpx.Client, *proxies: str) -> None:
+    assert api.get("/proxies").status_code == 200
+    for name in proxies:
+        assert api.get(f"/proxies/{name}").status_code == 200
+        assert api.get(f"/proxies/{name}/toxics").status_code == 200
+
+
+def _post(api: httpx.Client, path: str, body: str) -> httpx.Response:
+    return api.post(path, content=body, headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize("toxicity", ["1e39", "-1e39", "1e400", "NaN", "Infinity", "-Infinity"])
+def test_a_toxicity_no_float32_holds_is_400_and_nothing_is_stored(
+        proxy_api: httpx.Client, toxicity: str) -> None:
+    api = proxy_api
+    api.post("/reset")
+    assert api.post("/proxies", json={"name": "p", "listen": "127.0.0.1:0",
+                                      "upstream": "127.0.0.1:9"}).status_code == 201
+    try:
+        answer = _post(api, "/proxies/p/toxics", f'{{"type":"noop","toxicity":{toxicity}}}')
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"].startswith("bad request body: ")
+        assert api.get("/proxies/p/toxics").json() == []
+        _listings_work(api, "p")
+        assert _post(api, "/proxies/p/toxics", '{"type":"noop","name":"n"}').status_code == 200
+        answer = _post(api, "/proxies/p/toxics/n", f'{{"toxicity":{toxicity}}}')
+        assert answer.status_code == 400, answer.text
+        assert api.get("/proxies/p/toxics/n").json()["toxicity"] == 1
+        _listings_work(api, "p")
+    finally:
+        api.delete("/proxies/p")
+
+
+@pytest.mark.parametrize("field", ["name", "upstream", "listen"])
+def test_a_lone_surrogate_in_a_proxy_field_reads_as_go_does(proxy_api: httpx.Client,
+                                                             field: str) -> None:
+    """Go's JSON decoder turns a lone surrogate escape into U+FFFD: the proxy can be listed,
+    shown and deleted like any other."""
+    api = proxy_api
+    api.post("/reset")
+    body = {"name": "q", "listen": "127.0.0.1:0", "upstream": "127.0.0.1:9"}
+    text = json.dumps({**body, field: body[field] + "\ud800"})
+    answer = _post(api, "/proxies", text)
+    if field == "listen":  # no address: Go's listen error (a 500, as Toxiproxy answers it)
+        assert answer.json()["error"].startswith("listen tcp: address 127.0.0.1:0\ufffd")
+        assert api.get("/proxies").json() == {}
+        return
+    assert answer.status_code == 201, answer.text
+    name = answer.json()["name"]
+    assert answer.json()[field].endswith("\ufffd")
+    _listings_work(api, urllib.parse.quote(name))
+    assert api.delete(f"/proxies/{urllib.parse.quote(name)}").status_code == 204
+    assert api.get("/proxies").json() == {}
+
+
+@pytest.mark.parametrize("path", ["/proxies", "/populate", "/proxies/p/toxics",
+                                  "/proxies/p/toxics/n", "/proxies/p"])
+def test_deeply_nested_bodies_are_400(proxy_api: httpx.Client, path: str) -> None:
+    api = proxy_api
+    api.post("/reset")
+    _post(api, "/proxies", '{"name":"p","listen":"127.0.0.1:0","upstream":"127.0.0.1:9"}')
+    _post(api, "/proxies/p/toxics", '{"type":"noop","name":"n"}')
+    for body in ("[" * 100_000, '{"a":' * 100_000, "[" * 100_000 + "]" * 100_000):
+        answer = _post(api, path, body)
+        assert answer.status_code == 400, (path, answer.text[:200])
+    _listings_work(api, "p")
+    api.delete("/proxies/p")

@@ -75,7 +75,26 @@ class BadBody(Exception):
     pass
 
 
-_JSON = json.JSONDecoder(parse_float=JsonFloat)
+def _not_json(constant: str) -> Any:
+    """NaN, Infinity, -Infinity: no JSON for Go (stored, a NaN toxicity broke every listing)."""
+    where = "in numeric literal" if constant.startswith("-") else "looking for beginning of value"
+    raise BadBody(f"bad request body: invalid character '{constant.lstrip('-')[0]}' {where}")
+
+
+_JSON = json.JSONDecoder(parse_float=JsonFloat, parse_constant=_not_json)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _go_text(value: Any) -> Any:
+    """Go's decoder reads a lone surrogate escape as U+FFFD (kept, a proxy named "\\ud800"
+    could be neither listed nor deleted)."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, list):
+        return [_go_text(item) for item in value]
+    if isinstance(value, dict):
+        return {_go_text(key): _go_text(item) for key, item in value.items()}
+    return value
 
 
 def decode_body(body: bytes) -> Any:
@@ -85,11 +104,13 @@ def decode_body(body: bytes) -> Any:
         raise BadBody("bad request body: EOF")
     try:
         value, _ = _JSON.raw_decode(text)
+        return _go_text(value) if _SURROGATE_ESCAPE.search(text) else value
     except json.JSONDecodeError as exc:
         if exc.pos >= len(text.rstrip()):
             raise BadBody("bad request body: unexpected EOF") from None
         raise BadBody(f"bad request body: {exc.msg} at offset {exc.pos}") from None
-    return value
+    except RecursionError:  # Go stops at depth 10,000; Python's stack sooner
+        raise BadBody("bad request body: exceeded max depth") from None
 
 
 _PROXY_FIELDS: dict[str, type] = {"name": str, "listen": str, "upstream": str, "enabled": bool}

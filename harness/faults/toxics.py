@@ -586,7 +586,13 @@ def _toxicity(body: dict[str, Any], go_struct: str) -> float | None:
     if isinstance(toxicity, bool) or not isinstance(toxicity, int | float):
         target = f"Go struct field {go_struct}.toxicity of type float32"
         raise ToxicError(decode_error(go_json_kind(toxicity), target))
+    if not abs(toxicity) <= _FLOAT32_MAX:  # stored, 1e39 broke every listing with a 500
+        target = f"Go struct field {go_struct}.toxicity of type float32"
+        raise ToxicError(decode_error(go_json_kind(toxicity, into_number=True), target))
     return float(toxicity)
+
+
+_FLOAT32_MAX = struct.unpack(">f", b"\x7f\x7f\xff\xff")[0]
 
 
 def _given_attributes(body: dict[str, Any]) -> Any:
