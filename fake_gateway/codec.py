@@ -94,8 +94,9 @@ def decode_client(message: str | bytes, encoding: str = "json") -> dict[str, Any
         raise DecodeError(f"not JSON: {exc}") from None
     if not isinstance(value, dict):
         raise DecodeError("payload is not a JSON object")
-    escapes = _SURROGATE_ESCAPE if isinstance(message, str) else _SURROGATE_ESCAPE_BYTES
-    if escapes.search(message) and _has_lone_surrogate(value):
+    escaped = (_SURROGATE_ESCAPE.search(message) if isinstance(message, str)
+               else _SURROGATE_ESCAPE_BYTES.search(message))
+    if escaped and _has_lone_surrogate(value):
         # A "\ud800" escape decodes to no Unicode text: kept, it poisoned every frame that
         # echoed it (close 1011, a session that could never resume) or the timer loop.
         raise DecodeError("not JSON: a lone surrogate escape is not Unicode text")

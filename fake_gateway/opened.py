@@ -104,6 +104,11 @@ class OpenedGateway:
         return f"{self.rest_origin}/_harness/control" if self.rest_origin is not None else None
 
     @property
+    def control_headers(self) -> dict[str, str]:
+        """What /_harness/control and /_harness/state require."""
+        return {"authorization": f"Bearer {self.gateway.control_token}"}
+
+    @property
     def ca_file(self) -> str | None:
         return self.tls.ca_file if self.tls is not None else None
 

@@ -8,6 +8,7 @@ exactly `application/json` (discord.py compares it literally).
 
 from __future__ import annotations
 
+import hmac
 import json
 from typing import Any, Protocol
 
@@ -53,6 +54,7 @@ class RestHost(Protocol):
     core: GatewayCore
     config: GatewayConfig
     controls: GatewayControls
+    control_token: str
 
     def state(self) -> dict[str, Any]: ...
 
@@ -138,10 +140,19 @@ def build_app(gateway: RestHost) -> Starlette:
                          now)
         return Response(status_code=204)
 
+    def harness_authorized(request: Request) -> bool:
+        """The control token (random per gateway, in serve's JSON line), not the bot token,
+        which is a well-known default: anyone who can reach the port could inject faults."""
+        header = request.headers.get("authorization", "")
+        return hmac.compare_digest(header.encode(), f"Bearer {gateway.control_token}".encode())
+
     async def control(request: Request) -> Response:
+        if not harness_authorized(request):
+            return _error(401, "401: Unauthorized (Authorization: Bearer <control_token>)")
         try:
             body = json.loads(await request.body())
-        except ValueError:
+            json.dumps(body, ensure_ascii=False).encode()  # a lone surrogate is no text
+        except (ValueError, RecursionError):
             return _error(400, "control: body is not JSON")
         if not isinstance(body, dict) or not isinstance(body.get("action"), str):
             return _error(400, "control: body needs an 'action' string")
@@ -155,6 +166,8 @@ def build_app(gateway: RestHost) -> Starlette:
         return _json(result)
 
     async def state(request: Request) -> Response:
+        if not harness_authorized(request):
+            return _error(401, "401: Unauthorized (Authorization: Bearer <control_token>)")
         return _json(gateway.state())
 
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]

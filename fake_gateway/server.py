@@ -12,6 +12,7 @@ import gc
 import heapq
 import math
 import random
+import secrets
 import socket
 import ssl
 import struct
@@ -244,6 +245,8 @@ class FakeGateway:
         self.trace = trace
         self.core = GatewayCore(config, trace, rng)
         self.controls = GatewayControls(self.core, trio.current_time)
+        # What /_harness/control and /_harness/state require (Authorization: Bearer ...).
+        self.control_token = secrets.token_urlsafe(24)
         self._links: dict[int, _Link] = {}
         self._timer_wake = trio.Event()
         self._timer_target = math.inf

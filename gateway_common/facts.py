@@ -33,6 +33,7 @@ __all__ = [
     "IDENTIFY_WINDOW",
     "JSON_TYPES",
     "LISTENERS",
+    "MAX_CLOSE_REASON_BYTES",
     "MAX_PAYLOAD_BYTES",
     "NON_RESUMABLE_SERVER_CLOSE_CODES",
     "ONE_SHOT_CONTROLS",
@@ -216,6 +217,7 @@ class Param:
     default: Any = None
     ranges: tuple[tuple[int, int], ...] = ()  # inclusive
     choices: tuple[str, ...] = ()
+    max_bytes: int | None = None  # a string's limit, in UTF-8 bytes
 
     def accepts_type(self, value: Any) -> bool:
         """Whether ``value`` has one of the types (an int is a number; a bool is not an int)."""
@@ -233,6 +235,13 @@ class Param:
             return None
         if isinstance(value, float) and not math.isfinite(value):
             return f"must be a finite number, got {value}"
+        if isinstance(value, str):
+            try:
+                size = len(value.encode())
+            except UnicodeEncodeError:
+                return "must be Unicode text (it has a lone surrogate)"
+            if self.max_bytes is not None and size > self.max_bytes:
+                return f"must be at most {self.max_bytes} bytes (UTF-8), got {size}"
         if self.ranges and not any(low <= value <= high for low, high in self.ranges):
             spans = " or ".join(f"{low}-{high}" if low != high else f"{low}"
                                 for low, high in self.ranges)
@@ -248,6 +257,9 @@ _LISTENER = Param((str,), choices=LISTENERS)
 # sent, and 3000-4999 for applications).
 _CLOSE_FRAME_CODE = Param((int,), ranges=((1000, 1003), (1007, 1014), (3000, 4999)))
 
+# A close frame holds 125 bytes of payload: a 2-byte code and the reason (RFC 6455 5.5).
+MAX_CLOSE_REASON_BYTES = 123
+_CLOSE_REASON = Param((str,), "", max_bytes=MAX_CLOSE_REASON_BYTES)
 # A delay in ms: at most a day (a huge number used to overflow, or crash the timer loop).
 _MILLISECONDS = Param((int, float), ranges=((0, 86_400_000),))
 _MILLISECONDS_5000 = Param((int, float), 5000, ranges=((0, 86_400_000),))
@@ -283,7 +295,7 @@ CONTROLS: Mapping[str, Control] = {
     ),
     "close": Control(
         "one_shot",
-        {"code": _CLOSE_FRAME_CODE, "reason": Param((str,), ""), "resumable": Param((bool,))},
+        {"code": _CLOSE_FRAME_CODE, "reason": _CLOSE_REASON, "resumable": Param((bool,))},
     ),
     "reset": Control("one_shot"),
     "expire_session": Control("one_shot", {"session_id": Param((str,))}),

@@ -649,7 +649,8 @@ async def test_control_endpoint_applies_actions_and_rejects_bad_ones(start: Star
 
     gateway, urls = await start(rest=True)
     assert urls.control_url
-    async with raw_client(urls.gateway_url) as client, httpx.AsyncClient() as http:
+    async with raw_client(urls.gateway_url) as client, httpx.AsyncClient(
+            headers=urls.control_headers) as http:
         await ready_session(client)
         await collect_dispatches(client, 2)
         ok = await http.post(urls.control_url, json={"action": "reconnect", "target": "all"})
@@ -906,7 +907,7 @@ def test_serve_cli_prints_one_json_line_and_stops_on_sigint(tmp_path: Any) -> No
         assert proc.stdout is not None
         line = json.loads(proc.stdout.readline())
         for key in ("gateway_url", "advertised_url", "rest_url", "token", "control_url",
-                    "ca_file"):
+                    "control_token", "ca_file"):
             assert key in line
         assert line["gateway_url"].startswith("wss://127.0.0.1:")
         assert line["ca_file"] == str(tmp_path / "ca.pem")

@@ -132,7 +132,7 @@ async def test_the_control_endpoint_over_http_refuses_exactly_the_refused_params
                           random.Random(7))
     opened = await nursery.start(partial(open_gateway, gateway, rest_port=0))
     assert opened.control_url
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(headers=opened.control_headers) as http:
         for action, name, value, why in CASES:
             body = {"action": action, "target": "all", "params": {name: value}}
             answer = await http.post(opened.control_url, json=body)

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from websockets.exceptions import ConnectionClosed
 
 from fake_gateway.config import GatewayConfig
 from fake_gateway.opened import OpenedGateway, open_gateway
@@ -45,7 +46,7 @@ async def _control(opened: OpenedGateway, body: str) -> httpx.Response:
     async with httpx.AsyncClient() as http:
         return await http.post(opened.control_url, content=body,
                                headers={"content-type": "application/json",
-                                        "authorization": f"Bot {TOKEN}"})
+                                        **opened.control_headers})
 
 
 async def _served_normally(opened: OpenedGateway) -> None:
@@ -208,3 +209,49 @@ def test_deeply_nested_bodies_are_400(proxy_api: httpx.Client, path: str) -> Non
         assert answer.status_code == 400, (path, answer.text[:200])
     _listings_work(api, "p")
     api.delete("/proxies/p")
+
+
+# ---- 5: the control and state endpoints -------------------------------------------------------
+
+
+async def test_control_and_state_answer_only_the_control_token(nursery: trio.Nursery) -> None:
+    gateway, opened = await _gateway(nursery)
+    assert opened.control_url and opened.rest_origin
+    state_url = f"{opened.rest_origin}/_harness/state"
+    async with raw_client(opened.gateway_url) as client, httpx.AsyncClient() as http:
+        await client.recv_op(10)
+        for headers in ({}, {"authorization": f"Bot {TOKEN}"},
+                        {"authorization": "Bearer nope"},
+                        {"authorization": f"Bearer {gateway.control_token}x"}):
+            answer = await http.post(opened.control_url, headers=headers,
+                                     json={"action": "close", "params": {"code": 4000}})
+            assert answer.status_code == 401, headers
+            assert (await http.get(state_url, headers=headers)).status_code == 401
+        assert gateway.trace.of_kind("control") == []
+        answer = await http.get(state_url, headers=opened.control_headers)
+        assert answer.status_code == 200 and len(answer.json()["connections"]) == 1
+        await client.heartbeat(None)  # untouched
+
+
+async def test_close_codes_and_reasons_a_close_frame_cannot_carry_are_400(
+        nursery: trio.Nursery) -> None:
+    gateway, opened = await _gateway(nursery)
+    async with raw_client(opened.gateway_url) as client:
+        await client.recv_op(10)
+        refused = ['"code":1005', '"code":2000', '"code":1006', '"code":4000.5',
+                   '"code":4000,"reason":"' + "x" * 124 + '"',
+                   '"code":4000,"reason":"' + "\\u00e9" * 62 + '"',  # 124 bytes in UTF-8
+                   '"code":4000,"reason":"\\ud800"',
+                   '"code":4000,"reason":"' + "x" * 100_000 + '"']
+        for params in refused:
+            answer = await _control(opened, _body("close", '"all"', params))
+            assert answer.status_code == 400, (params[:40], answer.text)
+        assert gateway.trace.of_kind("control") == []
+        await client.heartbeat(None)
+        reason = "\u00e9" * 61 + "x"  # 123 bytes: the most a close frame holds
+        answer = await _control(opened, _body("close", '"all"', f'"code":4000,"reason":"{reason}"'))
+        assert answer.status_code == 200
+        with pytest.raises(ConnectionClosed) as closed:
+            await client.recv(5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.reason == reason
+    await _served_normally(opened)

@@ -2,7 +2,8 @@
 
 Prints exactly one JSON line on stdout once listening (gateway_url, advertised_url,
 resume_gateway_url, rest_url (the REST base ending in /api/v10; api_url is a deprecated alias),
-control_url, token, and ca_file with --tls on).
+control_url, control_token (the endpoint's `Authorization: Bearer` token), token, and ca_file
+with --tls on).
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ async def _serve(args: argparse.Namespace, config: GatewayConfig, sink: IO[str] 
                 "rest_url": urls.rest_url,  # the /api/v10 base, as clients take it
                 "api_url": urls.rest_url,  # deprecated: the old name of the same base
                 "control_url": urls.control_url,
+                "control_token": urls.gateway.control_token,  # Authorization: Bearer ...
                 "token": config.token,
             }
             if urls.ca_file:
