@@ -14,6 +14,7 @@ Scenarios run in compressed time: a knob whose scenario default differs from Dis
 from __future__ import annotations
 
 import base64
+import math
 import types
 import urllib.parse
 from dataclasses import dataclass, field, fields
@@ -75,7 +76,7 @@ class GatewayConfig:
 
     heartbeat_interval_ms: int = knob(
         41250, "ms between heartbeats, advertised in HELLO", scenario="heartbeat_interval",
-        scenario_default=1000, flag="--heartbeat-interval-ms", minimum=50)
+        scenario_default=1000, flag="--heartbeat-interval-ms", minimum=50, maximum=3_600_000)
     # Server-side heartbeat deadline: no op 1 within interval * (1 + grace) closes the socket.
     heartbeat_deadline: bool = knob(
         True, "close a client that stops heartbeating", scenario="heartbeat_deadline",
@@ -85,7 +86,7 @@ class GatewayConfig:
     # LV1 judge it, and a client that never heartbeats is never caught.
     heartbeat_grace: float = knob(
         0.5, "the deadline is interval x (1 + grace) after the last heartbeat",
-        scenario="heartbeat_grace", minimum=0)
+        scenario="heartbeat_grace", minimum=0, maximum=100)
     heartbeat_deadline_close_code: int = knob(
         1000, "the deadline's close code (1000: what field reports saw, api-docs#2922)",
         scenario="heartbeat_deadline_close_code", minimum=1000, maximum=4999)
@@ -101,17 +102,17 @@ class GatewayConfig:
     # IDENTIFY limits (section 8).
     max_concurrency: int = knob(
         1, "IDENTIFY buckets (shard_id % max_concurrency), one IDENTIFY per window each",
-        scenario="max_concurrency", flag="--max-concurrency", minimum=1)
+        scenario="max_concurrency", flag="--max-concurrency", minimum=1, maximum=1024)
     identify_window: float = IDENTIFY_WINDOW
     session_start_total: int = knob(
         1000, "session_start_limit.total (IDENTIFYs per day)", scenario="session_start_total",
-        minimum=0)
+        minimum=0, maximum=1_000_000_000)
     session_start_window: float = 24 * 3600.0
 
     # Sessions and RESUME (section 5, 10).
     session_ttl: float = knob(
         SESSION_TTL, "seconds a dropped session stays resumable", scenario="session_ttl",
-        flag="--session-ttl", minimum=0)
+        flag="--session-ttl", minimum=0, maximum=7 * 86400)
     replay_buffer: int = 1000  # dispatches kept per session for replay
     bad_seq_response: str = knob(
         "close_4007", "answer to a RESUME with a bad seq", scenario="bad_seq_response",
@@ -139,17 +140,17 @@ class GatewayConfig:
                        flag="--guilds", minimum=0, maximum=100_000)
     max_guilds_per_shard: int = 2500
     recommended_shards: int = knob(1, "the shard count /gateway/bot recommends",
-                                   scenario="shards", minimum=1)
+                                   scenario="shards", minimum=1, maximum=65_536)
 
     # Synthetic dispatches: events per second across all guilds (0 = none).
     dispatch_rate: float = knob(
         0.0, "synthetic dispatches per second (0: none)", scenario="dispatch_rate",
-        scenario_default=2.0, flag="--dispatch-rate", minimum=0)
+        scenario_default=2.0, flag="--dispatch-rate", minimum=0, maximum=100_000)
     synthetic_event: str = "TYPING_START"
     dm_fraction: float = 0.0  # share of synthetic events with no guild (routed to shard 0)
 
     zlib_split: int = knob(1, "zlib-stream: WebSocket frames per compressed message",
-                           scenario="zlib_split", minimum=1)
+                           scenario="zlib_split", minimum=1, maximum=1024)
     # Add undocumented keys (`_trace`) to HELLO and READY, as the real gateway does.
     extra_keys: bool = True
 
@@ -205,6 +206,8 @@ class KnobField:
         knob = self.knob
         if value is None:
             return None
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"must be a finite number, got {value}"
         if knob.minimum is not None and value < knob.minimum:
             return f"must be at least {knob.minimum:g}, got {value}"
         if knob.maximum is not None and value > knob.maximum:

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
@@ -465,6 +466,8 @@ class _Fields:
         value = self.table[key]
         if not _is_type(value, types):
             raise self.error(key, f"expected {_type_name(types)}, got {_value_repr(value)}")
+        if isinstance(value, float) and not math.isfinite(value):  # TOML has nan and inf
+            raise self.error(key, f"must be a finite number, got {value}")
         return value
 
     def number(
@@ -564,6 +567,8 @@ class _Loader:
         expect = self._expect(top.table_of("expect"))
         raw_steps = top.get("steps", list, [])
         steps = tuple(self._step(i, raw) for i, raw in enumerate(raw_steps))
+        for i, step in enumerate(steps):
+            self._within_the_run(i, step, expect.duration)
         names = [s.name for s in steps]
         for i, step_name in enumerate(names):
             if names.index(step_name) != i:
@@ -580,6 +585,19 @@ class _Loader:
             steps=steps,
             expect=expect,
         )
+
+    def _within_the_run(self, index: int, step: Step, run: float) -> None:
+        """A step that starts, or lasts, past the run's end would pass silently, never done."""
+        start = step.start
+        earliest = start.at if start.at is not None else start.delay
+        where = ("steps", index, "start", "at" if start.at is not None else "delay")
+        if earliest >= run:
+            raise self.error(where, f"starts at {earliest:g} s or later, but the run ends at "
+                                    f"{run:g} s ([expect] duration)")
+        if step.duration is not None and earliest + step.duration > run:
+            raise self.error(("steps", index, "duration"),
+                             f"{step.duration:g} s from {earliest:g} s ends after the run does "
+                             f"({run:g} s, [expect] duration)")
 
     def _gateway(self, f: _Fields | None) -> GatewayKnobs:
         if f is None:
@@ -686,6 +704,9 @@ class _Loader:
         name = f.get("name", str, f"step{index + 1}")
         start_f = f.table_of("start")
         if start_f is None:
+            for key in f.table:  # a misspelt start is the error, not the missing one
+                if key != "start" and difflib.get_close_matches(key, ["start"], cutoff=0.8):
+                    raise f.error(key, f"unknown field {key!r}; did you mean 'start'?")
             raise f.error(
                 None,
                 f"missing required field {_dotted(path + ('start',))!r} (e.g. start = "

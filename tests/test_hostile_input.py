@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import json
 import random
+import re
+import subprocess
+import sys
 import urllib.parse
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -255,3 +259,67 @@ async def test_close_codes_and_reasons_a_close_frame_cannot_carry_are_400(
             await client.recv(5)
         assert closed.value.rcvd is not None and closed.value.rcvd.reason == reason
     await _served_normally(opened)
+
+
+# ---- 14: scenario files -----------------------------------------------------------------------
+
+_HEAD = '''name = "x"
+source = "seed"
+description = "A scenario written to check what the loader refuses and why."
+'''
+_EXPECT = "[expect]\nrecovery_bound = 3.0\nduration = 2.0\n"
+_STEP = '[[steps]]\nkind = "toxic"\ntype = "latency"\nattributes = { latency = 100 }\n'
+_CONTROL = '[[steps]]\nkind = "control"\naction = "close"\nstart = { at = 0.5 }\n'
+
+_AT = "start = { at = 0.5 }\n"
+_STEPS = "steps\\[1\\]"
+_FINITE = "must be a finite number"
+_REASON = 'params = { code = 4000, reason = "' + "x" * 124 + '" }\n'
+_RECONNECT = '[[steps]]\nkind = "control"\naction = "reconnect"\n' + _AT
+
+# name: (body after the head, text on the line to be named, the message's regex after file:line)
+SCENARIO_CASES = {
+    "run-duration-nan": ("[expect]\nrecovery_bound = 3.0\nduration = nan\n",
+                         "duration = nan", f"expect.duration: {_FINITE}"),
+    "start-at-nan": (_EXPECT + _STEP + "start = { at = nan }\nduration = 1.0\n",
+                     "at = nan", f"{_STEPS}.start.at: {_FINITE}"),
+    "step-duration-nan": (_EXPECT + _STEP + _AT + "duration = nan\n",
+                          "duration = nan", f"{_STEPS}.duration: {_FINITE}"),
+    "toxicity-nan": (_EXPECT + _STEP + _AT + "toxicity = nan\n",
+                     "toxicity = nan", f"{_STEPS}.toxicity: {_FINITE}"),
+    "strat": (_EXPECT + _STEP + "strat = { at = 0.5 }\n",
+              "strat =", f"{_STEPS}.strat: unknown field 'strat'; did you mean 'start'\\?"),
+    "starts-after-the-run": (_EXPECT + _STEP + "start = { at = 5.0 }\nduration = 1.0\n",
+                             "at = 5.0", f"{_STEPS}.start.at: starts at 5 s or later"),
+    "delay-after-the-run": (_EXPECT + _STEP + 'start = { after = "ready", delay = 3.0 }\n',
+                            "delay = 3.0", f"{_STEPS}.start.delay: starts at 3 s or later"),
+    "duration-1e9": (_EXPECT + _STEP + _AT + "duration = 1e9\n",
+                     "duration = 1e9", f"{_STEPS}.duration: 1e\\+09 s from 0.5 s ends after"),
+    "recovery-bound-inf": ("[expect]\nrecovery_bound = inf\nduration = 2.0\n",
+                           "recovery_bound = inf", f"expect.recovery_bound: {_FINITE}"),
+    "heartbeat-interval-2**63-1": (
+        "[gateway]\nheartbeat_interval = 9223372036854775807\n" + _EXPECT,
+        "heartbeat_interval =", "gateway.heartbeat_interval: must be at most"),
+    "close-1005": (_EXPECT + _CONTROL + "params = { code = 1005 }\n",
+                   "code = 1005", f"{_STEPS}.params.code: must be 1000-1003"),
+    "close-2000": (_EXPECT + _CONTROL + "params = { code = 2000 }\n",
+                   "code = 2000", f"{_STEPS}.params.code: must be 1000-1003"),
+    "reason-124-bytes": (_EXPECT + _CONTROL + _REASON,
+                         "reason =", f"{_STEPS}.params.reason: must be at most 123 bytes"),
+    "reconnect-1e400": (_EXPECT + _RECONNECT + "params = { close_after_ms = 1e400 }\n",
+                        "close_after_ms", f"{_STEPS}.params.close_after_ms: {_FINITE}"),
+}
+
+
+@pytest.mark.parametrize("case", list(SCENARIO_CASES))
+def test_a_broken_scenario_file_is_exit_2_naming_file_line_and_field(case: str,
+                                                                     tmp_path: Path) -> None:
+    body, marker, message = SCENARIO_CASES[case]  # marker: text on the line to be named
+    path = tmp_path / f"{case}.toml"
+    path.write_text(_HEAD + body)
+    line = next(n for n, text in enumerate((_HEAD + body).splitlines(), 1) if marker in text)
+    result = subprocess.run([sys.executable, "-m", "harness", "list", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    (error,) = result.stderr.strip().splitlines()
+    assert re.search(rf"{re.escape(str(path))}:{line}: {message}", error), error
