@@ -33,6 +33,7 @@ def make_tls(directory: str | os.PathLike[str] | None = None) -> TLSFiles:
     cert_file = folder / "server.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+    cert_file.chmod(0o600)  # it holds the private key
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     cert.configure_cert(context)
     context.set_alpn_protocols(["http/1.1"])

@@ -6,8 +6,11 @@ Discord would send, and the next good client must be served normally.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
+import signal
+import socket
 import subprocess
 import sys
 import urllib.parse
@@ -323,3 +326,38 @@ def test_a_broken_scenario_file_is_exit_2_naming_file_line_and_field(case: str,
     assert result.returncode == 2, result.stdout + result.stderr
     (error,) = result.stderr.strip().splitlines()
     assert re.search(rf"{re.escape(str(path))}:{line}: {message}", error), error
+
+
+# ---- 13: key material left in /tmp ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_serve_tls_removes_its_key_material_when_it_stops(tmp_path: Path, stop: int) -> None:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "serve", "--tls", "on"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        line = json.loads(proc.stdout.readline())
+        folder = Path(line["ca_file"]).parent
+        assert folder.parent == tmp_path and (folder / "server.pem").exists()
+        assert (folder / "server.pem").stat().st_mode & 0o077 == 0  # the key: owner only
+        proc.send_signal(stop)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_serve_tls_that_cannot_listen_leaves_nothing(tmp_path: Path) -> None:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "harness", "serve", "--tls", "on",
+                                 "--port", str(port)], capture_output=True, text=True,
+                                env=env, timeout=60)
+    assert result.returncode == 2 and "cannot listen" in result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -14,6 +14,7 @@ import json
 import random
 import signal
 import sys
+import tempfile
 from functools import partial
 from typing import IO, Any
 
@@ -114,7 +115,18 @@ def main(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UserError(f"--trace: cannot write {args.trace}: {exc.strerror}") from None
     try:
-        trio.run(_serve, args, config, sink)
+        with tempfile.TemporaryDirectory(prefix="fake-gateway-tls-") as tls_dir:
+            # Without --tls-dir the CA and the server's private key live only as long as serve.
+            args.tls_dir = args.tls_dir or tls_dir
+            trio.run(_serve, args, config, sink)
+    except BaseExceptionGroup as group:  # a UserError raised inside the nursery: one line
+        user, _ = group.split(UserError)
+        if user is None:
+            raise
+        leaf: BaseException = user
+        while isinstance(leaf, BaseExceptionGroup):
+            leaf = leaf.exceptions[0]
+        raise leaf from None
     finally:
         if sink is not None:
             sink.close()

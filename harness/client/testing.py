@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import random
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -164,7 +166,8 @@ async def _open_world(network: MemoryNetwork | None, tls: bool, rest_port: int |
                       gateway_overrides: dict[str, Any]) -> AsyncIterator[ClientWorld]:
     trace = Trace(clock=trio.current_time)
     gateway = FakeGateway(_gateway_config(gateway_overrides), trace, random.Random(seed))
-    files = make_tls() if tls else None
+    tls_dir = tempfile.mkdtemp(prefix="fake-gateway-tls-") if tls else None
+    files = make_tls(tls_dir) if tls else None
     async with trio.open_nursery() as nursery:
         opened = await nursery.start(partial(open_gateway, gateway, network, tls=files,
                                              rest_port=rest_port))
@@ -176,3 +179,5 @@ async def _open_world(network: MemoryNetwork | None, tls: bool, rest_port: int |
             for client in world.clients:
                 client.stop("test over")
             nursery.cancel_scope.cancel()
+            if tls_dir is not None:  # the server's private key
+                shutil.rmtree(tls_dir, ignore_errors=True)
