@@ -29,7 +29,8 @@ from fake_gateway.opened import OpenedGateway, open_gateway
 from fake_gateway.server import FakeGateway
 from fake_gateway.testing import raw_client
 from gateway_common.trace import Trace
-from harness.faults.testing import ToxiproxyServerThread
+from harness.faults import proxy as proxy_module
+from harness.faults.testing import ToxiproxyServerThread, echo_server
 
 TOKEN = GatewayConfig().token
 NINES = "9" * 400
@@ -361,3 +362,59 @@ def test_serve_tls_that_cannot_listen_leaves_nothing(tmp_path: Path) -> None:
                                 env=env, timeout=60)
     assert result.returncode == 2 and "cannot listen" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- 11: a proxy whose upstream is itself ---------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_a_proxy_whose_upstream_is_its_own_listen_address_is_refused(
+        proxy_api: httpx.Client, host: str) -> None:
+    api = proxy_api
+    api.post("/reset")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    loop = {"name": "loop", "listen": f"127.0.0.1:{port}", "upstream": f"{host}:{port}"}
+    answer = api.post("/proxies", json=loop)
+    assert answer.status_code == 400 and "loop" in answer.json()["error"], answer.text
+    assert api.get("/proxies").json() == {}
+    with pytest.raises(OSError):  # nothing listens there
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    # Pointed at itself by an update: refused too, and nothing listens on a loop.
+    created = api.post("/proxies", json={**loop, "upstream": "127.0.0.1:9"})
+    assert created.status_code == 201
+    listen = created.json()["listen"]
+    answer = api.post("/proxies/loop", json={"upstream": listen})
+    assert answer.status_code == 400 and "loop" in answer.json()["error"]
+    assert api.get("/proxies/loop").json()["enabled"] is False
+    api.delete("/proxies/loop")
+
+
+def test_a_proxy_holds_a_bounded_number_of_connections(proxy_api: httpx.Client,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the bound a new connection is closed as it arrives; the open ones carry on."""
+    monkeypatch.setattr(proxy_module, "MAX_CONNECTIONS_PER_PROXY", 2)
+    api = proxy_api
+    api.post("/reset")
+    with echo_server() as echo_port:
+        created = api.post("/proxies", json={"name": "b", "listen": "127.0.0.1:0",
+                                             "upstream": f"127.0.0.1:{echo_port}"})
+        host, port = created.json()["listen"].rsplit(":", 1)
+        held = [socket.create_connection((host, int(port)), timeout=10) for _ in range(2)]
+        try:
+            for sock in held:
+                sock.sendall(b"ping")
+                assert sock.recv(4) == b"ping"
+            with socket.create_connection((host, int(port)), timeout=10) as extra:
+                try:
+                    extra.sendall(b"ping")
+                    assert extra.recv(4) == b""  # closed at once
+                except ConnectionResetError:
+                    pass  # or reset
+            held[0].sendall(b"pong")
+            assert held[0].recv(4) == b"pong"
+        finally:
+            for sock in held:
+                sock.close()
+    api.delete("/proxies/b")

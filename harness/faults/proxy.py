@@ -25,6 +25,9 @@ from harness.faults.memnet import MemoryNetwork, close_stream, format_address, p
 from harness.faults.toxics import Toxic, ToxicError, ToxicExists, build_toxic, update_toxic
 
 DEFAULT_LISTEN = "127.0.0.1:0"
+# Connections one proxy holds open at once; more are closed as they arrive (a loop through two
+# proxies took a process to thousands of file descriptors in seconds).
+MAX_CONNECTIONS_PER_PROXY = 4096
 
 
 class ProxyError(Exception):
@@ -170,7 +173,18 @@ class Proxy:
     async def start(self) -> None:
         if self.enabled:
             return
-        listener, bound = await self._collection.transport.listen(self.listen)
+        transport = self._collection.transport
+        listener, bound = await transport.listen(self.listen)
+        upstream = self.upstream
+        try:
+            if parse_address(upstream)[1] == parse_address(bound)[1]:  # only then look it up
+                upstream = await transport.resolve(upstream)
+        except (ProxyError, ValueError):
+            pass  # a bad upstream fails per connection, as in Toxiproxy
+        if upstream == bound:  # each connection would dial itself, without end
+            await listener.aclose()
+            raise ProxyError(400, f"upstream {self.upstream} is the proxy's own listen address "
+                                  f"{bound}: a loop")
         self.listen = bound  # the resolved address, so disable/enable and reset rebind it
         self._listener = listener
         self._stopped = trio.Event()
@@ -209,6 +223,9 @@ class Proxy:
                             await trio.sleep(0.01)  # e.g. EMFILE: back off, keep serving
                             continue
                         self.accepted += 1
+                        if len(self.connections) >= MAX_CONNECTIONS_PER_PROXY:
+                            await trio.aclose_forcefully(stream)
+                            continue
                         nursery.start_soon(self._handle, self.accepted, stream)
                     # listener closed: the connections are closed by the scope's cancellation
                     nursery.cancel_scope.cancel()
