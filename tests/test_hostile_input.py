@@ -418,3 +418,16 @@ def test_a_proxy_holds_a_bounded_number_of_connections(proxy_api: httpx.Client,
             for sock in held:
                 sock.close()
     api.delete("/proxies/b")
+
+
+# ---- 12: the proxy's --host ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["proxy", "serve"])
+@pytest.mark.parametrize("host", ["192.0.2.1", "0.0.0.0", "example.invalid"])
+def test_serve_and_proxy_refuse_a_non_loopback_host_alike(command: str, host: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "harness", command, "--host", host],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.endswith(("(loopback only)", "is not an IP address")) and host in line, line

@@ -16,6 +16,7 @@ An old spelling still works and prints one line on stderr saying what replaces i
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import sys
 from collections.abc import Sequence
@@ -178,3 +179,16 @@ def report(results: list[ScenarioResult], *, title: str, meta: dict[str, Any],
     also = f", {len(skipped)} skipped" if skipped else ""
     print(f"{s.passed} passed, {s.failed} failed, {s.errors} errors{also} in {s.duration:.1f} s")
     return 0 if s.failed == 0 and s.errors == 0 else 1
+
+
+def check_loopback_host(host: str) -> None:
+    """`serve` and `proxy` listen on loopback only: a fault injector (and its control endpoint)
+    is no service for other machines."""
+    from gateway_common.errors import UserError
+
+    try:
+        if not ipaddress.ip_address(host).is_loopback:
+            raise UserError(f"--host: {host} is not a loopback address (loopback only)")
+    except ValueError:
+        if host != "localhost":
+            raise UserError(f"--host: {host!r} is not an IP address") from None

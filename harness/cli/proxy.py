@@ -21,12 +21,14 @@ from typing import Any
 import trio
 
 from gateway_common.errors import UserError
+from harness.cli.common import check_loopback_host
 from harness.faults.api import TOXIPROXY_VERSION, BadBody, proxy_fields, serve_api, spec_from
 from harness.faults.proxy import ProxyCollection, ProxyError, ProxySpec, TcpTransport
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="API bind host (default 127.0.0.1)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="API bind host, loopback only (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8474, help="API port (default 8474; 0 = any)")
     parser.add_argument(
         "--config", metavar="FILE", help="JSON array of proxies to create (populate format)"
@@ -111,6 +113,7 @@ async def run_server(
 def main(args: argparse.Namespace) -> int:
     specs = load_config(args.config) if args.config else []
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
+    check_loopback_host(args.host)
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port {args.port}: must be 0..65535")
     try:

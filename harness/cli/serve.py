@@ -9,7 +9,6 @@ with --tls on).
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import random
 import signal
@@ -26,7 +25,7 @@ from fake_gateway.server import FakeGateway, tune_gc_for_a_server_process
 from fake_gateway.tls import make_tls
 from gateway_common.errors import UserError
 from gateway_common.trace import Trace
-from harness.cli.common import add_tls_argument
+from harness.cli.common import add_tls_argument, check_loopback_host
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,12 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> GatewayConfig:
-    try:
-        if not ipaddress.ip_address(args.host).is_loopback:
-            raise UserError(f"--host: {args.host} is not a loopback address (loopback only)")
-    except ValueError:
-        if args.host != "localhost":
-            raise UserError(f"--host: {args.host!r} is not an IP address") from None
+    check_loopback_host(args.host)
     for flag, value in (("--port", args.port), ("--resume-port", args.resume_port),
                         ("--rest-port", args.rest_port)):
         if not 0 <= value <= 65535:
