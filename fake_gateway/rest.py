@@ -8,6 +8,8 @@ exactly `application/json` (discord.py compares it literally).
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import hmac
 import json
 from typing import Any, Protocol
@@ -46,6 +48,20 @@ def _json(body: Any, status: int = 200) -> JSONResponse:
 
 def _error(status: int, message: str) -> JSONResponse:
     return _json({"message": message, "code": 0}, status)
+
+
+def _form_field(content_type: str, body: bytes, name: str) -> bytes | None:
+    """One field of a multipart/form-data body, parsed with the standard library (starlette
+    needs python-multipart for it: every multipart POST answered 500 without it)."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    if not message.is_multipart():
+        raise ValueError("not a multipart body")
+    for part in message.iter_parts():
+        if part.get_param("name", header="content-disposition") == name:
+            payload = part.get_payload(decode=True)
+            return payload if isinstance(payload, bytes) else None
+    return None
 
 
 class RestHost(Protocol):
@@ -123,13 +139,13 @@ def build_app(gateway: RestHost) -> Starlette:
         nonce = None
         content_type = request.headers.get("content-type", "")
         try:
+            raw = await request.body()
             if content_type.startswith("multipart/form-data"):
-                form = await request.form()
-                body = json.loads(str(form.get("payload_json", "{}")))
-            else:
-                body = json.loads(await request.body() or b"{}")
+                raw = _form_field(content_type, raw, "payload_json") or b"{}"
+            body = json.loads(raw or b"{}")
             nonce = body.get("nonce") if isinstance(body, dict) else None
-        except ValueError:
+            json.dumps(nonce, ensure_ascii=False).encode()  # sent on: a lone surrogate is no text
+        except (ValueError, RecursionError):
             return _error(400, "400: Bad Request")
         now = trio.current_time()
         interaction_id = str(config.resolved_bot_id() + core.event_count + 1)

@@ -431,3 +431,33 @@ def test_serve_and_proxy_refuse_a_non_loopback_host_alike(command: str, host: st
     assert result.returncode == 2, result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert line.endswith(("(loopback only)", "is not an IP address")) and host in line, line
+
+
+# ---- 6: REST ---------------------------------------------------------------------------------
+
+
+async def test_interactions_take_multipart_and_answer_malformed_bodies_with_400(
+        nursery: trio.Nursery) -> None:
+    _, opened = await _gateway(nursery)
+    url = f"{opened.rest_url}/interactions"
+    auth = {"authorization": f"Bot {TOKEN}"}
+    async with raw_client(opened.gateway_url) as client, httpx.AsyncClient(headers=auth) as http:
+        await client.recv_op(10)
+        await client.identify(TOKEN)
+        answer = await http.post(url, files={"payload_json": (None, '{"type":2,"nonce":"m1"}'),
+                                             "files[0]": ("a.png", b"\x89PNG", "image/png")})
+        assert answer.status_code == 204, answer.text
+        created = await client.recv_dispatch("INTERACTION_CREATE")
+        assert created["d"]["nonce"] == "m1"
+        bad = [("multipart/form-data", b"no boundary at all"),
+               ("multipart/form-data; boundary=x", b"--x\r\nContent-Disposition: form-data; "
+                                                   b'name="payload_json"\r\n\r\n{nope\r\n--x--'),
+               ("application/json", b'{"nonce":"\\ud800"}'),
+               ("application/json", b"[" * 100_000),
+               ("application/json", b"\xff\xfe")]
+        for content_type, body in bad:
+            answer = await http.post(url, content=body, headers={"content-type": content_type})
+            assert answer.status_code == 400, (content_type, body[:30], answer.text)
+            assert answer.json() == {"message": "400: Bad Request", "code": 0}
+        await client.heartbeat(None)  # the session was not sent anything it cannot encode
+    await _served_normally(opened)
