@@ -1,5 +1,5 @@
-"""nox sessions used by CI and by people: `nox -s tests`, `nox -s lint`, `nox -s scenarios`,
-`nox -s toxiproxy`."""
+"""nox sessions used by CI and by people: `nox -s tests`, `nox -s tests_slow`, `nox -s lint`,
+`nox -s scenarios`, `nox -s toxiproxy`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,14 @@ def tests(session: nox.Session) -> None:
     """The project's test suite (the README's test command)."""
     session.run("python3", "-m", "pip", "install", "-q", "-e", ".[test]")
     session.run("python3", "-m", "pytest", *session.posargs)
+
+
+@nox.session(python=False)
+def tests_slow(session: nox.Session) -> None:
+    """The slow-marked tests (-m slow), which the default run leaves out (pyproject's addopts):
+    real clients on their own heartbeat clock, long validation runs."""
+    session.run("python3", "-m", "pip", "install", "-q", "-e", ".[test]")
+    session.run("python3", "-m", "pytest", "-m", "slow", *session.posargs)
 
 
 @nox.session

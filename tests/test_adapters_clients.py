@@ -1,7 +1,7 @@
 """Real third-party clients, installed from their registries, against the real fake gateway.
 
-Each test installs its client into a fresh clients directory (so the install path is exercised
-too; pip's and npm's own download caches make repeats quick), serves the fake gateway over
+Each test installs its client on first use into the machine's clients directory (conftest's
+``install_client``: a failed install skips, in CI fails), serves the fake gateway over
 wss/https with a generated CA, runs the adapter under the env contract, and checks what a user
 would: the client logged in, heartbeated on the interval HELLO gave it, and handed the app every
 dispatch the gateway sent, in order, with the right session id.
@@ -10,7 +10,6 @@ dispatch the gateway sent, in order, with the right session id.
 from __future__ import annotations
 
 import random
-import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -25,16 +24,12 @@ from fake_gateway.opened import OpenedGateway, open_gateway
 from fake_gateway.server import FakeGateway
 from fake_gateway.tls import make_tls
 from gateway_common.trace import Trace
-from harness.adapters.contract import env_for
+from harness.adapters.contract import Adapter, env_for
 from harness.adapters.process import ClientProcess, ClientRun
 from harness.adapters.registry import ADAPTERS, get_spec
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture(scope="session")
-def clients_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("clients")
+Install = Callable[[str], Adapter]
 
 
 @asynccontextmanager
@@ -50,12 +45,12 @@ async def fake_gateway(tmp_path: Path, **config: Any) -> AsyncIterator[tuple[Ope
 
 async def run_until(
     adapter_name: str,
-    clients_dir: Path,
+    install_client: Install,
     tmp_path: Path,
     done: Callable[[ClientProcess, Trace], bool],
     **config: Any,
 ) -> tuple[ClientRun, Trace]:
-    adapter = await trio.to_thread.run_sync(get_spec(adapter_name).install, None, clients_dir)
+    adapter = await trio.to_thread.run_sync(install_client, adapter_name)
     async with fake_gateway(tmp_path, **config) as (urls, trace):
         assert urls.rest_url is not None and urls.ca_file is not None
         env = env_for(urls.gateway_url, urls.rest_url, GatewayConfig().token,
@@ -101,10 +96,16 @@ def enough(deliveries: int, heartbeats: int) -> Callable[[ClientProcess, Trace],
 
 
 async def test_discord_py_logs_in_over_wss_and_writes_the_delivery_log(
-    clients_dir: Path, tmp_path: Path
+    install_client: Install, tmp_path: Path
 ) -> None:
+    counts = enough(deliveries=10, heartbeats=3)
+
+    def done(proc: ClientProcess, trace: Trace) -> bool:
+        # on_ready comes only after guild_ready_timeout (2 s) without a GUILD_CREATE: wait for it
+        return counts(proc, trace) and any(e.get("event") == "ready" for e in proc.events)
+
     run, trace = await run_until(
-        "discord.py", clients_dir, tmp_path, enough(deliveries=10, heartbeats=3),
+        "discord.py", install_client, tmp_path, done,
         heartbeat_interval_ms=1000, dispatch_rate=10.0,
     )
     assert_logged_in_and_delivered(run, trace, "discord.py")
@@ -121,9 +122,9 @@ async def test_discord_py_logs_in_over_wss_and_writes_the_delivery_log(
     assert (tmp_path / "logs" / "stderr.log").read_text()  # full stderr kept beside the tail
 
 
-def test_install_is_reused_and_isolated(clients_dir: Path) -> None:
+def test_install_is_reused_and_isolated(install_client: Install, clients_dir: Path) -> None:
     spec = get_spec("discord.py")
-    first = spec.install(None, clients_dir)  # installed by the test above, or now
+    first = install_client("discord.py")  # installed by the test above, or now
     marker = spec.install_dir(None, clients_dir) / "installed.json"
     stamp = marker.stat().st_mtime_ns
     again = spec.install(None, clients_dir)
@@ -133,12 +134,11 @@ def test_install_is_reused_and_isolated(clients_dir: Path) -> None:
     assert first.versions["discord.py"] == "2.7.1"
 
 
-@pytest.mark.skipif(shutil.which("npm") is None, reason="Node.js/npm not installed")
 async def test_discord_js_logs_in_over_wss_and_writes_the_delivery_log(
-    clients_dir: Path, tmp_path: Path
+    install_client: Install, tmp_path: Path
 ) -> None:
     run, trace = await run_until(
-        "discord.js", clients_dir, tmp_path, enough(deliveries=10, heartbeats=3),
+        "discord.js", install_client, tmp_path, enough(deliveries=10, heartbeats=3),
         heartbeat_interval_ms=1000, dispatch_rate=10.0,
     )
     assert_logged_in_and_delivered(run, trace, "discord.js")
@@ -149,14 +149,13 @@ async def test_discord_js_logs_in_over_wss_and_writes_the_delivery_log(
     assert "compress" not in upgrade["query"]
 
 
-@pytest.mark.skipif(shutil.which("npm") is None, reason="Node.js/npm not installed")
 async def test_midjourney_connects_the_way_chatgpt_midjourney_configured_it(
-    clients_dir: Path, tmp_path: Path
+    install_client: Install, tmp_path: Path
 ) -> None:
     def identified(proc: ClientProcess, trace: Trace) -> bool:
         return bool(frames(trace, "frame_in", 2))
 
-    run, trace = await run_until("midjourney", clients_dir, tmp_path, identified)
+    run, trace = await run_until("midjourney", install_client, tmp_path, identified)
     first = trace.of_kind("ws_upgrade")[0]
     # WsBaseUrl is the bare harness URL, used verbatim: path "/", no ?v=&encoding=
     assert first["path"] == "/" and first["query"] == {}
