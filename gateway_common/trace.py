@@ -105,8 +105,12 @@ class Trace:
     ``trio.current_time`` so simulation and wall-clock runs share one notion of time.
     """
 
-    def __init__(self, clock: Callable[[], float] | None = None, sink: IO[str] | None = None):
+    def __init__(self, clock: Callable[[], float] | None = None, sink: IO[str] | None = None,
+                 *, keep: bool = True):
         self.records: list[Record] = []
+        # keep=False: only the sink and the listeners see records (a long-running `serve`, which
+        # judges nothing, held every record of every closed connection in memory).
+        self._keep = keep
         self._clock = clock
         self._sink = sink
         self._listeners: list[Callable[[Record], None]] = []
@@ -119,7 +123,8 @@ class Trace:
                 raise ValueError("Trace.record needs ts= when the trace has no clock")
             ts = self._clock()
         rec: Record = {"ts": round(float(ts), 6), "kind": kind, **fields}
-        self.records.append(rec)
+        if self._keep:
+            self.records.append(rec)
         if self._sink is not None:
             self._sink.write(json.dumps(rec, separators=(",", ":")) + "\n")
             self._sink.flush()

@@ -461,3 +461,26 @@ async def test_interactions_take_multipart_and_answer_malformed_bodies_with_400(
             assert answer.json() == {"message": "400: Bad Request", "code": 0}
         await client.heartbeat(None)  # the session was not sent anything it cannot encode
     await _served_normally(opened)
+
+
+# ---- 7: memory held by closed connections -----------------------------------------------------
+
+
+async def test_a_gateway_that_keeps_no_trace_holds_nothing_per_closed_connection(
+        nursery: trio.Nursery, tmp_path: Path) -> None:
+    """What `serve` runs: records go to the --trace file (and the listeners), none stay in memory;
+    the trace file still gets every one."""
+    path = tmp_path / "trace.jsonl"
+    with path.open("w", encoding="utf-8") as sink:
+        trace = Trace(clock=trio.current_time, sink=sink, keep=False)
+        seen: list[dict[str, Any]] = []
+        trace.subscribe(seen.append)
+        gateway = FakeGateway(GatewayConfig(identify_window=0.0), trace, random.Random(7))
+        opened: OpenedGateway = await nursery.start(open_gateway, gateway)
+        for _ in range(20):
+            async with raw_client(opened.gateway_url) as client:
+                await client.recv_op(10)
+        await _served_normally(opened)
+    assert trace.records == [] and len(trace) == 0
+    written = path.read_text().splitlines()
+    assert len(written) == len(seen) and sum('"conn_open"' in line for line in written) == 21

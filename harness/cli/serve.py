@@ -69,7 +69,7 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
 
 
 async def _serve(args: argparse.Namespace, config: GatewayConfig, sink: IO[str] | None) -> None:
-    trace = Trace(clock=trio.current_time, sink=sink)
+    trace = Trace(clock=trio.current_time, sink=sink, keep=False)
     gateway = FakeGateway(config, trace, random.Random(args.seed))
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
