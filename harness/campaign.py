@@ -686,7 +686,7 @@ class _Finding:
 
 
 def _run_real_campaign(config: CampaignConfig, progress: ProgressHook | None) -> CampaignResult:
-    from harness.schedules import wallclock_schedule
+    from harness.schedules import wallclock_expect, wallclock_schedule
 
     if config.keep_going:
         raise UserError("--keep-going: a survey runs in simulation mode only")
@@ -707,6 +707,7 @@ def _run_real_campaign(config: CampaignConfig, progress: ProgressHook | None) ->
         lambda sc: wallclock_schedule(sc, limits, config.interval))
     budget_end = (stats.started + config.time_budget if config.time_budget is not None
                   else float("inf"))
+    long_run = wallclock_expect(limits, config.interval, until_bound=True).duration
     outcome = CampaignResult(config)
     findings: dict[str, _Finding] = {}
     pending_baselines: dict[int, RealRun] = {}  # id(baseline run) -> the failing example
@@ -733,8 +734,16 @@ def _run_real_campaign(config: CampaignConfig, progress: ProgressHook | None) ->
                 shutil.rmtree(origin.run_dir, ignore_errors=True)
             shutil.rmtree(run.run_dir, ignore_errors=True)
             return
-        stats.examples_done += 1
         failed = run.failed
+        if failed is None and run.result.error is None and _liveness_unsettled(run, long_run):
+            # Not live again when the run ended, before LV1's bound ran out: run it again until
+            # the bound, so a client that never comes back fails LV1.
+            longer = wallclock_schedule(run.scenario, limits, config.interval, until_bound=True)
+            shutil.rmtree(run.run_dir, ignore_errors=True)
+            pool.submit(f"{run.label} (until LV1's bound)", longer)
+            return
+        if not run.label.startswith("earlier"):  # the database's findings are no examples
+            stats.examples_done += 1
         if run.result.error is not None or failed is None:
             stats.errors += run.result.error is not None
             shutil.rmtree(run.run_dir, ignore_errors=True)
@@ -783,11 +792,14 @@ def _run_real_campaign(config: CampaignConfig, progress: ProgressHook | None) ->
                     for run in pool.wait():
                         settle(run)
                 stats.phase = "shrink"
+                if findings:
+                    tell("run")
                 shrink_end = time.monotonic() + config.shrink_time
                 for finding in findings.values():
                     _shrink_real(finding, pool, config, shrink_end, stats, tell)
                 stats.phase = "confirm"
-                tell("run")
+                if findings:
+                    tell("run")
                 for finding in findings.values():
                     _confirm_real(finding, pool, config, stats, tell)
             except KeyboardInterrupt:
@@ -820,6 +832,30 @@ def _run_real_campaign(config: CampaignConfig, progress: ProgressHook | None) ->
     outcome.budget_spent = stats.budget_spent
     outcome.duration = time.monotonic() - stats.started
     return outcome
+
+
+def _liveness_unsettled(run: RealRun, long_duration: float) -> bool:
+    """LV1 could not be judged because the run ended before its bound (it was shorter than
+    ``long_duration``), with the client not live (no connection open past READY/RESUMED at the
+    end of the observed run)."""
+    result = run.result
+    if result is None or run.scenario.expect.duration >= long_duration:
+        return False
+    lv1 = next((v for v in result.verdicts if v.invariant == "LV1"), None)
+    if lv1 is None or lv1.status != "not_judged":
+        return False
+    live: dict[Any, bool] = {}
+    for rec in result.records:
+        kind, conn = rec.get("kind"), rec.get("conn")
+        if kind == "note" and str(rec.get("text", "")).startswith("world: run over"):
+            break
+        if kind == "conn_open":
+            live[conn] = False
+        elif kind == "frame_out" and rec.get("t") in ("READY", "RESUMED") and conn in live:
+            live[conn] = True
+        elif kind == "conn_close":
+            live.pop(conn, None)
+    return not any(live.values())
 
 
 def _hypothesis_search(check: Callable[[Scenario], None], strategy: Any,
@@ -998,12 +1034,10 @@ def _found_failure(finding: _Finding, config: CampaignConfig, stats: CampaignSta
 
 
 def _database_dir(config: CampaignConfig) -> Path | None:
+    """``DATABASE/wallclock/CLIENT/``: the minimal schedules of findings against that client."""
     if config.database is None:
         return None
-    who = config.adapter.argv if config.adapter is not None else (config.client,)
-    key = hashlib.sha256(
-        f"{' '.join(who)}:{config.interval}:{config.max_faults}".encode()).hexdigest()[:16]
-    return config.database / WALLCLOCK_DATABASE / key
+    return config.database / WALLCLOCK_DATABASE / re.sub(r"[^A-Za-z0-9._-]+", "-", config.client)
 
 
 def _remember(config: CampaignConfig, scenario: Scenario) -> None:

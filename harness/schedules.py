@@ -500,27 +500,38 @@ _TIME_ATTRIBUTES = frozenset({"latency", "jitter", "timeout", "delay"})
 _TIME_PARAMS = frozenset({"ms", "close_after_ms"})
 
 
-def wallclock_expect(limits: ScheduleLimits, interval: float = 1.0) -> Expectations:
+def wallclock_expect(limits: ScheduleLimits, interval: float = 1.0, *,
+                     until_bound: bool = False) -> Expectations:
     """LV1's bound and the run's length for a wall-clock schedule against a client beating every
-    ``interval`` s: the bound is ``limits.recovery_bound`` (wall-clock seconds: backoff does not
-    stretch with the heartbeat) plus two intervals to be seen live and beating; the run lasts
-    that long past the horizon, so a client that never comes back fails LV1 rather than leaving
-    it not judged. A healthy run still ends as soon as it has settled (``run_settled``)."""
+    ``interval`` s. The bound is ``limits.recovery_bound`` (wall-clock seconds: backoff does not
+    stretch with the heartbeat) plus two intervals to be seen live and beating. The run lasts
+    the horizon plus the quiet time (both in intervals), as in simulation; ``until_bound``: at
+    least until the bound has run out after the horizon, so a client that never comes back fails
+    LV1 rather than leaving it not judged (a campaign runs a schedule that long again when the
+    client was not live at the end of the shorter run: most runs need not pay for it, and a run
+    whose event-triggered fault never fires lasts its whole duration)."""
     bound = round(limits.recovery_bound + 2 * interval, 1)
-    return Expectations(recovery_bound=bound,
-                        duration=round(limits.horizon * interval + bound + 2 * interval, 1))
+    duration = limits.run_duration * interval
+    if until_bound:
+        duration = max(duration, limits.horizon * interval + bound + 2 * interval)
+    return Expectations(recovery_bound=bound, duration=round(duration, 1))
 
 
-def wallclock_schedule(scenario: Scenario, limits: ScheduleLimits, interval: float = 1.0
-                       ) -> Scenario:
+def wallclock_schedule(scenario: Scenario, limits: ScheduleLimits, interval: float = 1.0, *,
+                       until_bound: bool = False) -> Scenario:
     """A generated schedule made fit for a wall-clock run against a client that beats every
     ``interval`` seconds (1 s: whatever HELLO says, the compressed interval; more for a client on
     its own clock, e.g. 41.25 s).
 
     Schedules are drawn in heartbeat intervals of 1 s; their times (starts, event delays,
     durations, and the time attributes of toxics and controls) scale by ``interval`` / 1 s, and
-    HELLO advertises that interval. The expectations are ``wallclock_expect``'s.
+    HELLO advertises that interval. The expectations are ``wallclock_expect``'s. A schedule
+    already made fit keeps its times (``until_bound`` then only lengthens the run).
     """
+    if "wallclock" in scenario.tags:
+        return replace(scenario, expect=replace(
+            scenario.expect, duration=wallclock_expect(limits, interval,
+                                                      until_bound=until_bound).duration))
     factor = interval / 1.0
 
     def scaled(value: float) -> float:
@@ -547,7 +558,8 @@ def wallclock_schedule(scenario: Scenario, limits: ScheduleLimits, interval: flo
         config = replace(gateway.config, heartbeat_interval_ms=round(interval * 1000))
         gateway = replace(gateway, config=config)
     return replace(scenario, steps=tuple(steps), gateway=gateway,
-                   expect=replace(wallclock_expect(limits, interval),
+                   tags=(*scenario.tags, "wallclock"),
+                   expect=replace(wallclock_expect(limits, interval, until_bound=until_bound),
                                   max_concurrency=gateway.config.max_concurrency),
                    description=_describe(steps, scenario.seed or 0))
 
