@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import ssl
+import subprocess
 import sys
 import textwrap
 from functools import partial
@@ -225,6 +227,67 @@ def test_the_readme_starts_test_your_own_bot_with_one_command_and_lists_every_na
     first = section.strip().split("\n\n", 1)[0]
     assert first == "```sh\ngateway-harness validate --app 'python bot.py'\n```"
     assert describe_hosts() in section  # the hostnames the redirect covers, as the code has them
+
+
+# ---- fuzz --app ------------------------------------------------------------------------------
+
+def test_fuzz_app_is_wall_clock_and_one_client(capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    assert main(["fuzz", "--app", "python bot.py", "--command", "python other.py"]) == 2
+    assert "--command and --app: give one" in capsys.readouterr().err
+    assert main(["fuzz", "--app", "python bot.py", "--mode", "sim"]) == 2
+    assert "--mode sim: --app's client runs in wall-clock mode only" in capsys.readouterr().err
+
+
+# A finding an earlier campaign kept: the live connection reset 1 s after READY. The plain app
+# has no reconnect logic, so it dies; the reference client resumes.
+KNOWN_RESET = """\
+name = "known-reset"
+source = "generated"
+tags = ["fuzz", "wallclock"]
+description = "The live connection reset soon after READY."
+seed = 1
+
+[gateway]
+tls = true
+
+[expect]
+recovery_bound = 3.0
+duration = 6.0
+
+[[steps]]
+name = "f1"
+kind = "control"
+action = "reset"
+target = "all"
+start = { after = "ready", delay = 1.0 }
+"""
+
+
+@pytest.mark.slow
+def test_fuzz_app_finds_that_a_bot_without_reconnect_logic_dies_on_a_reset(
+        tmp_path: Path) -> None:
+    app, out, db = tmp_path / "app", tmp_path / "out", tmp_path / "db"
+    app.mkdir()
+    (app / "bot.py").write_text(PLAIN_APP)
+    (db / "wallclock" / "plainbot").mkdir(parents=True)
+    (db / "wallclock" / "plainbot" / "known-reset.toml").write_text(KNOWN_RESET)
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "fuzz", "--app", f"{sys.executable} bot.py", "--name",
+         "plainbot", "--examples", "1", "--seed", "1", "--faults", "reset", "--max-faults", "1",
+         "--confirm", "1", "--jobs", "2", "--database", str(db), "--out", str(out)],
+        cwd=app, capture_output=True, text=True, timeout=500)
+    assert done.returncode == 1, done.stdout + done.stderr  # a finding
+    # it never comes back (LV1) because it died (PR1); the reference client resumes
+    assert re.search(r"^FAIL (LV1|PR1) .*the reference client passes it", done.stdout, re.M)
+    assert (f"replay:   gateway-harness validate --app '{sys.executable} bot.py' --name plainbot"
+            in done.stdout)
+    bundle = next(p for p in out.iterdir() if p.is_dir())
+    [found] = (bundle / "runs" / "found").glob("*.trace.jsonl")
+    records = [json.loads(line) for line in found.read_text().splitlines()]
+    assert {r["token_seen"] for r in records if r.get("kind") == "frame_in" and r["op"] == 2} == {
+        SHOWN}  # the app ran in app mode, with its own token
 
 # ---- real libraries: the same verdicts as their built-in adapters (slow: installs, 75 s seed) --
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway_common.errors import UserError
+from harness.adapters.app.mode import app_adapter
 from harness.adapters.contract import Adapter
 from harness.campaign import (
     DEFAULT_CONFIRM,
@@ -145,10 +146,14 @@ def add_fuzz_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--command", dest="client_command", metavar="CMD",
                    help="your own client: a command line run under the adapter contract "
                         "(wall clock)")
-    p.add_argument("--name", help="the name --command's client gets in results and bundles")
+    p.add_argument("--app", metavar="CMD",
+                   help="your unmodified bot (Python or Node.js), Discord's hostnames redirected "
+                        "to the harness (wall clock; README: Test your own bot)")
+    p.add_argument("--name", help="the name --command's or --app's client gets in results and "
+                                  "bundles")
     p.add_argument("--ignores-hello-interval", action="store_true",
-                   help="--command's client beats on its own clock: HELLO gets the real 41.25 s "
-                        "and the schedules' times scale with it")
+                   help="--command's or --app's client beats on its own clock: HELLO gets the "
+                        "real 41.25 s and the schedules' times scale with it")
     p.add_argument("--mode", choices=("sim", "real"), default=None,
                    help="sim: simulated time, in-process client (reference and mutants only); "
                         "real: wall clock, real TCP/TLS on loopback (default: sim for the "
@@ -284,23 +289,27 @@ def _client_under_test(args: argparse.Namespace) -> tuple[str, Any, str, tuple[s
         raise UserError(f"name the client once: CLIENT {args.target!r} or --client "
                         f"{args.client!r}")
     named = args.target or args.client
-    if args.client_command:
+    if args.client_command and args.app:
+        raise UserError("--command and --app: give one (--app for an unmodified bot)")
+    if args.client_command or args.app:
+        flag, command = ("--app", args.app) if args.app else ("--command", args.client_command)
         if named:
-            raise UserError(f"--command: a command line or a client name ({named!r}), not both")
+            raise UserError(f"{flag}: a command line or a client name ({named!r}), not both")
         if args.mode == "sim":
-            raise UserError("--mode sim: --command's client runs in wall-clock mode only")
-        adapter = Adapter.from_command(args.client_command, args.name,
-                                       honours_hello_interval=not args.ignores_hello_interval)
-        replay: tuple[str, ...] = ("validate", "--command", args.client_command)
+            raise UserError(f"--mode sim: {flag}'s client runs in wall-clock mode only")
+        honours = not args.ignores_hello_interval
+        adapter = (app_adapter(command, args.name, honours_hello_interval=honours) if args.app
+                   else Adapter.from_command(command, args.name, honours_hello_interval=honours))
+        replay: tuple[str, ...] = ("validate", flag, command)
         if args.name:
             replay += ("--name", args.name)
         if args.ignores_hello_interval:
             replay += ("--ignores-hello-interval",)
         return adapter.name, adapter, "real", replay
     if args.name:
-        raise UserError("--name: only applies to --command")
+        raise UserError("--name: only applies to --command or --app")
     if args.ignores_hello_interval:
-        raise UserError("--ignores-hello-interval: only applies to --command")
+        raise UserError("--ignores-hello-interval: only applies to --command or --app")
     client = named or "reference"
     if client in known_reference_clients():
         mode = args.mode or "sim"
