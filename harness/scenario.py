@@ -468,6 +468,9 @@ class _Fields:
             raise self.error(key, f"expected {_type_name(types)}, got {_value_repr(value)}")
         if isinstance(value, float) and not math.isfinite(value):  # TOML has nan and inf
             raise self.error(key, f"must be a finite number, got {value}")
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:  # tomllib reads any size
+            raise self.error(key, f"must fit in 64 bits (TOML integers do), got "
+                                  f"{len(str(abs(value)))} digits")
         return value
 
     def number(
@@ -542,6 +545,11 @@ class _Loader:
             match = re.search(r"line (\d+)", str(exc))
             line = f":{match.group(1)}" if match else ""
             raise UserError(f"{self.path}{line}: not valid TOML: {exc}") from None
+        except ValueError:  # tomllib's int() refuses more than 4,300 digits
+            match = re.search(r"\d{4300,}", self.text)
+            line = f":{self.text.count(chr(10), 0, match.start()) + 1}" if match else ""
+            raise UserError(f"{self.path}{line}: not valid TOML: an integer of more than 4,300 "
+                            f"digits") from None
         top = _Fields(self, data, ())
         name = top.get("name", str, required=True)
         if not NAME_PATTERN.match(name):

@@ -310,6 +310,10 @@ SCENARIO_CASES = {
                    "code = 2000", f"{_STEPS}.params.code: must be 1000-1003"),
     "reason-124-bytes": (_EXPECT + _CONTROL + _REASON,
                          "reason =", f"{_STEPS}.params.reason: must be at most 123 bytes"),
+    "int-5000-digits": (_EXPECT.replace("2.0", "9" * 5000), "9999",
+                        "not valid TOML: an integer of more than 4,300 digits"),
+    "int-past-64-bits": (_EXPECT.replace("2.0", "9" * 30), "9999",
+                         "expect.duration: must fit in 64 bits"),
     "reconnect-1e400": (_EXPECT + _RECONNECT + "params = { close_after_ms = 1e400 }\n",
                         "close_after_ms", f"{_STEPS}.params.close_after_ms: {_FINITE}"),
 }
