@@ -6,17 +6,15 @@ REST call it does not implement with Discord's 404 JSON, in the trace. The run p
 discord.py bot gets the built-in discord.py adapter's verdicts, scenario by scenario; hikari and
 discord.js bots log in and resume through the redirect; a few lines of Node with the npm
 `midjourney` package at its default URLs reproduce the seed; a command that never loads the hook
-is the run's error, in one line. Real clients install on first use into a session folder
-(pip's and npm's caches make repeats quick).
+is the run's error, in one line. Real clients install on first use (conftest's install_client:
+once per machine into .clients/).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import shutil
 import ssl
 import subprocess
 import sys
@@ -345,23 +343,6 @@ setInterval(() => {}, 1 << 30);
 }
 
 
-@pytest.fixture(scope="module")
-def clients_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from harness.adapters.registry import ENV_CLIENTS_DIR
-
-    given = os.environ.get(ENV_CLIENTS_DIR)  # reuse installed clients when told where
-    return Path(given) if given else tmp_path_factory.mktemp("clients")
-
-
-def _install(lib: str, clients_dir: Path) -> Any:
-    from harness.adapters.registry import get_spec
-
-    spec = get_spec(lib)
-    if spec.ecosystem == "npm" and shutil.which("npm") is None:
-        pytest.skip("Node.js/npm not installed")
-    return spec.install(None, clients_dir)
-
-
 def _write_bot(lib: str, adapter: Any, where: Path) -> str:
     """The bot in its own folder (as in its project), and the command that runs it."""
     filename, source = BOTS[lib]
@@ -388,8 +369,8 @@ def _statuses(result: Any) -> dict[str, str]:
 @pytest.mark.parametrize("scenario", ["baseline-steady", "f15-resume-stays-up"])
 @pytest.mark.parametrize("lib", ["discord.py", "hikari", "discord.js"])
 def test_a_bot_that_knows_nothing_of_the_harness_gets_its_librarys_verdicts(
-        lib: str, scenario: str, clients_dir: Path, gateway_app: Any, tmp_path: Path) -> None:
-    adapter = _install(lib, clients_dir)
+        lib: str, scenario: str, install_client: Any, gateway_app: Any, tmp_path: Path) -> None:
+    adapter = install_client(lib)
     command = _write_bot(lib, adapter, tmp_path / "bot")
     loaded = load_scenario(builtin_scenarios_dir() / f"{scenario}.toml")
     builtin = _builtin(loaded, adapter, tmp_path / "builtin")
@@ -410,7 +391,7 @@ def test_a_bot_that_knows_nothing_of_the_harness_gets_its_librarys_verdicts(
 
 @pytest.mark.slow
 def test_the_midjourney_app_at_its_default_urls_reproduces_the_seed(
-        clients_dir: Path, gateway_app: Any, tmp_path: Path) -> None:
+        install_client: Any, gateway_app: Any, tmp_path: Path) -> None:
     """The seed suite, 75 s (the client beats on its own 41.25 s clock): like the built-in
     midjourney adapter, the app never becomes live again after its reconnect is reset in TLS."""
     from concurrent.futures import ThreadPoolExecutor
@@ -418,7 +399,7 @@ def test_the_midjourney_app_at_its_default_urls_reproduces_the_seed(
     from harness.adapters.suite import VALIDATION_DIR
     from harness.scenario import load_scenarios
 
-    adapter = _install("midjourney", clients_dir)
+    adapter = install_client("midjourney")
     command = _write_bot("midjourney", adapter, tmp_path / "app")
     [seed] = load_scenarios([VALIDATION_DIR / "seed"], [])
     with ThreadPoolExecutor(2) as pool:  # side by side: both wait on the same 75 s
