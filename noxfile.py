@@ -107,6 +107,21 @@ def fuzz(session: nox.Session) -> None:
 
 
 @nox.session
+@nox.parametrize("client", CLIENTS)
+def fuzz_client(session: nox.Session, client: str) -> None:
+    """A wall-clock campaign against one built-in client (issue 12.3): generated fault schedules,
+    2 worlds at a time, 10 minutes of search by default (posargs add or override flags, e.g.
+    `-- --time-budget 1800 --examples 500`); each finding is a bug bundle under
+    reports/fuzz-CLIENT/, its minimal schedule kept in .hypothesis/ for the next campaign. A
+    finding does not fail the session: the bundles are what it is for."""
+    session.install("-e", ".")
+    session.run(
+        "gateway-harness", "fuzz", client, "--jobs", "2", "--examples", "200",
+        "--out", f"reports/fuzz-{client}", *session.posargs, success_codes=[0, 1],
+    )
+
+
+@nox.session
 def seed(session: nox.Session) -> None:
     """The seed end to end: the real midjourney client and the reference client through the same
     reconnect-reset-during-TLS scenario, side by side in one report."""

@@ -235,6 +235,20 @@ def test_zb1_fails_on_close_1000_and_on_no_reconnect():
     assert_status(verdict(zombie_run(4000, 3.5, None), "ZB1"), "fail", "no later connection")
 
 
+def test_zb1_counts_a_reconnect_opened_before_the_zombie_close_was_recorded():
+    # Found by a wall-clock fuzz campaign (issue 12.3): the server was silent (go_silent), so
+    # the client's close 4000 was recorded only when TCP ended, 4 ms after its reconnect opened.
+    run = healthy_start().beats(1, 0.5, 2.0, d=3)
+    run.fault("go_silent", 2.2, "on", kind="control")
+    run.beat(1, 2.5, 3, ack=False)
+    run.open(2, 3.496, "resume")
+    run.close(1, 3.5, "client", 4000)
+    run.fault("go_silent", 5.0, "off", kind="control")
+    run.hello(2, 5.01).resume(2, 5.05, "sess-a", 3).resumed(2, 5.1).beats(2, 5.5, 9.0, d=4)
+    run.rec("note", 12.0, text="end")
+    assert_status(verdict(run, "ZB1"), "pass", "conn 2 opened at 3.50 s")
+
+
 # RS1 / RS2 / RS4 --------------------------------------------------------------------------------
 
 

@@ -397,8 +397,12 @@ def _wallclock_summary(result: CampaignResult, lines: list[str]) -> str:
                 else "not confirmed")
         base = ("" if f.baseline_passed is None
                 else f"; the {cfg.baseline} client {'passes' if f.baseline_passed else 'FAILS'} it")
-        shrunk = (f"shrunk from {f.found_faults} to {f.faults} fault(s)" if f.shrunk
-                  else f"{f.faults} fault(s), not shrunk")
+        if not f.shrunk:
+            shrunk = f"{f.faults} fault(s), not shrunk"
+        elif f.found_faults != f.faults:
+            shrunk = f"shrunk from {f.found_faults} to {f.faults} fault(s)"
+        else:
+            shrunk = f"{f.faults} fault(s), each needed"
         lines.append(f"FAIL {f.invariant} ({invariant_title(f.invariant, 'the run broke')}): "
                      f"{shrunk}; {rate}{base}; found after {f.found_after:.1f} s, shrunk after "
                      f"{f.shrunk_after:.1f} s")

@@ -366,7 +366,12 @@ def check_zb1(view: RunView, exp: Expectations) -> Verdict:
             )
             continue
         close_ts = float(close["ts"])
-        nxt_conn = next((c for c in conns if c.start_ts >= close_ts and c.id != conn.id), None)
+        # The reconnect: the first connection opened after the unACKed beat. It may open before
+        # the zombie's close is recorded (the client reconnects once it has sent its close
+        # frame; the gateway records the close when the closing handshake or TCP ends, and a
+        # silent server answers neither), so it is not sought after the close only.
+        nxt_conn = next((c for c in conns if c.id != conn.id and c.start_ts >= unacked.ts
+                         and (c.open_idx or 0) > (conn.open_idx or 0)), None)
         within, within_text = _reconnect_bound(conns, conn, tol)
         if nxt_conn is None and view.end_ts < close_ts + within:
             judged -= 1  # the run ended before the client was due to reconnect
