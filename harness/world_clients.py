@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import shutil
 import tempfile
 import traceback
 from dataclasses import replace
@@ -140,7 +141,12 @@ def adapter_starter(adapter: Any) -> ClientStarter:
             from gateway_common.errors import UserError
 
             raise UserError(f"client {adapter.name}: third-party clients run in --mode real only")
-        log_dir = Path(tempfile.mkdtemp(prefix="gateway-harness-client-"))
+        # The delivery log goes beside the client's logs (kept or removed with the run's
+        # folders); a folder of its own only without one, removed when the client ends.
+        own_dir: Path | None = None
+        log_dir = env.log_dir
+        if log_dir is None:
+            own_dir = log_dir = Path(tempfile.mkdtemp(prefix="gateway-harness-client-"))
         log_path = env.delivery_log_path or log_dir / "delivery.jsonl"
         contract = env_for(env.gateway_url, env.rest_url or "", env.token,
                            env.ca_file or "", log_path)
@@ -150,12 +156,16 @@ def adapter_starter(adapter: Any) -> ClientStarter:
         release = trio.Event()
 
         async def hold() -> None:
-            async with proc:
-                entered.set()
-                async with trio.open_nursery() as watch:
-                    watch.start_soon(tell_exit)
-                    await release.wait()
-                    watch.cancel_scope.cancel()
+            try:
+                async with proc:
+                    entered.set()
+                    async with trio.open_nursery() as watch:
+                        watch.start_soon(tell_exit)
+                        await release.wait()
+                        watch.cancel_scope.cancel()
+            finally:
+                if own_dir is not None:
+                    shutil.rmtree(own_dir, ignore_errors=True)
             finished.set()
 
         async def tell_exit() -> None:

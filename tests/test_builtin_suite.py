@@ -36,6 +36,9 @@ NAMED_FOR: dict[str, dict[str, frozenset[str]]] = {
     "stuck-on-stale-resume-url": {"source": frozenset({"F12"})},
     "new-session-id-not-stored": {"source": frozenset({"F9"})},
 }
+# Bugs that need two faults in a row: no built-in scenario is named for them; they exist to show
+# that a fuzz campaign finds what the suite misses (tests/test_fuzz_real.py).
+FOUND_ONLY_BY_FUZZING = frozenset({"forgets-session-on-second-drop"})
 
 
 def named_for(mutant: str, scenarios: list[Scenario]) -> list[Scenario]:
@@ -71,13 +74,13 @@ def test_the_reference_client_passes_the_scenario_in_simulation(path: Path) -> N
 
 
 def test_every_mutant_is_named_for_scenarios_that_exist() -> None:
-    assert set(NAMED_FOR) == set(MUTANTS)
+    assert set(NAMED_FOR) | FOUND_ONLY_BY_FUZZING == set(MUTANTS)
     scenarios = [load_scenario(f) for f in FILES]
-    for mutant in MUTANTS:
+    for mutant in NAMED_FOR:
         assert named_for(mutant, scenarios), f"{mutant}: no scenario is named for its bug"
 
 
-@pytest.mark.parametrize("mutant", sorted(MUTANTS))
+@pytest.mark.parametrize("mutant", sorted(NAMED_FOR))
 def test_each_mutant_fails_a_scenario_named_for_its_bug(mutant: str) -> None:
     tried = []
     for scenario in named_for(mutant, [load_scenario(f) for f in FILES]):
