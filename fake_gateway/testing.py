@@ -1,12 +1,15 @@
 """A raw gateway client for tests and benchmarks: plain `websockets` frames, no reference-client
-logic, so the fake gateway is checked against the protocol rather than against our own client."""
+logic, so the fake gateway is checked against the protocol rather than against our own client;
+and `start_gateway`, a fake gateway on loopback to point it at."""
 
 from __future__ import annotations
 
 import json
+import random
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -16,7 +19,23 @@ from websockets.trio.client import ClientConnection, connect
 
 from fake_gateway import etf
 from fake_gateway.codec import ZlibStreamDecoder, ZstdStreamDecoder, decode_server
+from fake_gateway.config import GatewayConfig
+from fake_gateway.opened import OpenedGateway, open_gateway
+from fake_gateway.server import FakeGateway
+from fake_gateway.tls import make_tls
 from gateway_common.facts import OP_DISPATCH, OP_HEARTBEAT, OP_IDENTIFY, OP_RESUME
+from gateway_common.trace import Trace
+
+
+async def start_gateway(nursery: trio.Nursery, *, tls: bool = False, rest: bool = False,
+                        **settings: Any) -> tuple[FakeGateway, OpenedGateway]:
+    """A fake gateway with these GatewayConfig settings on loopback TCP (TLS with a fresh CA,
+    REST listener only if asked), served in ``nursery``; the same seed every time."""
+    gateway = FakeGateway(GatewayConfig(**settings), Trace(clock=trio.current_time),
+                          random.Random(7))
+    urls = await nursery.start(partial(open_gateway, gateway, rest_port=0 if rest else None,
+                                       tls=make_tls() if tls else None))
+    return gateway, urls
 
 
 class RawGatewayClient:

@@ -12,7 +12,6 @@ close within PATIENCE. A handshake that works takes milliseconds.
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,10 +23,9 @@ from websockets.protocol import State
 from websockets.trio.client import connect
 
 from fake_gateway.config import GatewayConfig
-from fake_gateway.opened import OpenedGateway, open_gateway
+from fake_gateway.opened import OpenedGateway
 from fake_gateway.server import FakeGateway
-from fake_gateway.testing import RawGatewayClient, raw_client
-from gateway_common.trace import Trace
+from fake_gateway.testing import RawGatewayClient, raw_client, start_gateway
 
 Start = Callable[..., Awaitable[tuple[FakeGateway, OpenedGateway]]]
 TOKEN = GatewayConfig().token
@@ -39,14 +37,9 @@ STILL_SENDING = 30  # frames behind the close: more than websockets queues befor
 @pytest.fixture
 def start(nursery: trio.Nursery) -> Start:
     async def start(**overrides: Any) -> tuple[FakeGateway, OpenedGateway]:
-        settings: dict[str, Any] = dict(heartbeat_interval_ms=1000, heartbeat_deadline=False,
-                                        max_concurrency=16, identify_window=0.0, guilds=2,
-                                        close_timeout=CLOSE_TIMEOUT)
-        settings.update(overrides)
-        gateway = FakeGateway(GatewayConfig(**settings), Trace(clock=trio.current_time),
-                              random.Random(7))
-        urls = await nursery.start(open_gateway, gateway)
-        return gateway, urls
+        return await start_gateway(nursery, **{
+            "heartbeat_interval_ms": 1000, "heartbeat_deadline": False, "max_concurrency": 16,
+            "identify_window": 0.0, "guilds": 2, "close_timeout": CLOSE_TIMEOUT, **overrides})
 
     return start
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any
 
 import pytest
@@ -16,10 +15,9 @@ import trio
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from fake_gateway.config import GatewayConfig
-from fake_gateway.opened import OpenedGateway, open_gateway
+from fake_gateway.opened import OpenedGateway
 from fake_gateway.server import FakeGateway
-from fake_gateway.testing import RawGatewayClient, raw_client
-from fake_gateway.tls import make_tls
+from fake_gateway.testing import RawGatewayClient, raw_client, start_gateway
 from gateway_common.trace import Trace
 
 Start = Callable[..., Awaitable[tuple[FakeGateway, OpenedGateway]]]
@@ -30,14 +28,9 @@ TOKEN = GatewayConfig().token
 def start(nursery: trio.Nursery) -> Start:
     async def start(tls: bool = False, rest: bool = False, **overrides: Any
                     ) -> tuple[FakeGateway, OpenedGateway]:
-        settings: dict[str, Any] = dict(heartbeat_interval_ms=300, heartbeat_deadline=False,
-                                        max_concurrency=16, identify_window=0.0, guilds=2)
-        settings.update(overrides)
-        gateway = FakeGateway(GatewayConfig(**settings), Trace(clock=trio.current_time),
-                              random.Random(7))
-        urls = await nursery.start(partial(open_gateway, gateway, rest_port=0 if rest else None,
-                                           tls=make_tls() if tls else None))
-        return gateway, urls
+        return await start_gateway(nursery, tls=tls, rest=rest, **{
+            "heartbeat_interval_ms": 300, "heartbeat_deadline": False, "max_concurrency": 16,
+            "identify_window": 0.0, "guilds": 2, **overrides})
 
     return start
 

@@ -3,7 +3,6 @@ implementation (erlang_py, from PyPI), and whole gateway sessions over loopback 
 
 from __future__ import annotations
 
-import random
 import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,10 +16,9 @@ from hypothesis import strategies as st
 from fake_gateway import etf
 from fake_gateway.codec import Encoder, decode_client
 from fake_gateway.config import GatewayConfig
-from fake_gateway.opened import OpenedGateway, open_gateway
+from fake_gateway.opened import OpenedGateway
 from fake_gateway.server import FakeGateway
-from fake_gateway.testing import raw_client
-from gateway_common.trace import Trace
+from fake_gateway.testing import raw_client, start_gateway
 
 TOKEN = GatewayConfig().token
 SNOWFLAKE = 1_234_567_890_123_456_789  # over 32 bits: SMALL_BIG_EXT
@@ -257,13 +255,9 @@ def test_an_identify_written_by_erlang_py_decodes_like_the_json_one() -> None:
 @pytest.fixture
 def start(nursery: trio.Nursery) -> Start:
     async def start(**overrides: Any) -> tuple[FakeGateway, OpenedGateway]:
-        settings: dict[str, Any] = dict(heartbeat_interval_ms=300, heartbeat_deadline=False,
-                                        max_concurrency=16, identify_window=0.0, guilds=1)
-        settings.update(overrides)
-        gateway = FakeGateway(GatewayConfig(**settings), Trace(clock=trio.current_time),
-                              random.Random(7))
-        urls = await nursery.start(open_gateway, gateway)
-        return gateway, urls
+        return await start_gateway(nursery, **{
+            "heartbeat_interval_ms": 300, "heartbeat_deadline": False, "max_concurrency": 16,
+            "identify_window": 0.0, "guilds": 1, **overrides})
 
     return start
 
