@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from gateway_common.facts import (
+    DISCORD_HEARTBEAT_INTERVAL_MS,
     IDENTIFY_WINDOW,
     MAX_PAYLOAD_BYTES,
     RATE_LIMIT_FRAMES,
@@ -75,7 +76,8 @@ class GatewayConfig:
     bot_username: str = "harness-bot"
 
     heartbeat_interval_ms: int = knob(
-        41250, "ms between heartbeats, advertised in HELLO", scenario="heartbeat_interval",
+        DISCORD_HEARTBEAT_INTERVAL_MS, "ms between heartbeats, advertised in HELLO",
+        scenario="heartbeat_interval",
         scenario_default=1000, flag="--heartbeat-interval-ms", minimum=50, maximum=3_600_000)
     # Server-side heartbeat deadline: no op 1 within interval * (1 + grace) closes the socket.
     heartbeat_deadline: bool = knob(

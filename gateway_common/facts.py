@@ -74,6 +74,8 @@ __all__ = [
 # ------------------------------------------------------------------------------------------------
 # Numbers (sections 3, 5, 8)
 
+# The interval the real gateway advertises in HELLO; clients that ignore HELLO beat on about it.
+DISCORD_HEARTBEAT_INTERVAL_MS = 41_250
 MAX_PAYLOAD_BYTES = 4096  # the largest frame a client may send; a larger one gets close 4002
 RATE_LIMIT_FRAMES, RATE_LIMIT_WINDOW = 120, 60.0  # frames a client may send per window (4008)
 IDENTIFY_WINDOW = 5.0  # seconds one max_concurrency bucket allows one IDENTIFY in

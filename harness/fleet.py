@@ -41,7 +41,12 @@ from fake_gateway.config import GatewayConfig
 from fake_gateway.opened import OpenedGateway, open_gateway
 from fake_gateway.server import FakeGateway
 from gateway_common.errors import UserError
-from gateway_common.facts import IDENTIFY_WINDOW, OP_IDENTIFY, OP_RESUME
+from gateway_common.facts import (
+    DISCORD_HEARTBEAT_INTERVAL_MS,
+    IDENTIFY_WINDOW,
+    OP_IDENTIFY,
+    OP_RESUME,
+)
 from gateway_common.trace import KIND_NOTE, Record, Trace
 from harness.client.core import ClientConfig, GatewayClientCore, StateChanged
 from harness.faults.memnet import MemoryNetwork
@@ -57,7 +62,8 @@ class FleetConfig:
     max_concurrency: int = 16
     session_start_total: int | None = None  # None: 4 starts per shard
     waves: tuple[str, ...] = WAVES
-    heartbeat_interval_ms: int = 41250  # Discord's own: a storm is about minutes, not seconds
+    # Discord's own interval: a storm is about minutes, not seconds.
+    heartbeat_interval_ms: int = DISCORD_HEARTBEAT_INTERVAL_MS
     dispatch_rate: float = 0.0
     wave_gap: float = 30.0
     wave_timeout: float = 3600.0

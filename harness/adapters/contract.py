@@ -39,6 +39,7 @@ from typing import Any
 
 from fake_gateway.urls import API_BASE_PATH, rest_base
 from gateway_common.errors import UserError
+from gateway_common.facts import DISCORD_HEARTBEAT_INTERVAL_MS
 
 ENV_GATEWAY_URL = "GATEWAY_HARNESS_GATEWAY_URL"
 ENV_REST_URL = "GATEWAY_HARNESS_REST_URL"
@@ -47,9 +48,6 @@ ENV_CA_FILE = "GATEWAY_HARNESS_CA_FILE"
 ENV_DELIVERY_LOG = "GATEWAY_HARNESS_DELIVERY_LOG"
 
 CONTRACT_VARIABLES = (ENV_GATEWAY_URL, ENV_REST_URL, ENV_TOKEN, ENV_CA_FILE, ENV_DELIVERY_LOG)
-
-# The interval the real gateway advertises; clients that ignore HELLO beat on about this clock.
-DISCORD_HEARTBEAT_INTERVAL_MS = 41_250
 
 DeliveryRecord = dict[str, Any]
 
