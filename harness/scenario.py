@@ -3,7 +3,8 @@
 A scenario is one TOML file (see the README section "Scenario files" for a full example)::
 
     name = "seed-tls-reset-on-resume"
-    source = "seed"                     # "seed", "generated", "F1".."F22", or "protocol §N"
+    source = "seed"                     # "seed", "generated", "F1".."F22", "protocol §N",
+                                        # or upstream issues "owner/repo#N[, owner/repo#N]"
     tags = ["seed", "tls"]
     description = '''One paragraph: the real-world failure this models.'''
     seed = 7                            # optional: the run seed a replay must use
@@ -104,9 +105,15 @@ EVENTS = (
     "rejected",
 )
 # "generated": a schedule written by the fuzzer (harness/schedules.py), not modelled on one source.
+# "owner/repo#N[, owner/repo#N ...]": the upstream issues or pull requests where users reported
+# the failure (the real-world catalogue, shared/reference/real-world-failures.md).
+UPSTREAM_REF = r"[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}#[1-9][0-9]{0,9}"
 SOURCE_PATTERN = re.compile(
-    r"^(seed|generated|F([1-9]|1[0-9]|2[0-2])|protocol §\d+(\.\d+)?)$"
+    rf"^(seed|generated|F([1-9]|1[0-9]|2[0-2])|protocol §\d+(\.\d+)?"
+    rf"|{UPSTREAM_REF}(, {UPSTREAM_REF})*)$"
 )
+REAL_WORLD_TAG = "real-world"  # a row of the catalogue: its source is the upstream report
+SOURCE_FORMS = "'seed', 'generated', F1..F22, 'protocol §N' or 'owner/repo#N' (comma-separated)"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
@@ -562,7 +569,7 @@ class _Loader:
         source = top.get("source", str, required=True)
         if not SOURCE_PATTERN.match(source):
             raise top.error(
-                "source", f"must be 'seed', 'generated', F1..F22 or 'protocol §N'; got {source!r}"
+                "source", f"must be {SOURCE_FORMS}; got {source!r}"
             )
         tags = top.get("tags", list, [])
         for i, tag in enumerate(tags):
@@ -570,6 +577,9 @@ class _Loader:
                 raise top.error(
                     "tags", f"tag #{i + 1} must be a lower-case word; got {_value_repr(tag)}"
                 )
+        if REAL_WORLD_TAG in tags and not re.match(UPSTREAM_REF, source):
+            raise top.error("source", f"a scenario tagged {REAL_WORLD_TAG!r} names the upstream "
+                                      f"report it reproduces, 'owner/repo#N'; got {source!r}")
         seed = top.integer("seed")
         gateway = self._gateway(top.table_of("gateway"))
         expect = self._expect(top.table_of("expect"))

@@ -23,7 +23,7 @@ from harness.cli.common import (
 from harness.oracle import judge
 from harness.report.model import ScenarioResult
 from harness.runner import check_determinism, resolve_client, run_many, split_for_real_toxiproxy
-from harness.scenario import builtin_scenarios_dir, load_scenario, load_scenarios
+from harness.scenario import Scenario, builtin_scenarios_dir, load_scenario, load_scenarios
 from harness.world import RunOptions, default_jobs
 
 
@@ -41,12 +41,25 @@ def add_list_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def list_main(args: argparse.Namespace) -> int:
-    scenarios = load_scenarios(args.paths or [builtin_scenarios_dir()], args.tag)
-    width = max((len(s.name) for s in scenarios), default=10)
-    for s in scenarios:
-        print(f"{s.name:<{width}}  {s.source:<6}  {s.summary}")
+    # Without paths: every built-in suite, scenarios/ and its sub-folders (a tag such as
+    # real-world spans both), each of a sub-folder named with it so `run` can be given its file.
+    builtin = builtin_scenarios_dir()
+    paths = args.paths or [builtin, *sorted(p for p in builtin.iterdir() if p.is_dir())]
+    scenarios = load_scenarios(paths, args.tag)
+    names = [_listed_name(s, builtin if not args.paths else None) for s in scenarios]
+    width = max((len(n) for n in names), default=10)
+    source_width = max((len(s.source) for s in scenarios), default=6)
+    for name, s in zip(names, scenarios, strict=True):
+        print(f"{name:<{width}}  {s.source:<{source_width}}  {s.summary}")
     print(f"{len(scenarios)} scenarios")
     return 0
+
+
+def _listed_name(scenario: Scenario, builtin: Path | None) -> str:
+    folder = scenario.path.parent if scenario.path is not None else None
+    if builtin is None or folder is None or folder == builtin:
+        return scenario.name
+    return f"{folder.name}/{scenario.name}"
 
 
 # ---- run ---------------------------------------------------------------------------------------
