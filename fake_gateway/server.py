@@ -31,6 +31,7 @@ from fake_gateway.config import GatewayConfig
 from fake_gateway.controls import GatewayControls
 from fake_gateway.protocol import Close, ConnectionCore, GatewayCore, Reset, Send
 from fake_gateway.sessions import Session
+from fake_gateway.wire import WriteRaw
 from gateway_common.trace import (
     KIND_CONN_CLOSE,
     KIND_CONN_OPEN,
@@ -248,8 +249,9 @@ class FakeGateway:
         # What /_harness/control and /_harness/state require (Authorization: Bearer ...).
         self.control_token = secrets.token_urlsafe(24)
         self._links: dict[int, _Link] = {}
-        self._timer_wake = trio.Event()
-        self._timer_target = math.inf
+        # The timer task sleeps in this scope until the earliest deadline; a new earlier one
+        # moves the scope's deadline instead of waking the task (one wakeup per deadline due).
+        self._timer_scope: trio.CancelScope | None = None
         # (deadline, conn_id); stale entries are skipped (a link keeps its one live deadline)
         self._deadlines: list[tuple[float, int]] = []
         self._receiving: int | None = None  # the connection whose frame is being handled
@@ -318,21 +320,55 @@ class FakeGateway:
             await trio.aclose_forcefully(link.stream)
 
     def _notify_timer(self) -> None:
-        self._timer_wake.set()
+        scope = self._timer_scope
+        if scope is not None:
+            scope.deadline = self._timer_target()
 
-    def _schedule(self, link: _Link) -> None:
-        """Make sure the timer task wakes by the connection's next deadline."""
+    def _deadline_of(self, link: _Link) -> float | None:
         deadline = link.conn.next_deadline()
         resolution = self.config.timer_resolution
         if deadline is not None and resolution > 0:
             # Round up to a grid so many connections' timers share one wakeup.
             deadline = math.ceil(deadline / resolution) * resolution
+        return deadline
+
+    def _schedule(self, link: _Link) -> None:
+        """Make sure the timer task wakes by the connection's next deadline."""
+        deadline = self._deadline_of(link)
+        scope = self._timer_scope
         if deadline is None or (link.scheduled is not None and link.scheduled <= deadline):
-            return  # a later deadline is found when the earlier entry pops
+            # A later deadline is found when the earlier entry pops; but if that entry is what
+            # the timer task sleeps until (a heartbeat moved it on), sleep on past it instead.
+            if scope is not None and link.scheduled == scope.deadline:
+                scope.deadline = self._timer_target()
+            return
         link.scheduled = deadline
         heapq.heappush(self._deadlines, (deadline, link.conn.conn_id))
-        if deadline < self._timer_target:
-            self._timer_wake.set()
+        if scope is not None and deadline < scope.deadline:
+            scope.deadline = deadline
+
+    def _timer_target(self) -> float:
+        """The earliest deadline still meant: heap entries whose connection is gone, or whose
+        deadline has moved later, are dropped or moved from the top first."""
+        heap = self._deadlines
+        while heap:
+            deadline, conn_id = heap[0]
+            link = self._links.get(conn_id)
+            if link is None or link.scheduled != deadline:
+                heapq.heappop(heap)  # a connection's older entry, or a closed connection's
+                continue
+            actual = self._deadline_of(link)
+            if actual is None or actual > deadline:
+                link.scheduled = actual
+                if actual is None:
+                    heapq.heappop(heap)
+                else:
+                    heapq.heapreplace(heap, (actual, conn_id))
+                continue
+            break
+        gateway_deadline = self.core.next_deadline()
+        return min(heap[0][0] if heap else math.inf,
+                   gateway_deadline if gateway_deadline is not None else math.inf)
 
     # ---- serving --------------------------------------------------------------------------
 
@@ -367,24 +403,31 @@ class FakeGateway:
         self.core.start(trio.current_time())
         task_status.started()
         # One task for every timer: per-connection deadlines (HELLO delay, heartbeat deadline,
-        # delayed closes) come off a heap, so a heartbeat costs no cancel scope of its own.
+        # delayed closes) come off a heap, so a heartbeat costs no cancel scope of its own. It
+        # wakes only when a deadline is due: a heartbeat that moves its connection's deadline
+        # on moves the sleep on too (_schedule), rather than waking the task to find nothing.
         heap = self._deadlines
         while True:
-            gateway_deadline = self.core.next_deadline()
-            target = min(heap[0][0] if heap else math.inf,
-                         gateway_deadline if gateway_deadline is not None else math.inf)
-            self._timer_target = target
-            with trio.move_on_at(target):
-                await self._timer_wake.wait()
-            self._timer_wake = trio.Event()
-            self._timer_target = math.inf
-            # Let frames that are already here be handled first, so a stall of the whole
-            # process (GC, a busy machine) or a heartbeat sent at the deadline instant does not
-            # count as missed: the sender's wakeup, the reader and the handler each take one
-            # scheduling round (trio shuffles tasks within a round). No time passes.
-            for _ in range(3):
-                await trio.lowlevel.cancel_shielded_checkpoint()
+            with trio.CancelScope(deadline=self._timer_target()) as scope:
+                self._timer_scope = scope
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    self._timer_scope = None
             now = trio.current_time()
+            if self._timer_target() > now:
+                continue
+            expiry = self.core.sessions.next_expiry(self.config.session_ttl)
+            if (heap and heap[0][0] <= now) or (expiry is not None and expiry <= now):
+                # Let frames that are already here be handled first, so a stall of the whole
+                # process (GC, a busy machine) or a heartbeat or RESUME sent at the deadline
+                # instant does not count as missed: the sender's wakeup, the reader and the
+                # handler each take one scheduling round (trio shuffles tasks within a round).
+                # No time passes. (A synthetic dispatch alone needs no such wait.)
+                for _ in range(3):
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                now = trio.current_time()
+            gateway_deadline = self.core.next_deadline()
             if gateway_deadline is not None and now >= gateway_deadline:
                 self.core.on_time(now)
             while heap and heap[0][0] <= now:
@@ -478,6 +521,11 @@ class FakeGateway:
                     elif isinstance(action, Reset):
                         await link.stream.abort()
                         return True
+                    elif isinstance(action, WriteRaw):
+                        # Bytes that are no well-formed frame (a wire fault): written in
+                        # order with websockets' own writes, which know nothing of them.
+                        async with link.ws.send_context():
+                            link.ws.protocol.writes.append(action.data)
             return link.conn.closed
 
     def _connection_ended(self, stream: TappedStream) -> None:
