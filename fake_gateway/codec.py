@@ -53,6 +53,16 @@ class Encoder:
     def compressed(self) -> bool:
         return self.compress is not None
 
+    def continued(self) -> Encoder:
+        """An encoder whose stream continues this one's compression context (the
+        reuse_compressor fault; Discord starts a fresh one per connection). zlib: a copy, so
+        this stream is left as it was; zstd's context cannot be copied, so it is shared."""
+        other = Encoder(None, self.split, self.encoding)
+        other.compress = self.compress
+        other._zlib = self._zlib.copy() if self._zlib is not None else None
+        other._zstd = self._zstd
+        return other
+
     def encode(self, payload: dict[str, Any]) -> tuple[list[str | bytes], int]:
         """Return the WebSocket messages for one payload and the uncompressed size."""
         if self.encoding == "etf":
@@ -68,6 +78,18 @@ class Encoder:
             data = self._zstd.compress(raw) + self._zstd.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
             return [data], len(raw)
         return [text], len(raw)
+
+
+def corrupt_block(compress: str) -> bytes:
+    """One bad block for a zlib-stream or zstd-stream, to be sent after a complete message (at a
+    block boundary, where every message ends). zlib: a deflate block header of the reserved type
+    3 (BFINAL 0, BTYPE 11: "invalid block type", RFC 1951 3.2.3), then the flush suffix so that a
+    client inflates it at once; zstd: a block header of the reserved type 3 (RFC 8878 3.1.1.2)."""
+    if compress == "zlib-stream":
+        return b"\x06" + ZLIB_SUFFIX
+    if compress == "zstd-stream":
+        return b"\x06\x00\x00"
+    raise ValueError(f"unsupported compress={compress!r}")
 
 
 def _split(data: bytes, parts: int) -> list[str | bytes]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from fake_gateway import wire
 from fake_gateway.protocol import GatewayCore
 from gateway_common.errors import UserError
 from gateway_common.facts import CONTROLS
@@ -66,6 +67,11 @@ class GatewayControls:
         if action == "session_start_remaining":
             gw.start_limit.forced_remaining = params["remaining"]
             return done
+        if action in wire.ACTIONS:  # wire-level faults (fake_gateway.wire)
+            affected.extend(gw.wire.apply(action, target, params, now))
+            return done
+        if action == "delay_hello" and gw.wire.delay_hello(target, params):
+            return done  # held for the next connections to open
         if action == "reject_upgrade" or (action == "delay_hello" and target == "all"):
             self._gateway_wide(action, target, params)
             return done
@@ -111,7 +117,7 @@ class GatewayControls:
                 gw.reject_upgrade.pop(listener, None)
         elif action == "delay_hello":
             if params["on"]:
-                gw.hello_delay[listener] = params["ms"] / 1000.0
+                gw.hello_delay[listener] = wire.hello_delay(params)
             else:
                 gw.hello_delay.pop(listener, None)
 

@@ -10,13 +10,14 @@ Rules follow gateway-protocol.md sections 1-12; knobs live in `GatewayConfig`.
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from fake_gateway import payloads
+from fake_gateway import payloads, wire
 from fake_gateway.codec import DecodeError, Encoder, decode_client
 from fake_gateway.config import DEFINED_INTENTS, PRIVILEGED_INTENTS, GatewayConfig
 from fake_gateway.sessions import (
@@ -85,7 +86,15 @@ class Reset:
     """Abort the TCP connection so the peer sees a reset."""
 
 
-Action = Send | Close | Reset
+@dataclass(frozen=True)
+class WriteRaw:
+    """Write these bytes onto the connection as they are, not as a WebSocket frame (a wire
+    fault: `fake_gateway.wire`)."""
+
+    data: bytes
+
+
+Action = Send | Close | Reset | WriteRaw
 
 
 def redact_token(token: object) -> str:
@@ -157,6 +166,10 @@ class ConnectionCore:
         self.session_ended_by_op9 = False
 
     # ---- output -------------------------------------------------------------------------
+
+    def push_wire(self, data: bytes, raw: bool) -> None:
+        """A wire fault's bytes: one binary message, or (raw) bytes that are no frame at all."""
+        self._push(WriteRaw(data) if raw else Send((data,)))
 
     def _push(self, action: Action) -> None:
         self.actions.append(action)
@@ -314,9 +327,12 @@ class ConnectionCore:
         if action == "delay_hello":
             if self.hello_sent_at is None:
                 if params["on"]:
-                    self.hello_delay = params["ms"] / 1000.0
+                    self.hello_delay = wire.hello_delay(params)
                     if self.hello_due is not None:
                         self.hello_due = self.opened_at + self.hello_delay
+                        if self.hello_due == math.inf:  # never
+                            self.hello_due = None
+                            gw.wire.hello_withheld(self, now)
                         gw.notify(self.conn_id)
                 else:
                     self.send_hello(now)
@@ -694,6 +710,7 @@ class GatewayCore:
         self.hello_delay: dict[str | None, float] = {}
         self.switches_for_all: dict[str, Any] = {}
         self.pending_for_next: list[tuple[str, dict[str, Any]]] = []
+        self.wire = wire.WireFaults(self)  # wire-level faults (fake_gateway.wire)
 
     def token_accepted(self, token: str) -> bool:
         """IDENTIFY/RESUME/REST go on with this token (else 4004 or 401)."""
@@ -747,6 +764,7 @@ class GatewayCore:
         pending, self.pending_for_next = self.pending_for_next, []
         for action, params in pending:
             conn.apply_control(action, params, now)
+        self.wire.connection_opened(conn, now)
         version = query.get("v")
         if version is not None and _query_version(version) not in self.config.allowed_versions:
             conn.close(now, 4012)
@@ -763,7 +781,9 @@ class GatewayCore:
         delay = conn.hello_delay
         if delay is None:
             delay = self.hello_delay.get(listener, self.hello_delay.get(None, 0.0))
-        if delay > 0:
+        if delay == math.inf:
+            self.wire.hello_withheld(conn, now)  # delay_hello never: no deadline at all
+        elif delay > 0:
             conn.hello_due = now + delay
             self.notify(conn_id)
         else:

@@ -37,7 +37,7 @@ API_PREFIXES = ("/api/v9", API_BASE_PATH, "/api")
 def gateway_bot_for(core: GatewayCore, now: float) -> dict[str, Any]:
     limit = core.start_limit
     return payloads.gateway_bot_payload(
-        core.discovery_url, core.config.recommended_shards, limit.total, limit.remaining(now),
+        core.discovery_url, core.wire.recommended_shards(now), limit.total, limit.remaining(now),
         limit.reset_after_ms(now), core.config.max_concurrency,
     )
 

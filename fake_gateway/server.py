@@ -29,9 +29,8 @@ from websockets.trio.server import ServerConnection, serve
 
 from fake_gateway.config import GatewayConfig
 from fake_gateway.controls import GatewayControls
-from fake_gateway.protocol import Close, ConnectionCore, GatewayCore, Reset, Send
+from fake_gateway.protocol import Close, ConnectionCore, GatewayCore, Reset, Send, WriteRaw
 from fake_gateway.sessions import Session
-from fake_gateway.wire import WriteRaw
 from gateway_common.trace import (
     KIND_CONN_CLOSE,
     KIND_CONN_OPEN,

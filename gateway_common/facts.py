@@ -33,8 +33,10 @@ __all__ = [
     "IDENTIFY_WINDOW",
     "JSON_TYPES",
     "LISTENERS",
+    "MALFORMED_FRAMES",
     "MAX_CLOSE_REASON_BYTES",
     "MAX_PAYLOAD_BYTES",
+    "MAX_SHARDS",
     "NON_RESUMABLE_SERVER_CLOSE_CODES",
     "ONE_SHOT_CONTROLS",
     "OPCODES",
@@ -86,6 +88,10 @@ SESSION_TTL = 120.0
 # What a client may ask for in its gateway URL (sections 1.2-1.4): ?encoding= and ?compress=.
 ENCODINGS = ("json", "etf")
 COMPRESSIONS = ("zlib-stream", "zstd-stream")
+# The most shards a bot may have (what /gateway/bot may recommend).
+MAX_SHARDS = 65_536
+# The malformed WebSocket frames the gateway can write (fake_gateway.wire has their bytes).
+MALFORMED_FRAMES = ("fragmented_control", "bad_opcode", "bad_utf8")
 # The fake gateway's two WebSocket listeners: discovery (what /gateway announces) and resume
 # (READY's resume_gateway_url).
 LISTENERS = ("discovery", "resume")
@@ -284,7 +290,12 @@ CONTROLS: Mapping[str, Control] = {
     "withhold_resumed": Control("switch"),
     "go_silent": Control("switch"),
     "ignore_client_close": Control("switch"),
-    "delay_hello": Control("switch", {"ms": _MILLISECONDS_5000, "listener": _LISTENER}),
+    "delay_hello": Control("switch", {
+        "ms": _MILLISECONDS_5000, "listener": _LISTENER,
+        "never": Param((bool,), False),  # no HELLO at all on those connections (ms unused)
+        # How many of the connections that open next it holds (null: every one while on).
+        "connections": Param((int,), ranges=((1, 100_000),)),
+    }),
     "reject_upgrade": Control(
         "switch", {"status": Param((int,), 503, ranges=((400, 599),)), "listener": _LISTENER}
     ),
@@ -305,6 +316,18 @@ CONTROLS: Mapping[str, Control] = {
     "burst": Control("one_shot", {"count": Param((int,), 10, ranges=((1, 100_000),))}),
     "heartbeat_request": Control("one_shot", {"d": Param(JSON_TYPES)}),
     "session_start_remaining": Control("one_shot", {"remaining": Param((int,))}),
+    # Wire-level faults (fake_gateway.wire): a bad block in the compressed stream, a new
+    # connection continuing an earlier one's compressor, a frame breaking RFC 6455, and what
+    # /gateway/bot recommends.
+    "corrupt_compression": Control("one_shot"),
+    "reuse_compressor": Control("switch"),
+    "malformed_frame": Control(
+        "one_shot", {"frame": Param((str,), MALFORMED_FRAMES[0], choices=MALFORMED_FRAMES)}
+    ),
+    "recommended_shards": Control("one_shot", {
+        "shards": Param((int,), ranges=((1, MAX_SHARDS),)),  # null: the knob's
+        "per_call": Param((int,), 0, ranges=((-MAX_SHARDS, MAX_SHARDS),)),
+    }),
 }
 ONE_SHOT_CONTROLS = frozenset(name for name, c in CONTROLS.items() if c.kind == "one_shot")
 SWITCH_CONTROLS = frozenset(name for name, c in CONTROLS.items() if c.kind == "switch")

@@ -44,6 +44,13 @@ Kinds and their fields
                  from the client's start); the client's first connection attempt, its first
                  TCP connect (seen at a gateway listener: the proxies dial it as they accept) or
                  REST request: a wall-clock run's time 0; written by the runner
+``wire_fault``   action (the control: corrupt_compression, reuse_compressor, malformed_frame,
+                 delay_hello, recommended_shards), detail (what it did, for humans), conn (where
+                 one applies), and by action: compress, bytes (hex of what was written);
+                 from_conn (the connection whose compressor reuse_compressor continues); frame
+                 (which malformed frame); shards, answer (/gateway/bot's count in its Nth answer
+                 since the control). Written by the gateway (fake_gateway.wire) when the fault
+                 acts on the wire, with the time it did
 ``note``         text (free-form, for humans); conn where one applies (the gateway notes a RESUME
                  on the discovery URL, an IDENTIFY on the resume URL, an IDENTIFY over
                  max_concurrency, an unsupported encoding or compress value)
@@ -73,6 +80,7 @@ KIND_FAULT = "fault"
 KIND_IDENTIFY_BUDGET = "identify_budget"
 KIND_REST = "rest"
 KIND_FIRST_CONTACT = "first_contact"
+KIND_WIRE_FAULT = "wire_fault"
 KIND_NOTE = "note"
 
 KINDS = frozenset(
@@ -91,6 +99,7 @@ KINDS = frozenset(
         KIND_IDENTIFY_BUDGET,
         KIND_REST,
         KIND_FIRST_CONTACT,
+        KIND_WIRE_FAULT,
         KIND_NOTE,
     }
 )

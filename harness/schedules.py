@@ -54,7 +54,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from fake_gateway.config import scenario_config
-from gateway_common.facts import ONE_SHOT_CONTROLS
+from gateway_common.facts import MALFORMED_FRAMES, ONE_SHOT_CONTROLS
 from harness.oracle.model import Expectations
 from harness.report.model import ScenarioResult
 from harness.scenario import (
@@ -109,6 +109,8 @@ ONE_SHOT_ACTIONS = (
     "burst",
     "expire_session",
     "invalidate_session",
+    "corrupt_compression",
+    "malformed_frame",
 )
 # One-shots that may also aim at the next connection to open (applied as it opens, before the
 # client has said anything: a reset or a close then is a network/server event, while op 7/op 9
@@ -122,6 +124,7 @@ PERSISTENT_ACTIONS = (
     "withhold_ready",
     "withhold_resumed",
     "ignore_client_close",
+    "reuse_compressor",
 )
 TOXIC_TYPES = (
     "reset_after",
@@ -293,6 +296,8 @@ def _control_params(action: str) -> st.SearchStrategy[dict[str, Any]]:
         return st.fixed_dictionaries({"count": st.integers(1, 50)})
     if action == "delay_hello":
         return st.fixed_dictionaries({"ms": st.integers(100, 10000)})
+    if action == "malformed_frame":
+        return st.fixed_dictionaries({"frame": st.sampled_from(MALFORMED_FRAMES)})
     if action == "reject_upgrade":
         return st.fixed_dictionaries(
             {"status": st.sampled_from([503, 502, 500, 429, 404])},
