@@ -105,15 +105,15 @@ EVENTS = (
     "rejected",
 )
 # "generated": a schedule written by the fuzzer (harness/schedules.py), not modelled on one source.
-# "owner/repo#N[, owner/repo#N ...]": the upstream issues or pull requests where users reported
-# the failure (the real-world catalogue, shared/reference/real-world-failures.md).
+# "owner/repo#N": an upstream issue or pull request where users reported the failure (the
+# real-world catalogue, shared/reference/real-world-failures.md). A source may name several,
+# comma-separated: a failure mode and the upstream reports of it ("F12, owner/repo#N").
 UPSTREAM_REF = r"[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}#[1-9][0-9]{0,9}"
-SOURCE_PATTERN = re.compile(
-    rf"^(seed|generated|F([1-9]|1[0-9]|2[0-2])|protocol §\d+(\.\d+)?"
-    rf"|{UPSTREAM_REF}(, {UPSTREAM_REF})*)$"
-)
-REAL_WORLD_TAG = "real-world"  # a row of the catalogue: its source is the upstream report
-SOURCE_FORMS = "'seed', 'generated', F1..F22, 'protocol §N' or 'owner/repo#N' (comma-separated)"
+_ONE_SOURCE = rf"(seed|generated|F([1-9]|1[0-9]|2[0-2])|protocol §\d+(\.\d+)?|{UPSTREAM_REF})"
+SOURCE_PATTERN = re.compile(rf"^{_ONE_SOURCE}(, {_ONE_SOURCE})*$")
+REAL_WORLD_TAG = "real-world"  # a row of the catalogue: its source names the upstream report
+SOURCE_FORMS = ("'seed', 'generated', F1..F22, 'protocol §N' or 'owner/repo#N' "
+                "(several comma-separated)")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
@@ -577,7 +577,7 @@ class _Loader:
                 raise top.error(
                     "tags", f"tag #{i + 1} must be a lower-case word; got {_value_repr(tag)}"
                 )
-        if REAL_WORLD_TAG in tags and not re.match(UPSTREAM_REF, source):
+        if REAL_WORLD_TAG in tags and not re.search(UPSTREAM_REF, source):
             raise top.error("source", f"a scenario tagged {REAL_WORLD_TAG!r} names the upstream "
                                       f"report it reproduces, 'owner/repo#N'; got {source!r}")
         seed = top.integer("seed")

@@ -35,6 +35,10 @@ NAMED_FOR: dict[str, dict[str, frozenset[str]]] = {
     "stale-heartbeat-timer": {"source": frozenset({"F6", "F8"})},
     "stuck-on-stale-resume-url": {"source": frozenset({"F12"})},
     "new-session-id-not-stored": {"source": frozenset({"F9"})},
+    # the real-world catalogue's rows (issue 13): the upstream report each bug was found in
+    "op9-after-resume-fatal": {"source": frozenset({"bwmarrin/discordgo#544"})},
+    "heartbeats-stop-after-missed-ack": {"source": frozenset({"twilight-rs/twilight#1964"})},
+    "reuses-zlib-inflater": {"source": frozenset({"abalabahaha/eris#1364"})},
 }
 # Bugs that need two faults in a row: no built-in scenario is named for them; they exist to show
 # that a fuzz campaign finds what the suite misses (tests/test_fuzz_real.py).
@@ -44,7 +48,8 @@ FOUND_ONLY_BY_FUZZING = frozenset({"forgets-session-on-second-drop"})
 def named_for(mutant: str, scenarios: list[Scenario]) -> list[Scenario]:
     sel = NAMED_FOR[mutant]
     return [s for s in scenarios
-            if s.source in sel.get("source", ()) or set(s.tags) & sel.get("tag", frozenset())]
+            if set(s.source.split(", ")) & sel.get("source", frozenset())
+            or set(s.tags) & sel.get("tag", frozenset())]
 
 
 def run(scenario: Scenario, client: str = "reference") -> ScenarioResult:

@@ -331,6 +331,10 @@ class _Connection:
 class GatewayClientCore:
     """The decision core of the reference gateway client (see the module docstring)."""
 
+    # Every connection is a new zlib-stream / zstd-stream context (section 1.4): the driver
+    # starts a new decoder for each. Only a planted-bug mutant turns this off.
+    fresh_transport_context = True
+
     def __init__(self, config: ClientConfig, rng: random.Random):
         self.config = config
         self.rng = rng

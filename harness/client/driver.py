@@ -29,6 +29,8 @@ from urllib.parse import urlsplit
 
 import trio
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Close, Opcode
+from websockets.protocol import Event
 from websockets.trio.client import ClientConnection
 from websockets.trio.client import connect as ws_connect
 
@@ -105,6 +107,21 @@ async def open_tcp_stream(host: str, port: int) -> trio.abc.Stream:
     return await trio.open_tcp_stream(host, port)
 
 
+class _GatewayConnection(ClientConnection):
+    """Says when the server's close frame arrives: ``recv()`` raises only once the TCP
+    connection is gone too, which a peer or a middlebox may hold back far longer than the close
+    code takes to matter (discord.js #7450: a socket stuck in CLOSING after 4009)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.close_frame_received = trio.Event()
+
+    def process_event(self, event: Event) -> None:
+        super().process_event(event)
+        if getattr(event, "opcode", None) is Opcode.CLOSE:
+            self.close_frame_received.set()
+
+
 class _PreparedStreamConnect(ws_connect):
     """The driver has already done TLS (to time and report it); don't wrap the stream again."""
 
@@ -129,6 +146,7 @@ class _Link:
     wake_writer: trio.Event = field(default_factory=trio.Event)
     stream: trio.abc.Stream | None = None
     ws: ClientConnection | None = None
+    close_reported: bool = False  # the server's close frame went to the core
 
 
 class GatewayClient:
@@ -168,7 +186,9 @@ class GatewayClient:
         self._dispatch_send: trio.MemorySendChannel[Dispatch] | None = None
         self._dispatch_recv: trio.MemoryReceiveChannel[Dispatch] | None = None
         self._timers: dict[int, StartTimer] = {}
-        self._timer_wake = trio.Event()
+        # The timer task sleeps in this scope until the earliest timer; starting or cancelling
+        # one moves the scope's deadline rather than waking the task.
+        self._timer_scope: trio.CancelScope | None = None
         self._links: dict[int, _Link] = {}
         self._links_changed = trio.Event()
         self._pending: deque[Action] = deque()
@@ -183,6 +203,7 @@ class GatewayClient:
         self._config_error_where: str | None = None
         self._config_errors_in_a_row: dict[str, int] = {}
         self._config_listeners: list[Callable[[str], None]] = []
+        self._kept_decoder: TransportDecoder | None = None  # see core.fresh_transport_context
 
     # ------------------------------------------------------------------ public API
 
@@ -278,9 +299,13 @@ class GatewayClient:
     def _perform_one(self, action: Action) -> None:
         if isinstance(action, StartTimer):
             self._timers[action.timer_id] = action
-            self._timer_wake.set()
+            scope = self._timer_scope
+            if scope is not None and action.deadline < scope.deadline:
+                scope.deadline = action.deadline
         elif isinstance(action, CancelTimer):
-            self._timers.pop(action.timer_id, None)
+            timer = self._timers.pop(action.timer_id, None)
+            if timer is not None:
+                self._timer_gone(timer)
         elif isinstance(action, SendFrame):
             link = self._links.get(action.gen)
             if link is not None:
@@ -340,12 +365,20 @@ class GatewayClient:
 
     # ------------------------------------------------------------------ timers
 
+    def _timer_gone(self, timer: StartTimer) -> None:
+        scope = self._timer_scope
+        if scope is not None and timer.deadline <= scope.deadline:
+            scope.deadline = min((t.deadline for t in self._timers.values()), default=math.inf)
+
     async def _timer_loop(self) -> None:
         while True:
             deadline = min((t.deadline for t in self._timers.values()), default=math.inf)
-            with trio.move_on_at(deadline):
-                await self._timer_wake.wait()
-            self._timer_wake = trio.Event()
+            with trio.CancelScope(deadline=deadline) as scope:
+                self._timer_scope = scope
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    self._timer_scope = None
             now = trio.current_time()
             due = sorted(
                 (t for t in self._timers.values() if t.deadline <= now),
@@ -455,6 +488,7 @@ class GatewayClient:
             for timer_id, timer in list(self._timers.items()):
                 if timer.gen == link.gen:  # every timer dies with its connection
                     del self._timers[timer_id]
+                    self._timer_gone(timer)
             if link.stream is not None:
                 await trio.aclose_forcefully(link.stream)
             self._links_changed.set()
@@ -507,6 +541,7 @@ class GatewayClient:
             max_size=None,
             max_queue=None,
             user_agent_header=USER_AGENT,
+            create_connection=_GatewayConnection,
         )
         async with trio.open_nursery() as ws_nursery:
             try:
@@ -522,9 +557,13 @@ class GatewayClient:
             ws_nursery.cancel_scope.cancel()
 
     async def _serve(self, link: _Link, ws: ClientConnection) -> None:
-        decoder = TransportDecoder(self.config.compress)
+        decoder = self._kept_decoder or TransportDecoder(self.config.compress)
+        if not self.core.fresh_transport_context:  # a planted bug: one decoder for every socket
+            self._kept_decoder = decoder
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._writer, link, ws)
+            if isinstance(ws, _GatewayConnection):
+                nursery.start_soon(self._close_frame_watch, link, ws)
             try:
                 while True:
                     message = await ws.recv()
@@ -540,14 +579,7 @@ class GatewayClient:
             except ConnectionClosed as exc:
                 received = exc.rcvd
                 if received is not None:
-                    code = None if received.code == 1005 else received.code
-                    if code in FATAL_CLOSE_CODES:  # the server refused a setting: say which
-                        self._config_trouble("gateway", (
-                            f"{_origin(link.url)} closed the connection with {code} "
-                            f"({received.reason or 'no reason'}): a fatal close code, "
-                            "not reconnecting"), final=True)
-                    self._perform(self.core.connection_closed(
-                        link.gen, code, received.reason, "close_frame", trio.current_time()))
+                    self._server_closed(link, received)
                 else:
                     cause = exc.__cause__
                     how: CloseHow = (
@@ -557,6 +589,26 @@ class GatewayClient:
                     self._perform(self.core.connection_closed(
                         link.gen, None, reason, how, trio.current_time()))
             nursery.cancel_scope.cancel()
+
+    async def _close_frame_watch(self, link: _Link, ws: _GatewayConnection) -> None:
+        await ws.close_frame_received.wait()
+        received = ws.protocol.close_rcvd
+        if received is not None:
+            self._server_closed(link, received)
+
+    def _server_closed(self, link: _Link, received: Close) -> None:
+        """The server's close frame, told to the core once (when it arrives, not when TCP ends)."""
+        if link.close_reported:
+            return
+        link.close_reported = True
+        code = None if received.code == 1005 else received.code
+        if code in FATAL_CLOSE_CODES:  # the server refused a setting: say which
+            self._config_trouble("gateway", (
+                f"{_origin(link.url)} closed the connection with {code} "
+                f"({received.reason or 'no reason'}): a fatal close code, "
+                "not reconnecting"), final=True)
+        self._perform(self.core.connection_closed(
+            link.gen, code, received.reason, "close_frame", trio.current_time()))
 
     async def _writer(self, link: _Link, ws: ClientConnection) -> None:
         try:

@@ -259,6 +259,49 @@ class ForgetsSessionOnSecondDrop(GatewayClientCore):
         super()._connection_lost(reason, code, now)
 
 
+class Op9AfterResumeFatal(GatewayClientCore):
+    """After sending RESUME the client expects READY or RESUMED and nothing else: op 9 in answer
+    is an "unexpected packet" and it gives up for good (bwmarrin/discordgo #544), where op 9 there
+    means what it means anywhere else (wait 1-5 s, then IDENTIFY)."""
+
+    def frame_received(self, gen: int, frame: Mapping[str, Any], now: float) -> list[Action]:
+        conn = self._live(gen)
+        if (conn is not None and not conn.closing and frame.get("op") == OP_INVALID_SESSION
+                and conn.purpose == "resume" and not conn.established):
+            self._stop("expected READY or RESUMED after RESUME, got op 9 Invalid Session",
+                       fatal=True, now=now)
+            return self._flush()
+        return super().frame_received(gen, frame, now)
+
+
+class HeartbeatsStopAfterMissedAck(GatewayClientCore):
+    """The first missed heartbeat ACK kills the heartbeat task: the client still closes the zombie
+    and RESUMEs, but never beats again, so the gateway drops every later connection at its
+    deadline (a stale "missed ACK" state carried onto the new socket: Swiftcord #14, nostrum #155;
+    twilight #1964: a zombie right after RESUMED took the shard down)."""
+
+    heartbeat_dead = False
+
+    def _heartbeat_due(self, conn: _Connection, now: float) -> None:
+        if not conn.acked:
+            self.heartbeat_dead = True
+        super()._heartbeat_due(conn, now)
+
+    def _start_timer(self, name: str, gen: int | None, deadline: float) -> None:
+        if name == "heartbeat" and self.heartbeat_dead:
+            return  # the task that ran this timer ended with the missed ACK
+        super()._start_timer(name, gen, deadline)
+
+
+class ReusesZlibInflater(GatewayClientCore):
+    """One zlib inflater for the client's whole life: a new connection's zlib-stream (a fresh
+    context at the server, as the protocol says) is fed to the old connection's inflater, and
+    the first frame fails with "zlib error -3: data error" (abalabahaha/eris #1364); every later
+    connection fails the same way. The driver keeps one decoder when this flag is off."""
+
+    fresh_transport_context = False
+
+
 CoreFactory = Callable[[ClientConfig, random.Random], GatewayClientCore]
 
 MUTANTS: dict[str, CoreFactory] = {
@@ -271,6 +314,9 @@ MUTANTS: dict[str, CoreFactory] = {
     "stuck-on-stale-resume-url": StuckOnStaleResumeUrl,
     "new-session-id-not-stored": NewSessionIdNotStored,
     "forgets-session-on-second-drop": ForgetsSessionOnSecondDrop,
+    "op9-after-resume-fatal": Op9AfterResumeFatal,
+    "heartbeats-stop-after-missed-ack": HeartbeatsStopAfterMissedAck,
+    "reuses-zlib-inflater": ReusesZlibInflater,
 }
 
 # The invariants each planted bug is expected to break (any one of them counts as found).
@@ -284,4 +330,7 @@ EXPECTED_INVARIANTS: dict[str, frozenset[str]] = {
     "stuck-on-stale-resume-url": frozenset({"RS5", "RS1", "LV1"}),
     "new-session-id-not-stored": frozenset({"RS2"}),
     "forgets-session-on-second-drop": frozenset({"RS1", "RS3"}),
+    "op9-after-resume-fatal": frozenset({"RS5", "LV1"}),
+    "heartbeats-stop-after-missed-ack": frozenset({"HB1", "LV1"}),
+    "reuses-zlib-inflater": frozenset({"RS1", "LV1"}),
 }

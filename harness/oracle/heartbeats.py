@@ -23,6 +23,7 @@ from harness.oracle.view import (
     Connection,
     Frame,
     RunView,
+    missed_ack_before,
 )
 
 
@@ -73,13 +74,18 @@ def check_hb1(view: RunView, exp: Expectations) -> Verdict:
             end = conn.close_ts if conn.close_ts is not None else view.end_ts
             if end >= deadline - 1e-9 and not view.fault_active(conn.hello.ts, deadline, conn):
                 judged += 1
+                # A client that went silent after a missed ACK: name the ACK it missed.
+                missed, missed_idx = missed_ack_before(view, conn.hello.idx,
+                                                       exp.tolerances.ack_wait)
                 failures.append(
                     (
                         f"conn {conn.id}: no heartbeat in the {end - conn.hello.ts:.2f} s after "
                         "HELLO at "
                         f"{fmt(conn.hello.ts)} (bound {interval * (1 + slack):.2f} s; "
-                        f"{conn.describe_close()})",
-                        [conn.hello.idx] + ([conn.close_idx] if conn.close_idx is not None else []),
+                        f"{conn.describe_close()})"
+                        + (f"; before it, {missed}" if missed else ""),
+                        [conn.hello.idx] + ([conn.close_idx] if conn.close_idx is not None else [])
+                        + missed_idx,
                     )
                 )
     tol = f"tolerance heartbeat_slack={slack}"

@@ -19,6 +19,8 @@ from harness.oracle.model import (
 from harness.oracle.view import (
     Connection,
     RunView,
+    last_attempt,
+    missed_ack_before,
     session_of_conns,
 )
 
@@ -119,13 +121,16 @@ def check_lv1(view: RunView, exp: Expectations) -> Verdict:
         interval = view.interval_for(conn) or 0.0
         silent = not any(b.idx > conn.live.idx for b in conn.beats())
         if silent and (conn.close_ts or 0.0) - conn.live.ts >= interval * (1 + slack) - 1e-6:
+            missed, missed_idx = missed_ack_before(view, conn.live.idx, exp.tolerances.ack_wait)
             return fail(
                 "LV1",
                 f"{cleared_text}; conn {conn.id} got {conn.live.rec.get('t')} at "
-                f"{fmt(conn.live.ts)} but sent no heartbeat until it was {conn.describe_close()}",
+                f"{fmt(conn.live.ts)} but sent no heartbeat until it was {conn.describe_close()}"
+                + (f"; before it, {missed}" if missed else ""),
                 idx_base
                 + [conn.live.idx]
-                + ([conn.close_idx] if conn.close_idx is not None else []),
+                + ([conn.close_idx] if conn.close_idx is not None else [])
+                + missed_idx,
             )
     candidates = []
     for conn in conns:
@@ -156,10 +161,15 @@ def check_lv1(view: RunView, exp: Expectations) -> Verdict:
             if last_beat and late is None
             else ""
         )
+        # Name the frames the last attempt ended on (op 9 in answer to RESUME, a HELLO the
+        # client closed on at once, ...): what a reader needs to see why it never came back.
+        attempt, attempt_idx = ("", []) if late is not None else last_attempt(
+            view, cleared_idx if cleared_idx is not None else -1)
         return fail(
             "LV1",
             f"{cleared_text}; no live session (READY/RESUMED sent, connection open) by "
-            f"{fmt(check_at)} (bound {bound} s){tail}{beat_text}",
+            f"{fmt(check_at)} (bound {bound} s){tail}{beat_text}"
+            + (f"; {attempt}" if attempt else ""),
             idx_base
             + (
                 [late.live.idx]
@@ -167,7 +177,8 @@ def check_lv1(view: RunView, exp: Expectations) -> Verdict:
                 else [last_beat.idx]
                 if last_beat
                 else []
-            ),
+            )
+            + attempt_idx,
         )
     conn = candidates[-1]
     assert conn.live is not None

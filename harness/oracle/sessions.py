@@ -725,8 +725,16 @@ def check_rs5(view: RunView, exp: Expectations) -> Verdict:
     triggers: list[tuple[Record, int, str]] = []
     for f in view.frames_out:
         if f.op == OP_INVALID_SESSION and not f.rec.get("d"):
+            on = view.conns[f.rec["conn"]]
+            # an answer: the op 9 came before any READY/RESUMED on that connection
+            asked = None if on.live is not None and on.live.idx < f.idx else next(
+                (g for g in reversed(on.frames_in) if g.idx < f.idx
+                 and g.op in (OP_IDENTIFY, OP_RESUME)), None)
+            answer = (f" in answer to {'RESUME' if asked.op == OP_RESUME else 'IDENTIFY'} at "
+                      f"{fmt(asked.ts)}" if asked is not None else "")
             triggers.append(
-                (f.rec, f.idx, f"op 9 d=false on conn {f.rec.get('conn')} at {fmt(f.ts)}")
+                (f.rec, f.idx,
+                 f"op 9 d=false on conn {f.rec.get('conn')} at {fmt(f.ts)}{answer}")
             )
     for conn in view.conns.values():
         c = conn.close
@@ -762,7 +770,7 @@ def check_rs5(view: RunView, exp: Expectations) -> Verdict:
         conn = view.conns[nxt.rec["conn"]]
         delay = nxt.ts - ts
         carrier = view.conns.get(rec.get("conn"))  # type: ignore[arg-type]
-        in_flight = view.fault_active(ts, nxt.ts, carrier) if carrier is not None else None
+        in_flight = view.data_fault_active(ts, nxt.ts, carrier) if carrier is not None else None
         crossed = (
             nxt.op == OP_RESUME
             and nxt.rec.get("conn") == rec.get("conn")

@@ -4,6 +4,7 @@ call; every check reads the run through it."""
 from __future__ import annotations
 
 import bisect
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +16,9 @@ from gateway_common.facts import (
     OP_HEARTBEAT_ACK,
     OP_HELLO,
     OP_IDENTIFY,
+    OP_INVALID_SESSION,
     OP_RESUME,
+    OPCODES,
     POLICY_CONTROLS,
 )
 from harness.oracle.model import (
@@ -53,6 +56,7 @@ class Connection:
     close_idx: int | None = None
     close: Record | None = None
     rejected: bool = False
+    compress: str | None = None  # the transport compression it asked for (zlib-stream ...)
     frames_in: list[Frame] = field(default_factory=list)
     frames_out: list[Frame] = field(default_factory=list)
     live: Frame | None = None  # first READY or RESUMED sent on this connection
@@ -164,8 +168,10 @@ class RunView:
             if kind == "conn_open" and conn is not None:
                 conn.open_idx, conn.open_ts = idx, float(rec["ts"])
                 conn.listener = rec.get("listener")
-            elif kind == "ws_upgrade" and conn is not None and conn.listener is None:
-                conn.listener = rec.get("listener")
+            elif kind == "ws_upgrade" and conn is not None:
+                conn.listener = conn.listener or rec.get("listener")
+                compress = (rec.get("query") or {}).get("compress")
+                conn.compress = compress if isinstance(compress, str) else None
             elif kind == "ws_rejected" and conn is not None:
                 conn.rejected = True
             elif kind == "conn_close" and conn is not None and conn.close is None:
@@ -292,6 +298,14 @@ class RunView:
             return reach[k - 1][1]
         return None
 
+    def data_fault_active(self, a: float, b: float, conn: Connection) -> FaultWindow | None:
+        """Like ``fault_active`` with ``conn``, but only faults that can delay or drop the bytes
+        themselves: a toxic that only holds back the TCP end (slow_close) delivers every frame
+        as sent, so a frame sent under it reached the client."""
+        self.fault_active(a, b, conn)  # builds this connection's windows
+        return next((w for w in self._conn_windows[conn.id]
+                     if w.overlaps(a, b) and w.params.get("type") not in END_ONLY_TOXICS), None)
+
     def interval_for(self, conn: Connection) -> float | None:
         if conn.interval is not None:
             return conn.interval
@@ -300,6 +314,8 @@ class RunView:
 
 
 CONTROL_RECORD = "_from_control_record"
+# Toxics that touch only the connection's end, never its bytes (Toxiproxy's slow_close).
+END_ONLY_TOXICS = frozenset({"slow_close"})
 
 
 def _without_echoes(windows: list[FaultWindow]) -> list[FaultWindow]:
@@ -328,6 +344,80 @@ def shutdown_index(records: Sequence[Record]) -> int | None:
         if rec.get("kind") == "note" and str(rec.get("text", "")).startswith(SHUTDOWN_NOTE):
             return idx
     return None
+
+
+def describe_server_frame(rec: Record, compress: str | None = None) -> str:
+    """A server frame as evidence names it: ``op 9 Invalid Session (d=false)``, ``op 10 Hello
+    (zlib-stream)`` (``compress``: the connection's transport compression), ``op 0 READY
+    (s=1)``."""
+    op = rec.get("op")
+    spec = OPCODES.get(op) if isinstance(op, int) else None
+    name = rec.get("t") if op == OP_DISPATCH else (spec.name if spec else "unknown op")
+    bits = []
+    if op == OP_INVALID_SESSION:
+        bits.append(f"d={json.dumps(rec.get('d'))}")
+    if op == OP_DISPATCH and rec.get("s") is not None:
+        bits.append(f"s={rec.get('s')}")
+    if rec.get("compressed"):
+        bits.append(compress or "compressed")
+    return f"op {op} {name}" + (f" ({', '.join(bits)})" if bits else "")
+
+
+def last_attempt(view: RunView, after_idx: int) -> tuple[str, list[int]]:
+    """How the client's last connection opened after trace record ``after_idx`` went: what the
+    client sent to start a session, the gateway's last frame that was no dispatch or ACK (what
+    it answered with: HELLO, op 9, op 7 ...), and how it closed, with the client's own close
+    reason. ("", []) when no connection opened after it."""
+    conns = [c for c in view.ordered_conns() if (c.open_idx or -1) > after_idx]
+    if not conns:
+        return "", []
+    conn = conns[-1]
+    events: list[Frame] = [f for f in conn.frames_in if f.op in (OP_IDENTIFY, OP_RESUME)][-1:]
+    answer = [f for f in conn.frames_out if f.op not in (OP_DISPATCH, OP_HEARTBEAT_ACK)][-1:]
+    text = f"{len(conns)} connection(s) after it; the last, conn {conn.id} ({conn.listener}):"
+    steps = sorted(events + answer, key=lambda f: f.idx)
+    for f in steps:
+        what = (OPCODES[f.op].name.upper() if f in events and isinstance(f.op, int)
+                else describe_server_frame(f.rec, conn.compress))
+        text += f" {what} at {fmt(f.ts)},"
+    if not events and conn.hello is not None:
+        text += " no IDENTIFY or RESUME,"
+    text += f" {conn.describe_close()}"
+    reason = str((conn.close or {}).get("reason") or "")
+    if reason and (conn.close or {}).get("by") == "client":
+        text += f" saying {reason[:120]!r}"
+    idx = [f.idx for f in steps] + ([conn.close_idx] if conn.close_idx is not None else [])
+    return text, idx
+
+
+def missed_ack_before(view: RunView, before_idx: int, ack_wait: float) -> tuple[str, list[int]]:
+    """The client's last heartbeat before trace record ``before_idx`` that got no ACK before its
+    next beat (or its connection's close, ``ack_wait`` intervals or more after it), named with
+    the fault window that withheld or dropped the ACK: the missed ACK a client that then went
+    silent stumbled on. ("", []) if none."""
+    found: tuple[Frame, Connection] | None = None
+    for conn in view.conns.values():
+        beats = [b for b in conn.beats() if b.idx < before_idx]
+        wait = ack_wait * (view.interval_for(conn) or 0.0)
+        nexts: list[Frame | None] = [*beats[1:], None] if beats else []
+        for b, nxt in zip(beats, nexts, strict=True):
+            ack = conn.ack_after(b.idx)
+            limit = nxt.idx if nxt is not None else (conn.close_idx or before_idx)
+            end_ts = nxt.ts if nxt is not None else (conn.close_ts or view.end_ts)
+            if ((ack is None or ack.idx > limit) and end_ts - b.ts >= wait
+                    and (found is None or b.idx > found[0].idx)):
+                found = (b, conn)
+    if found is None:
+        return "", []
+    beat, conn = found
+    text = f"the heartbeat at {fmt(beat.ts)} on conn {conn.id} got no ACK"
+    idx = [beat.idx]
+    window = view.fault_active(beat.ts, beat.ts + (view.interval_for(conn) or 0.0), conn)
+    if window is not None:
+        action = window.params.get("action") or window.params.get("type") or window.kind
+        text += f" (fault {window.name!r}, {action}, on at {fmt(window.start)})"
+        idx.append(window.start_idx)
+    return text, idx
 
 
 def is_live_frame(rec: Record) -> bool:
