@@ -137,6 +137,7 @@ class _World:
         self._proxy_urls: dict[str, str] = {}
         self._live_steps: dict[str, Step] = {}
         self._switched_on: set[str] = set()  # steps switched on at least once
+        self._steps_over = trio.Event()  # set when _steps_done() first holds
         # The scenario's clock starts at the client's first connection attempt (real mode; in
         # simulation the client starts with the world). t0 moves there when it happens.
         self._contact = trio.Event()
@@ -311,11 +312,20 @@ class _World:
         (every fault has come and gone and the client is live again: ``run_settled``)."""
         end = self.t0 + self.scenario.expect.duration
         poll = max(0.25, self.config.heartbeat_interval / 2)
+        start = trio.current_time()
+        polls = 0
+        if not self._steps_done():
+            # run_settled reads the whole trace: no polling (and no wakeups) while faults are
+            # pending; then poll on the same grid as from the start.
+            with trio.move_on_at(end):
+                await self._steps_over.wait()
+            polls = int((trio.current_time() - start) // poll)
         while trio.current_time() < end:
-            await trio.sleep(min(poll, end - trio.current_time()))
+            polls += 1
+            await trio.sleep_until(min(start + polls * poll, end))
             now = trio.current_time()
             if not self._steps_done():
-                continue  # run_settled reads the whole trace: skip it while faults are pending
+                continue
             if run_settled(self.scenario, self._normalised_records(), now - self.t0):
                 return
 
@@ -461,6 +471,8 @@ class _World:
             record("off")
         else:
             self._live_steps[step.name] = step
+        if self._steps_done():
+            self._steps_over.set()
         return True
 
     async def _apply(self, step: Step, on: bool) -> None:
