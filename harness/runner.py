@@ -14,11 +14,18 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from harness.report.model import ScenarioResult
 from harness.scenario import Scenario
 from harness.world import RunOptions, run_scenario
+
+
+def default_results_dir() -> Path:
+    """Where `run`, `validate` and scenario items keep traces and delivery logs when no output
+    folder is given."""
+    return Path(os.environ.get("GATEWAY_HARNESS_RESULTS_DIR", "results"))
 
 
 def resolve_client(options: RunOptions) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,11 +25,6 @@ from typing import Any
 from harness.report.model import ScenarioResult
 
 TLS_CHOICES = ("on", "off", "scenario")
-
-
-def default_results_dir() -> Path:
-    """Where `run` and `validate` keep traces and delivery logs when no --out DIR is given."""
-    return Path(os.environ.get("GATEWAY_HARNESS_RESULTS_DIR", "results"))
 
 
 def warn_deprecated(command: str, old: str, new: str) -> None:

@@ -16,13 +16,18 @@ from gateway_common.trace import load_jsonl, load_trace
 from harness.cli.common import (
     add_out_argument,
     add_startup_timeout_argument,
-    default_results_dir,
     report,
     warn_deprecated,
 )
 from harness.oracle import judge
 from harness.report.model import ScenarioResult
-from harness.runner import check_determinism, resolve_client, run_many, split_for_real_toxiproxy
+from harness.runner import (
+    check_determinism,
+    default_results_dir,
+    resolve_client,
+    run_many,
+    split_for_real_toxiproxy,
+)
 from harness.scenario import Scenario, builtin_scenarios_dir, load_scenario, load_scenarios
 from harness.world import RunOptions, default_jobs
 

@@ -32,14 +32,13 @@ from harness.cli.common import (
     add_out_argument,
     add_startup_timeout_argument,
     add_tls_argument,
-    default_results_dir,
     report,
     tls_setting,
     warn_deprecated,
 )
 from harness.report.matrix import conformance_matrix, matrix_html, matrix_markdown
 from harness.report.model import ScenarioResult
-from harness.runner import run_many
+from harness.runner import default_results_dir, run_many
 from harness.world import RunOptions
 
 REFERENCE = "reference"  # our own client, run beside third-party ones for comparison
