@@ -132,3 +132,78 @@ def seed(session: nox.Session) -> None:
         "--json", "reports/seed.json", *session.posargs,
         success_codes=[0, 1],  # midjourney is expected to fail LV1: that is the point
     )
+
+
+# nox -s mutation -- TARGET [MUTANT-GLOB ...]: which mutants each target means (mutmut names them
+# module.x_function__mutmut_N, or module.xǁClassǁmethod__mutmut_N).
+MUTATION_TARGETS = {
+    "oracle": ["harness.oracle.*"],
+    "gateway": ["fake_gateway.protocol.*", "fake_gateway.sessions.*", "fake_gateway.controls.*",
+                "fake_gateway.codec.*"],
+    "client": ["harness.client.core.*"],
+}
+
+
+@nox.session(python=False)
+def mutation(session: nox.Session) -> None:
+    """Mutation testing (issue 19.1): mutmut changes one thing at a time in the oracle
+    (harness/oracle/), the gateway's sans-I/O core (fake_gateway protocol, sessions, controls,
+    codec) or the client core, runs the tests that call the changed function (-x), and prints
+    each target's kill rate and surviving mutants. `-- oracle` (or gateway, client; default
+    oracle gateway) picks targets; further arguments are mutant-name globs to run only those.
+    It works in a copy (build/mutation/) kept between runs, so a second run re-tests only what
+    changed. Long (minutes per target on 2 cores): not in the default run or CI."""
+    import json
+    import os
+    import shutil
+    from pathlib import Path
+
+    session.run("python3", "-m", "pip", "install", "-q", "-e", ".[dev]")
+    targets = [a for a in session.posargs if a in MUTATION_TARGETS]
+    globs = [a for a in session.posargs if a not in MUTATION_TARGETS]
+    if not targets and not globs:
+        targets = ["oracle", "gateway"]
+    root = Path(__file__).parent
+    work = root / "build" / "mutation"
+
+    def copy_if_changed(src: str, dst: str) -> None:
+        # mutmut tells an unmutated copy by its mtime: copy only what changed, keeping mtimes.
+        s, d = os.stat(src), (os.stat(dst) if os.path.exists(dst) else None)
+        if d is None or (s.st_mtime, s.st_size) != (d.st_mtime, d.st_size):
+            shutil.copy2(src, dst)
+
+    for name in ["gateway_common", "fake_gateway", "harness", "tests", "scenarios"]:
+        shutil.copytree(root / name, work / name, dirs_exist_ok=True,
+                        copy_function=copy_if_changed,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ["pyproject.toml", "README.md"]:
+        copy_if_changed(str(root / name), str(work / name))
+
+    patterns = globs + [g for t in targets for g in MUTATION_TARGETS[t]]
+    jobs = os.environ.get("MUTATION_JOBS", "2")
+    with session.chdir(work):
+        session.run("mutmut", "run", "--max-children", jobs, *patterns)
+
+    # The figures, from mutmut's .meta files (each mutant's exit code; mutmut.stats names them):
+    # a failing test (1, 3) or a timeout (36, 24, -24, 152, 255) detects the mutant; 0 survived;
+    # 5 and 33 mean no selected test calls the function; anything else is listed as it is.
+    from fnmatch import fnmatch
+
+    detected = {1, 3, 36, 24, -24, 152, 255}
+    for target in targets or ["selected"]:
+        wanted = MUTATION_TARGETS.get(target, globs)
+        codes: dict[str, int | None] = {}
+        for meta in sorted((work / "mutants").rglob("*.py.meta")):
+            data = json.loads(meta.read_text())
+            for key, code in data.get("exit_code_by_key", {}).items():
+                if any(fnmatch(key, g) for g in wanted):
+                    codes[key] = code
+        killed = sum(1 for c in codes.values() if c in detected)
+        rate = 100.0 * killed / len(codes) if codes else 0.0
+        session.log(f"{target}: {killed}/{len(codes)} mutants killed ({rate:.1f}%), "
+                    f"{len(codes) - killed} not")
+        for key, code in sorted(codes.items()):
+            if code not in detected:
+                label = {0: "survived", 5: "no tests", 33: "no tests", None: "not run"}
+                print(f"  {label.get(code, f'exit {code}')}: {key}")
+    session.log(f"see one: cd {work} && mutmut show MUTANT")
