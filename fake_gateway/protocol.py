@@ -821,7 +821,7 @@ class GatewayCore:
             return
         conn_id, session.conn_id = session.conn_id, None
         session.state = state
-        session.buffer.clear()  # it can never be replayed now
+        self.sessions.ended(session)  # it can never be resumed now: its memory goes
         if conn_id is not None and conn_id in self.connections:
             conn = self.connections[conn_id]
             if conn.session is session:

@@ -89,12 +89,23 @@ def shard_for_guild(guild_id: int, num_shards: int) -> int:
     return (guild_id >> 22) % num_shards
 
 
+# Ended sessions (expired, invalidated) kept, the latest first: a RESUME of one still gets the
+# answer its end calls for (4009 for an expired one with expired_resume_response = "close_4009")
+# and /_harness/state shows how it ended. An older one is forgotten (its RESUME gets op 9, as an
+# unknown session's does), so a long-running gateway holds at most this many however many
+# connections it served. As many as Discord's default daily start budget (one day of IDENTIFYs).
+ENDED_SESSIONS_KEPT = 1000
+
+
 class SessionStore:
-    def __init__(self, rng: random.Random, replay_capacity: int) -> None:
+    def __init__(self, rng: random.Random, replay_capacity: int,
+                 ended_kept: int = ENDED_SESSIONS_KEPT) -> None:
         self._rng = rng
         self.replay_capacity = replay_capacity
+        self.ended_kept = ended_kept
         self.sessions: dict[str, Session] = {}
         self._detached: list[tuple[float, str]] = []  # (detached_at, session_id), a heap
+        self._ended: deque[str] = deque()  # ids of the ended sessions still kept, oldest first
 
     def create(self, shard: tuple[int, int] | None, intents: int, guild_ids: list[int]) -> Session:
         session_id = f"{self._rng.getrandbits(128):032x}"
@@ -107,6 +118,14 @@ class SessionStore:
 
     def live(self) -> list[Session]:
         return [s for s in self.sessions.values() if s.alive]
+
+    def ended(self, session: Session) -> None:
+        """The session can never be resumed again (it expired or was invalidated): let go of its
+        replay buffer now, and of the oldest ended session beyond `ended_kept`."""
+        session.buffer.clear()
+        self._ended.append(session.session_id)
+        while len(self._ended) > self.ended_kept:
+            self.sessions.pop(self._ended.popleft(), None)
 
     def note_detached(self, session: Session) -> None:
         """Remember when a session lost its connection (its TTL runs from then)."""
