@@ -547,6 +547,15 @@ class FakeGateway:
         else:
             self.trace.record(KIND_CONN_CLOSE, ts=now, conn=stream.conn_id, by="server",
                               code=None, reason="upgrade rejected", how="no_close_frame")
+        # The WebSocket connection and its stream refer to each other: a cycle that only the
+        # cyclic GC frees, and a server process runs its full collections rarely
+        # (tune_gc_for_a_server_process), so every closed connection's ~80 objects (socket,
+        # buffers, parser) stayed. Broken here, the connection is freed as its tasks end.
+        ws, stream.ws = stream.ws, None
+        if ws is not None and ws.protocol.parser_exc is not None:
+            # Another cycle, websockets' own: the parser keeps the exception that ended it
+            # (EOF: TCP ended with no close frame), whose traceback holds the parser's frame.
+            ws.protocol.parser_exc.__traceback__ = None
 
 
 async def _send_close(ws: ServerConnection, code: int | None, reason: str) -> None:
