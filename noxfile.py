@@ -134,13 +134,25 @@ def seed(session: nox.Session) -> None:
     )
 
 
-# nox -s mutation -- TARGET [MUTANT-GLOB ...]: which mutants each target means (mutmut names them
-# module.x_function__mutmut_N, or module.xǁClassǁmethod__mutmut_N).
-MUTATION_TARGETS = {
-    "oracle": ["harness.oracle.*"],
-    "gateway": ["fake_gateway.protocol.*", "fake_gateway.sessions.*", "fake_gateway.controls.*",
-                "fake_gateway.codec.*"],
-    "client": ["harness.client.core.*"],
+# nox -s mutation -- TARGET [MUTANT-GLOB ...]: what each target mutates and the fast, sans-I/O-first
+# test files that cover it (the rest of mutmut's settings: pyproject's [tool.mutmut]).
+MUTATION_TARGETS: dict[str, dict[str, list[str]]] = {
+    "oracle": {
+        "mutate": ["harness/oracle/*.py"],
+        "tests": ["tests/test_oracle.py", "tests/test_oracle_mutation_rules.py",
+                  "tests/test_facts.py"],
+    },
+    "gateway": {
+        "mutate": ["fake_gateway/protocol.py", "fake_gateway/sessions.py",
+                   "fake_gateway/controls.py", "fake_gateway/codec.py"],
+        "tests": ["tests/test_gateway_core.py", "tests/test_gateway_core_rules.py",
+                  "tests/test_gateway_closes.py", "tests/test_gateway_controls.py",
+                  "tests/test_gateway_wire.py", "tests/test_facts.py"],
+    },
+    "client": {
+        "mutate": ["harness/client/core.py"],
+        "tests": ["tests/test_client_core.py", "tests/test_client_codec.py"],
+    },
 }
 
 
@@ -150,21 +162,22 @@ def mutation(session: nox.Session) -> None:
     (harness/oracle/), the gateway's sans-I/O core (fake_gateway protocol, sessions, controls,
     codec) or the client core, runs the tests that call the changed function (-x), and prints
     each target's kill rate and surviving mutants. `-- oracle` (or gateway, client; default
-    oracle gateway) picks targets; further arguments are mutant-name globs to run only those.
-    It works in a copy (build/mutation/) kept between runs, so a second run re-tests only what
-    changed. Long (minutes per target on 2 cores): not in the default run or CI."""
+    oracle gateway) picks targets; further arguments are mutant-name globs (mutmut's names,
+    e.g. 'harness.oracle.backoff.x_check_bo1__mutmut_*') to run only those. Each target works
+    in its own copy (build/mutation/TARGET/) kept between runs, so a second run re-tests only
+    what changed. MUTATION_JOBS (default 2) mutants at a time. Long (tens of minutes per target
+    on 2 cores): not in the default run or CI."""
     import json
     import os
+    import re
     import shutil
     from pathlib import Path
 
     session.run("python3", "-m", "pip", "install", "-q", "-e", ".[dev]")
-    targets = [a for a in session.posargs if a in MUTATION_TARGETS]
+    targets = [a for a in session.posargs if a in MUTATION_TARGETS] or ["oracle", "gateway"]
     globs = [a for a in session.posargs if a not in MUTATION_TARGETS]
-    if not targets and not globs:
-        targets = ["oracle", "gateway"]
     root = Path(__file__).parent
-    work = root / "build" / "mutation"
+    jobs = os.environ.get("MUTATION_JOBS", "2")
 
     def copy_if_changed(src: str, dst: str) -> None:
         # mutmut tells an unmutated copy by its mtime: copy only what changed, keeping mtimes.
@@ -172,38 +185,45 @@ def mutation(session: nox.Session) -> None:
         if d is None or (s.st_mtime, s.st_size) != (d.st_mtime, d.st_size):
             shutil.copy2(src, dst)
 
-    for name in ["gateway_common", "fake_gateway", "harness", "tests", "scenarios"]:
-        shutil.copytree(root / name, work / name, dirs_exist_ok=True,
-                        copy_function=copy_if_changed,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    for name in ["pyproject.toml", "README.md"]:
-        copy_if_changed(str(root / name), str(work / name))
+    summary = []
+    for target in targets:
+        work = root / "build" / "mutation" / target
+        for name in ["gateway_common", "fake_gateway", "harness", "tests", "scenarios"]:
+            shutil.copytree(root / name, work / name, dirs_exist_ok=True,
+                            copy_function=copy_if_changed,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        copy_if_changed(str(root / "README.md"), str(work / "README.md"))
+        # The copy's pyproject: ours, with this target's files and tests in [tool.mutmut].
+        spec = MUTATION_TARGETS[target]
+        tests = [t for t in spec["tests"] if (root / t).exists()]
+        pyproject = (root / "pyproject.toml").read_text()
+        pyproject = re.sub(r"(?m)^only_mutate = \[[^\]]*\]\n", "", pyproject)
+        pyproject = pyproject.replace(
+            "[tool.mutmut]\n",
+            f"[tool.mutmut]\nonly_mutate = {json.dumps(spec['mutate'])}\n"
+            f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n",
+        )
+        if not (work / "pyproject.toml").exists() or (
+            (work / "pyproject.toml").read_text() != pyproject
+        ):
+            (work / "pyproject.toml").write_text(pyproject)
+        with session.chdir(work):
+            session.run("mutmut", "run", "--max-children", jobs, *globs)
 
-    patterns = globs + [g for t in targets for g in MUTATION_TARGETS[t]]
-    jobs = os.environ.get("MUTATION_JOBS", "2")
-    with session.chdir(work):
-        session.run("mutmut", "run", "--max-children", jobs, *patterns)
-
-    # The figures, from mutmut's .meta files (each mutant's exit code; mutmut.stats names them):
-    # a failing test (1, 3) or a timeout (36, 24, -24, 152, 255) detects the mutant; 0 survived;
-    # 5 and 33 mean no selected test calls the function; anything else is listed as it is.
-    from fnmatch import fnmatch
-
-    detected = {1, 3, 36, 24, -24, 152, 255}
-    for target in targets or ["selected"]:
-        wanted = MUTATION_TARGETS.get(target, globs)
+        # The figures, from mutmut's .meta files (each mutant's exit code; mutmut.stats names
+        # them): a failing test (1, 3) or a timeout (36, 24, -24, 152, 255) detects the mutant;
+        # 0 survived; 5 and 33 mean no selected test calls the function.
+        detected = {1, 3, 36, 24, -24, 152, 255}
+        label = {0: "survived", 5: "no tests", 33: "no tests", None: "not run"}
         codes: dict[str, int | None] = {}
         for meta in sorted((work / "mutants").rglob("*.py.meta")):
-            data = json.loads(meta.read_text())
-            for key, code in data.get("exit_code_by_key", {}).items():
-                if any(fnmatch(key, g) for g in wanted):
-                    codes[key] = code
+            codes.update(json.loads(meta.read_text()).get("exit_code_by_key", {}))
         killed = sum(1 for c in codes.values() if c in detected)
         rate = 100.0 * killed / len(codes) if codes else 0.0
-        session.log(f"{target}: {killed}/{len(codes)} mutants killed ({rate:.1f}%), "
-                    f"{len(codes) - killed} not")
         for key, code in sorted(codes.items()):
             if code not in detected:
-                label = {0: "survived", 5: "no tests", 33: "no tests", None: "not run"}
-                print(f"  {label.get(code, f'exit {code}')}: {key}")
-    session.log(f"see one: cd {work} && mutmut show MUTANT")
+                print(f"  {target} {label.get(code, f'exit {code}')}: {key}")
+        summary.append(f"{target}: {killed}/{len(codes)} mutants killed ({rate:.1f}%); "
+                       f"one survivor's diff: cd {work} && mutmut show MUTANT")
+    for line in summary:
+        session.log(line)

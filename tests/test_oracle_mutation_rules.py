@@ -1,0 +1,277 @@
+"""Verdict rules the mutation run (nox -s mutation -- oracle) found unpinned: each test is a
+trace a user could hand the oracle, and checks the verdict and the evidence text a report prints
+(record indices included: reports cite them as trace lines)."""
+
+from __future__ import annotations
+
+import pytest
+from test_oracle_traces import Run, healthy_start
+
+from harness.oracle import Expectations, Tolerances, Verdict, judge
+
+
+def verdict(run: Run, inv: str, **exp) -> Verdict:
+    return {v.invariant: v for v in judge(run.records, None, Expectations(**exp))}[inv]
+
+
+def lost_at_two(fault: str = "reset") -> Run:
+    """A session on conn 1 (beats cite d=3 at 0.5 and 1.5 s), reset by the network at 2.0 s under
+    a fault that clears at 3.0 s (record 12)."""
+    run = healthy_start().beats(1, 0.5, 2.0, d=3)
+    run.fault(fault, 2.0, "on", target="both").close(1, 2.0, "network", None, how="reset")
+    return run.fault(fault, 3.0, "off")
+
+
+# LV1: what the last attempt ended on, and the missed ACK before a silent session -------------
+
+
+def test_lv1_names_the_last_attempts_resume_the_op9_answer_and_the_clients_close_reason():
+    run = lost_at_two()
+    run.open(2, 3.5, "resume")
+    run.rec("ws_upgrade", 3.5, conn=2, listener="resume", query={"compress": "zlib-stream"})
+    run.rec("frame_out", 3.51, conn=2, op=10, s=None, t=None, size=40, compressed=True,
+            heartbeat_interval=1000)
+    run.resume(2, 3.6, "sess-a", 3)
+    run.rec("frame_out", 3.7, conn=2, op=9, s=None, t=None, size=20, compressed=True, d=False)
+    run.rec("conn_close", 3.8, conn=2, by="client", code=4000, reason="giving up after op 9",
+            how="close_frame")
+    run.rec("note", 12.0, text="end")
+    v = verdict(run, "LV1", recovery_bound=5.0)
+    assert (v.status, v.evidence, v.record_indices) == (
+        "fail",
+        "the last fault ('reset') switched off at 3.00 s; no live session (READY/RESUMED sent, "
+        "connection open) by 8.00 s (bound 5.0 s); it never became live again; last heartbeat "
+        "at 1.50 s (conn 1); 1 connection(s) after it; the last, conn 2 (resume): RESUME at "
+        "3.60 s, op 9 Invalid Session (d=false, zlib-stream) at 3.70 s, closed by client at "
+        "3.80 s with code 4000 (close_frame) saying 'giving up after op 9'",
+        (8, 12, 16, 17, 18),
+    )
+
+
+def test_lv1_names_a_last_attempt_that_got_hello_and_sent_nothing():
+    run = lost_at_two()
+    run.open(2, 3.5, "resume").hello(2, 3.51).close(2, 3.52, "server", None, how="eof")
+    run.open(3, 4.5, "resume").hello(3, 4.51)
+    run.rec("frame_out", 4.55, conn=3, op=0, s=9, t="GUILD_CREATE", size=9, compressed=False)
+    run.close(3, 4.6, "client", 1000, how="close_frame").rec("note", 12.0, text="end")
+    v = verdict(run, "LV1", recovery_bound=5.0)
+    assert v.status == "fail"
+    assert v.evidence.endswith(
+        "; 2 connection(s) after it; the last, conn 3 (resume): op 10 Hello at 4.51 s, no "
+        "IDENTIFY or RESUME, closed by client at 4.60 s with code 1000 (close_frame)"
+    )
+    assert v.record_indices == (8, 12, 17, 19)
+
+
+def test_lv1_on_a_silent_session_names_the_heartbeat_that_got_no_ack_and_its_fault():
+    run = healthy_start().beats(1, 0.5, 2.0, d=3)
+    run.fault("hold", 1.8, "on", kind="control", action="withhold_acks")
+    run.beat(1, 2.5, 3, ack=False).close(1, 3.8, "client", 4000)
+    run.fault("hold", 3.8, "off", kind="control", action="withhold_acks")
+    run.open(2, 4.0, "resume").hello(2, 4.01).resume(2, 4.05, "sess-a", 3).resumed(2, 4.1)
+    run.close(2, 6.5, "server", 4000).rec("note", 12.0, text="end")
+    v = verdict(run, "LV1", recovery_bound=5.0)
+    assert (v.status, v.evidence, v.record_indices) == (
+        "fail",
+        "the last fault ('hold') switched off at 3.80 s; conn 2 got RESUMED at 4.10 s but sent "
+        "no heartbeat until it was closed by server at 6.50 s with code 4000 (close_frame); "
+        "before it, the heartbeat at 2.50 s on conn 1 got no ACK (fault 'hold', withhold_acks, "
+        "on at 1.80 s)",
+        (10, 11, 13, 17, 18),
+    )
+
+
+def test_lv1_on_a_silent_session_blames_no_heartbeat_that_was_acked_or_closed_on_at_once():
+    # Every beat ACKed; the client closed its first connection right after its last beat: no
+    # missed ACK to name.
+    run = healthy_start().beats(1, 0.5, 2.0, d=3)
+    run.fault("cut", 1.6, "on").close(1, 1.6, "client", 4000).fault("cut", 3.0, "off")
+    run.open(2, 4.0, "resume").hello(2, 4.01).resume(2, 4.05, "sess-a", 3).resumed(2, 4.1)
+    run.close(2, 6.5, "server", 4000).rec("note", 12.0, text="end")
+    v = verdict(run, "LV1", recovery_bound=5.0)
+    assert v.status == "fail"
+    assert v.evidence.endswith("with code 4000 (close_frame)"), v.evidence
+    assert "no ACK" not in v.evidence
+
+
+# RS1: an IDENTIFY after a resumable loss is fine only once the resume path failed --------------
+
+
+def identify_after(between) -> Run:
+    """The network resets conn 1 at 2.0 s (no fault stated), ``between(run)`` adds what happened
+    next, then the client IDENTIFYs on the discovery URL (conn 9) at 6.0 s."""
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).close(1, 2.0, "network", None, how="reset")
+    between(run)
+    run.open(9, 6.0).hello(9, 6.01).identify(9, 6.05).ready(9, 6.1, "sess-b")
+    return run.beats(9, 6.5, 10.0, d=1).rec("note", 10.0, text="end")
+
+
+def _resumed_then_server_closes(code: int):
+    def between(run: Run) -> None:
+        run.open(2, 3.5, "resume").hello(2, 3.51).resume(2, 3.6, "sess-a", 3).resumed(2, 3.65)
+        run.beats(2, 3.7, 4.5, d=4).close(2, 4.5, "server", code)
+    return between
+
+
+def _resume_conn(listener: str, resume: bool):
+    def between(run: Run) -> None:
+        run.open(2, 3.5, listener).hello(2, 3.51)
+        if resume:
+            run.resume(2, 3.6, "sess-a", 3)
+        run.close(2, 3.7, "network", None, how="reset")
+    return between
+
+
+def _op9(d: bool):
+    def between(run: Run) -> None:
+        run.open(2, 3.5, "resume").hello(2, 3.51).resume(2, 3.6, "sess-a", 3).resumed(2, 3.65)
+        run.server_op(2, 4.0, 9, d=d).close(2, 4.1, "client", 4000)
+    return between
+
+
+def _fault(target: str, start: float = 4.0):
+    def between(run: Run) -> None:
+        run.fault("down", start, "on", target=target).fault("down", start + 1.0, "off")
+    return between
+
+
+@pytest.mark.parametrize(
+    "between, status",
+    [
+        # The server told the client to start over (4009), or only closed (4000) a resumed
+        # session: a new session after the first, RS1's failure after the second.
+        (_resumed_then_server_closes(4009), "pass"),
+        (_resumed_then_server_closes(4007), "pass"),
+        (_resumed_then_server_closes(4000), "fail"),
+        # A reconnect to the resume URL that never got a session failed; a bare connection to
+        # the discovery URL says nothing about resuming.
+        (_resume_conn("resume", resume=False), "pass"),
+        (_resume_conn("discovery", resume=False), "fail"),
+        # op 9 d=false ends the session; d=true does not.
+        (_op9(False), "pass"),
+        (_op9(True), "fail"),
+        # A fault on the resume URL (or both URLs) while the client tried; not one on the
+        # discovery URL, nor one that was over before the loss.
+        (_fault("resume"), "pass"),
+        (_fault("both"), "pass"),
+        (_fault("discovery"), "fail"),
+        (_fault("resume", start=0.2), "fail"),
+    ],
+)
+def test_rs1_accepts_an_identify_only_after_the_resume_path_failed(between, status):
+    v = verdict(identify_after(between), "RS1")
+    assert v.status == status, v.evidence
+    if status == "fail":
+        assert "instead of RESUMing" in v.evidence
+
+
+def test_rs1_ignores_a_failed_resume_connection_opened_after_the_identify():
+    def between(run: Run) -> None:
+        run.open(2, 7.0, "resume").close(2, 7.1, "network", None, how="reset")
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).close(1, 2.0, "network", None, how="reset")
+    run.open(9, 6.0).hello(9, 6.01).identify(9, 6.05).ready(9, 6.1, "sess-b")
+    between(run)
+    run.beats(9, 6.5, 10.0, d=1).rec("note", 10.0, text="end")
+    assert verdict(run, "RS1").status == "fail"
+
+
+# BO1 / RL1: the limits' edges ---------------------------------------------------------------
+
+
+def attempts(times: list[float], end: float = 30.0) -> Run:
+    """Connections that open, get HELLO and are reset by the network at once."""
+    run = Run()
+    for i, t in enumerate(times, start=1):
+        run.open(i, t, "resume").hello(i, t + 0.001).close(i, t + 0.002, "network", None, "reset")
+    return run.rec("note", end, text="end")
+
+
+@pytest.mark.parametrize(
+    "times, status",
+    [
+        # Waits that grow, so only the count can fail.
+        ([0.0, 0.1, 0.3, 0.7], "pass"),  # 4 attempts in 1 s: the limit
+        ([0.0, 0.05, 0.15, 0.35, 0.75], "fail"),  # 5: a storm
+        ([0.0, 0.06, 0.18, 0.42, 1.0], "fail"),  # the window's edge counts
+        ([0.0, 0.06, 0.18, 0.42, 1.01], "pass"),
+    ],
+)
+def test_bo1_storm_is_more_than_four_attempts_in_one_second(times, status):
+    v = verdict(attempts(times), "BO1")
+    assert v.status == status, v.evidence
+    if status == "fail":
+        assert v.evidence.startswith(
+            f"storm: 5 connection attempts between 0.00 s and {times[-1]:.2f} s (conns 1..5)"
+        )
+    assert "storm_max_attempts=4 per 1.0 s" in v.evidence
+
+
+@pytest.mark.parametrize(
+    "waits, status",
+    [
+        ([1.0, 1.5, 1.5, 1.5], "pass"),  # grew by exactly backoff_growth
+        ([1.0, 1.4, 1.4, 1.4], "fail"),  # not enough, and below the flat floor
+        ([2.5, 2.01, 2.02, 2.03], "pass"),  # flat at >= backoff_flat_ok: a reached cap
+        ([2.5, 1.99, 2.02, 2.03], "fail"),
+    ],
+)
+def test_bo1_backoff_must_grow_by_half_or_sit_at_two_seconds(waits, status):
+    times = [0.0]
+    for w in waits:
+        times.append(times[-1] + 0.002 + w)
+    v = verdict(attempts(times), "BO1")
+    assert v.status == status, v.evidence
+    if status == "fail":
+        assert v.evidence.startswith("no backoff: 5 failed attempts from 0.00 s with waits")
+
+
+def test_bo1_a_wait_beyond_the_cap_is_uncapped():
+    v = verdict(attempts([0.0, 1.0, 3.0, 7.0, 130.0], end=140.0), "BO1")
+    assert v.status == "fail"
+    assert "uncapped: a wait of 123.0 s between attempts (cap 120.0 s)" in v.evidence
+
+
+def frames_in_window(count: int, span: float) -> Run:
+    run = Run().open(1, 0.0).hello(1, 0.0)
+    for i in range(count):
+        run.beat(1, round(0.5 + span * i / max(1, count - 1), 6), None, ack=False)
+    return run.rec("note", 70.0, text="end")
+
+
+@pytest.mark.parametrize(
+    "count, span, status",
+    [
+        (120, 59.0, "pass"),
+        (121, 59.0, "fail"),
+        (121, 60.0, "pass"),  # the 121st frame falls just outside the first one's 60 s
+    ],
+)
+def test_rl1_allows_120_client_frames_per_60_seconds(count, span, status):
+    v = verdict(frames_in_window(count, span), "RL1")
+    assert v.status == status, v.evidence
+    if status == "fail":
+        assert v.evidence.startswith("conn 1: 121 client frames in 60 s from 0.50 s")
+    else:
+        assert "limits 120 frames per 60 s, 4096 bytes" in v.evidence
+
+
+def test_rl1_fails_a_payload_over_4096_bytes_and_names_it():
+    run = Run().open(1, 0.0).hello(1, 0.0)
+    run.rec("frame_in", 0.5, conn=1, op=2, size=4096)
+    assert verdict(run, "RL1").status == "pass"
+    run.rec("frame_in", 0.6, conn=1, op=3, size=4097)
+    v = verdict(run, "RL1")
+    assert v.status == "fail"
+    assert v.evidence.startswith("conn 1: op 3 at 0.60 s is 4097 bytes")
+    bad = Run().open(1, 0.0).hello(1, 0.0).beat(1, 0.5, None, ack=False)
+    bad.rec("frame_bad", 0.7, conn=1, size=5000, reason="too big")
+    v = verdict(bad, "RL1")
+    assert v.status == "fail"
+    assert v.evidence.startswith("conn 1: a 5000-byte frame at 0.70 s (too big)")
+
+
+def test_tolerances_reach_the_rules():
+    # A wider storm limit lets five attempts through.
+    exp = Tolerances(storm_max_attempts=5)
+    v = verdict(attempts([0.0, 0.05, 0.15, 0.35, 0.75]), "BO1", tolerances=exp)
+    assert v.status == "pass", v.evidence
