@@ -153,7 +153,7 @@ class _ClientUnderTest:
 def pytest_configure(config: pytest.Config) -> None:
     """Check the options before collection: a bad one is one line (pytest's usage error). Without
     any, nothing is imported here: the plugin loads in every pytest run where we are installed."""
-    if (config.getoption("gateway_client") or config.getoption("gateway_command")
+    if (config.getoption("gateway_client") or config.getoption("gateway_command") is not None
             or config.getoption("gateway_name") or config.getoption("gateway_mode")
             or config.getoption("gateway_repeat") != 1):
         _clients_and_modes(config)
@@ -170,9 +170,9 @@ def _clients_and_modes(config: pytest.Config) -> tuple[list[_ClientUnderTest], l
     clients: list[_ClientUnderTest] = []
     names = config.getoption("gateway_client")
     command = config.getoption("gateway_command")
-    if config.getoption("gateway_name") and not command:
+    if config.getoption("gateway_name") and command is None:
         raise pytest.UsageError("--gateway-name: only applies to --gateway-command")
-    if not names and not command:
+    if not names and command is None:
         names = ["reference"]
     for name in dict.fromkeys(names):
         if name in known_reference_clients():
@@ -185,7 +185,9 @@ def _clients_and_modes(config: pytest.Config) -> tuple[list[_ClientUnderTest], l
                 f"--gateway-client: {name!r} is neither a built-in client "
                 f"({', '.join(ADAPTERS)}) nor the reference client or a planted-bug mutant")
         clients.append(_ClientUnderTest(name, name))
-    if command:
+    if command is not None:
+        import shutil
+
         from gateway_common.errors import UserError
         from harness.adapters.contract import Adapter
 
@@ -193,6 +195,9 @@ def _clients_and_modes(config: pytest.Config) -> tuple[list[_ClientUnderTest], l
             adapter = Adapter.from_command(command, config.getoption("gateway_name"))
         except UserError as exc:
             raise pytest.UsageError(str(exc).replace("--command", "--gateway-command")) from None
+        if shutil.which(adapter.argv[0]) is None:  # else every item fails with the same line
+            raise pytest.UsageError(f"--gateway-command: cannot start {adapter.argv[0]!r}: no "
+                                    "such executable (on PATH, or as a path)")
         clients.append(_ClientUnderTest(adapter.name, adapter.name, command=command))
     modes = list(dict.fromkeys(config.getoption("gateway_mode"))) or ["real"]
     if "sim" in modes:
@@ -307,6 +312,11 @@ class ScenarioItem(pytest.Item):
             (result,) = run_many([self.scenario], options, jobs=1)
         except UserError as exc:  # a client that cannot be installed, a bad fault: one line
             pytest.fail(str(exc), pytrace=False)
+        except BaseExceptionGroup as group:  # the same, raised inside the world's nursery
+            errors, rest = group.split(UserError)
+            if errors is None or rest is not None:
+                raise
+            pytest.fail("; ".join(sorted({str(e) for e in _leaves(errors)})), pytrace=False)
         if result.passed:
             return
         timeline = None
@@ -338,6 +348,11 @@ class ScenarioItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, f"scenario {self.name}"
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
+    return [leaf for e in group.exceptions
+            for leaf in (_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])]
 
 
 def failure_text(result: Any, timeline: Path | None, replay: str) -> str:
