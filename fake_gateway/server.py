@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close as CloseFrame
 from websockets.frames import Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.trio.server import ServerConnection, serve
 
 from fake_gateway.config import GatewayConfig
@@ -221,6 +222,29 @@ class GatewayWSConnection(ServerConnection):
                     core.client_closed(trio.current_time(), code,
                                        close.reason if close is not None else "")
         super().process_event(event)
+
+    async def recv_events(self) -> None:
+        try:
+            await super().recv_events()
+        finally:
+            self._break_cycles()
+
+    def _break_cycles(self) -> None:
+        """Reading has ended for good: break the reference cycles websockets leaves, so the
+        connection (request, response, buffers, socket) is freed by reference counting as its
+        tasks end, not by a full collection, which a server process runs rarely
+        (`tune_gc_for_a_server_process`): about 80 objects per closed connection stayed."""
+        protocol = self.protocol
+        if protocol.state is not State.CLOSED:
+            return  # (cancelled before the stream closed: leave it to the collector)
+        # The parser is a generator, suspended for good, whose frame holds the protocol. Once
+        # CLOSED nothing steps it again: receive_eof is a no-op and every send refuses.
+        protocol.parser.close()
+        # The exception that ended the parser (EOF, a protocol error) or the connection (a
+        # reset) keeps a traceback whose frames hold the protocol or this connection.
+        for exc in (protocol.parser_exc, self.connection_exc):
+            if exc is not None:
+                exc.__traceback__ = None
 
 
 @dataclass
@@ -551,11 +575,7 @@ class FakeGateway:
         # cyclic GC frees, and a server process runs its full collections rarely
         # (tune_gc_for_a_server_process), so every closed connection's ~80 objects (socket,
         # buffers, parser) stayed. Broken here, the connection is freed as its tasks end.
-        ws, stream.ws = stream.ws, None
-        if ws is not None and ws.protocol.parser_exc is not None:
-            # Another cycle, websockets' own: the parser keeps the exception that ended it
-            # (EOF: TCP ended with no close frame), whose traceback holds the parser's frame.
-            ws.protocol.parser_exc.__traceback__ = None
+        stream.ws = None  # (websockets' own cycles: GatewayWSConnection.recv_events)
 
 
 async def _send_close(ws: ServerConnection, code: int | None, reason: str) -> None:
