@@ -298,7 +298,7 @@ class ScenarioItem(pytest.Item):
 
         config = self.config
         out = config.getoption("gateway_out")
-        out_dir = Path(out) if out else default_results_dir()
+        out_dir = (Path(out) if out else default_results_dir()).absolute()  # cited in reports
         toxiproxy_url = os.environ.get("TOXIPROXY_URL") if self.mode == "real" else None
         if toxiproxy_url:  # as `gateway-harness run`: a real Toxiproxy lacks our extensions
             _, skipped = split_for_real_toxiproxy([self.scenario])

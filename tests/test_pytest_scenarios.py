@@ -164,3 +164,65 @@ def test_default_test_run_collects_no_scenario_items() -> None:
     assert len(ids) > 100
     assert all(line.startswith("tests/") and ".py::" in line for line in ids), [
         line for line in ids if not line.startswith("tests/") or ".py::" not in line][:5]
+
+
+# ---- pytest-xdist (issue 15.2) ------------------------------------------------------------------
+
+XDIST_SCENARIOS = ("f11-ack-blackhole.toml", "seed-tls-reset-on-resume.toml",
+                   "f06-repeated-op7.toml", "close-4004-fatal.toml", "gateway-down-2s.toml",
+                   "f09-new-session-then-drop.toml")
+
+
+def junit_outcomes(path: Path) -> dict[str, tuple[str, str]]:
+    """Each testcase's outcome and, for a failure, its text (the verdicts and evidence)."""
+    outcomes = {}
+    for case in ET.parse(path).iter("testcase"):
+        failure = case.find("failure")
+        error = case.find("error")
+        if failure is not None:
+            outcomes[case.get("name", "")] = ("failed", failure.text or "")
+        elif error is not None:
+            outcomes[case.get("name", "")] = ("error", error.text or "")
+        else:
+            outcomes[case.get("name", "")] = ("passed", "")
+    return outcomes
+
+
+def test_xdist_workers_give_the_results_of_a_serial_run(pytester: pytest.Pytester) -> None:
+    copy_scenarios(pytester, *XDIST_SCENARIOS)
+    common = ["--gateway-mode", "sim", "--gateway-client", "reference",
+              "--gateway-client", "no-zombie-detection",
+              "--gateway-client", "identify-storm-after-op9",
+              "--gateway-client", "heartbeat-dies-on-tls-reset", "-p", "no:cacheprovider"]
+    serial = pytester.runpytest_subprocess(*common, "--gateway-out", "serial",
+                                           "--junitxml", "serial.xml")
+    assert serial.ret == pytest.ExitCode.TESTS_FAILED
+    parallel = pytester.runpytest_subprocess(*common, "-n", "2", "--gateway-out", "parallel",
+                                             "--junitxml", "parallel.xml")
+    assert "2 workers [24 items]" in parallel.stdout.str()
+    by_serial = junit_outcomes(pytester.path / "serial.xml")
+    by_parallel = junit_outcomes(pytester.path / "parallel.xml")
+    assert len(by_serial) == 24
+    # each mutant fails something, or the comparison would prove little
+    failed = {name.partition("[")[2].rstrip("]")
+              for name, (o, _) in by_serial.items() if o == "failed"}
+    assert {"no-zombie-detection-sim", "identify-storm-after-op9-sim",
+            "heartbeat-dies-on-tls-reset-sim"} <= failed
+    assert {name: o for name, (o, _) in by_parallel.items()} == {
+        name: o for name, (o, _) in by_serial.items()}
+    # and for the same reasons: the failure texts match but for their output folder
+    for name, (outcome, text) in by_serial.items():
+        if outcome == "failed":
+            assert by_parallel[name][1].replace("/parallel/", "/serial/") == text, name
+    # each item's trace in its own file, none lost to another worker
+    assert sorted(p.name for p in (pytester.path / "parallel").glob("*.trace.jsonl")) == sorted(
+        p.name for p in (pytester.path / "serial").glob("*.trace.jsonl"))
+
+
+def test_xdist_workers_in_wall_clock_mode_use_their_own_ports(pytester: pytest.Pytester) -> None:
+    """Two real-mode worlds at once, one per worker: each its own listeners, proxies, TLS files."""
+    copy_scenarios(pytester, "baseline-steady.toml", "seed-tls-reset-on-resume.toml")
+    result = pytester.runpytest_subprocess("-n", "2", "--gateway-repeat", "2",
+                                           "-p", "no:cacheprovider", "--gateway-out", "out")
+    result.assert_outcomes(passed=4)
+    assert len(list((pytester.path / "out").glob("*.trace.jsonl"))) == 4
