@@ -275,3 +275,59 @@ def test_tolerances_reach_the_rules():
     exp = Tolerances(storm_max_attempts=5)
     v = verdict(attempts([0.0, 0.05, 0.15, 0.35, 0.75]), "BO1", tolerances=exp)
     assert v.status == "pass", v.evidence
+
+
+# LV1: which closes at the end of a trace are the run ending (no SHUTDOWN_NOTE in the trace) ----
+
+
+def closed_at_the_end(by: str, code: int | None, at: float = 5.6) -> Run:
+    """Live from 0.1 s, a fault from 1.0 to 1.5 s, beats to 5.5 s, then ``by`` closes conn 1 at
+    ``at`` in a trace ending at 6.0 s: with recovery_bound 4.5 LV1 checks at the very end."""
+    run = healthy_start().beats(1, 0.5, 1.0, d=3)
+    run.fault("lag", 1.0, "on", latency=100).fault("lag", 1.5, "off")
+    return run.beats(1, 1.5, 5.55, d=3).close(1, at, by, code).rec("note", 6.0, text="end")
+
+
+@pytest.mark.parametrize(
+    "by, code, status",
+    [
+        # A client told to stop (1000/1001/no code), the network going away, a server shutting
+        # down (1001): the run ending, judged as still live.
+        ("client", 1000, "pass"),
+        ("client", 1001, "pass"),
+        ("client", None, "pass"),
+        ("network", None, "pass"),
+        ("server", 1001, "pass"),
+        # A client closing to reconnect, a server closing a client: not the run ending.
+        ("client", 4000, "fail"),
+        ("server", 1000, "fail"),
+        ("server", 4000, "fail"),
+    ],
+)
+def test_lv1_counts_a_close_in_the_last_second_as_the_run_ending_only_if_a_runner_makes_it(
+    by, code, status
+):
+    v = verdict(closed_at_the_end(by, code), "LV1", recovery_bound=4.5)
+    assert v.status == status, v.evidence
+    if status == "pass":
+        assert v.evidence == (
+            "the last fault ('lag') switched off at 1.50 s; conn 1 got READY at 0.10 s and "
+            "stayed up through it; 6 ACKed heartbeat(s) after it, last at 5.50 s; tolerance "
+            "heartbeat_slack=0.25"
+        )
+    else:
+        assert "no live session (READY/RESUMED sent, connection open) by 6.00 s" in v.evidence
+
+
+def test_lv1_a_close_earlier_than_the_last_second_is_not_the_run_ending():
+    v = verdict(closed_at_the_end("client", 1000, at=4.4), "LV1", recovery_bound=4.5)
+    assert v.status == "fail", v.evidence
+
+
+def test_lv1_says_a_one_shot_control_was_applied_and_judges_a_faultless_run_from_its_start():
+    run = healthy_start().beats(1, 0.5, 6.0, d=3).control("reconnect", 2.0)
+    v = verdict(run.rec("note", 6.0, text="end"), "LV1", recovery_bound=3)
+    assert v.status == "pass"
+    assert v.evidence.startswith("the last fault ('reconnect') applied at 2.00 s; conn 1 got READY")
+    v = verdict(healthy_start().beats(1, 0.5, 6.0, d=3), "LV1", recovery_bound=3)
+    assert v.evidence.startswith("no faults: judged from the start of the run; conn 1 got READY")
