@@ -121,7 +121,11 @@ def test_the_default_suite_loads() -> None:
     names = [s.name for s in validation_suite([], [])]
     assert names == [*DEFAULT_SUITE, "op9-resumable"]
     assert [s.name for s in validation_suite([], ["op9"])] == ["f01-invalid-session-mid-session",
+                                                      "op9-in-answer-to-resume",
                                                       "op9-resumable"]
+    # the real-world rows in it name their upstream reports
+    real_world = [s for s in validation_suite([], ["real-world"])]
+    assert len(real_world) >= 5 and all("#" in s.source for s in real_world)
 
 
 def test_validate_reference_alone_runs_our_client(tmp_path, capsys: pytest.CaptureFixture[str]):
