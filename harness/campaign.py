@@ -7,7 +7,9 @@ trace and an HTML report (``write_failure``). ``gateway-harness fuzz`` and ``rep
 command line (``harness/cli/fuzz.py``); ``bench/bench_sim.py`` measures it.
 
 The Hypothesis example database (``.hypothesis/`` by default) keeps every failure found, so the
-next campaign against the same client tries it first.
+next campaign against the same client tries it first. It is a folder or a Redis server
+(``redis://HOST:PORT/DB``, shared by several machines); ``shared_database`` adds one that is only
+read (a team's CI writes it, people replay its findings without writing theirs into it).
 """
 
 from __future__ import annotations
@@ -92,7 +94,8 @@ class CampaignConfig:
     max_faults: int = DEFAULT_MAX_FAULTS
     tls: bool | None = None
     out_dir: Path | None = Path(DEFAULT_OUT)
-    database: Path | None = Path(DEFAULT_DATABASE)
+    database: Path | str | None = Path(DEFAULT_DATABASE)  # a folder or a redis:// URL
+    shared_database: Path | str | None = None  # read, never written: the team's (CI's) one
     shrink_time: float = SIM_SHRINK_TIME  # wall clock: DEFAULT_REAL_SHRINK_TIME
     multiple_bugs: bool = False
     keep_going: bool = False  # survey: count every failing schedule, shrink none
@@ -196,7 +199,6 @@ def run_campaign(config: CampaignConfig, progress: ProgressHook | None = None) -
     if config.mode == "real":
         return _run_real_campaign(config, progress)
     from hypothesis import HealthCheck, Phase, Verbosity, given, settings, target
-    from hypothesis.database import DirectoryBasedExampleDatabase
     from hypothesis.internal.conjecture import engine
 
     check_client(config.client)
@@ -235,11 +237,7 @@ def run_campaign(config: CampaignConfig, progress: ProgressHook | None = None) -
             return
         raise failure_type(invariant)(f"{invariant}: {evidence}", scenario, result)
 
-    database = (
-        DirectoryBasedExampleDatabase(str(config.database / "examples"))
-        if config.database is not None
-        else None
-    )
+    database = example_database(config)
     # Set the seed on the inner function rather than with @seed(), which would switch the
     # example database off: we want both a reproducible campaign and the database.
     check._hypothesis_internal_use_seed = config.seed  # type: ignore[attr-defined]
@@ -1033,19 +1031,94 @@ def _found_failure(finding: _Finding, config: CampaignConfig, stats: CampaignSta
     return failure
 
 
-def _database_dir(config: CampaignConfig) -> Path | None:
+# ---- example databases: a folder or a Redis server ----------------------------------------------
+
+REDIS_EXPIRY_DAYS = 90  # a finding nobody replays for this long leaves a shared Redis
+
+
+def parse_database(value: str, flag: str = "--database") -> Path | str:
+    """A ``--database`` value: a folder (a Path), or ``redis://HOST:PORT/DB`` (kept as the URL)."""
+    import urllib.parse
+
+    if "://" not in value:
+        return Path(value)
+    form = "a folder or redis://HOST:PORT/DB"
+    url = urllib.parse.urlsplit(value)
+    if url.scheme != "redis":
+        raise UserError(f"{flag}: {value!r}: not {form} (scheme {url.scheme!r})")
+    try:
+        port = url.port
+    except ValueError:
+        raise UserError(f"{flag}: {value!r}: not {form} (the port is not a number)") from None
+    if not url.hostname or port is None:
+        raise UserError(f"{flag}: {value!r}: not {form} (no host or no port)")
+    db = url.path.strip("/")
+    if not db.isdigit() or url.query or url.fragment:
+        raise UserError(f"{flag}: {value!r}: not {form} (DB is a number, e.g. /0)")
+    return value
+
+
+def open_database(location: Path | str, flag: str = "--database") -> Any:
+    """The Hypothesis ``ExampleDatabase`` at a folder (its ``examples/``) or a Redis server (one
+    connection check first: an unreachable server is one line, not a traceback mid-campaign)."""
+    if isinstance(location, Path):
+        from hypothesis.database import DirectoryBasedExampleDatabase
+
+        return DirectoryBasedExampleDatabase(str(location / "examples"))
+    try:
+        import redis
+        from hypothesis.extra.redis import RedisExampleDatabase
+    except ImportError:
+        raise UserError(f"{flag} {location}: needs the redis package: "
+                        "pip install 'gateway-harness[redis]'") from None
+    from datetime import timedelta
+
+    server = redis.Redis.from_url(location, socket_connect_timeout=10, socket_timeout=30)
+    try:
+        server.ping()
+    except redis.RedisError as exc:
+        raise UserError(f"{flag}: cannot reach {location}: {exc}") from None
+    return RedisExampleDatabase(server, expire_after=timedelta(days=REDIS_EXPIRY_DAYS))
+
+
+def example_database(config: CampaignConfig) -> Any:
+    """The campaign's database: ``database`` (read and written), multiplexed with a read-only
+    ``shared_database`` when given (Hypothesis saves to every writable one, fetches from all)."""
+    from hypothesis.database import MultiplexedDatabase, ReadOnlyDatabase
+
+    own = open_database(config.database) if config.database is not None else None
+    if config.shared_database is None:
+        return own
+    shared = ReadOnlyDatabase(open_database(config.shared_database, "--shared-database"))
+    return shared if own is None else MultiplexedDatabase(own, shared)
+
+
+def _database_dir(location: Path, client: str) -> Path:
     """``DATABASE/wallclock/CLIENT/``: the minimal schedules of findings against that client."""
-    if config.database is None:
-        return None
-    return config.database / WALLCLOCK_DATABASE / re.sub(r"[^A-Za-z0-9._-]+", "-", config.client)
+    return location / WALLCLOCK_DATABASE / re.sub(r"[^A-Za-z0-9._-]+", "-", client)
+
+
+def _wallclock_key(client: str) -> bytes:
+    """Where a Redis database keeps a client's wall-clock findings (scenario TOML texts)."""
+    return hashlib.sha256(f"gateway-harness wallclock:{client}".encode()).digest()
 
 
 def _remember(config: CampaignConfig, scenario: Scenario) -> None:
     """Keep a finding's minimal schedule, so the next campaign against this client tries it
     first (the wall-clock counterpart of Hypothesis's example database)."""
-    where = _database_dir(config)
-    if where is None:
+    if config.database is None:
         return
+    if not isinstance(config.database, Path):
+        from harness.schedules import scenario_toml
+
+        try:
+            open_database(config.database).save(_wallclock_key(config.client),
+                                                scenario_toml(scenario).encode())
+        except Exception as exc:  # the bundle has the finding: a lost server costs a warning
+            print(f"gateway-harness fuzz: warning: --database: cannot write {config.database}: "
+                  f"{exc}", file=sys.stderr)
+        return
+    where = _database_dir(config.database, config.client)
     try:
         where.mkdir(parents=True, exist_ok=True)
         write_scenario(scenario, where / f"{scenario.name}.toml")
@@ -1055,16 +1128,30 @@ def _remember(config: CampaignConfig, scenario: Scenario) -> None:
 
 
 def _known_findings(config: CampaignConfig) -> list[Scenario]:
-    where = _database_dir(config)
-    if where is None or not where.is_dir():
-        return []
-    known = []
-    for path in sorted(where.glob("*.toml")):
-        try:
-            known.append(load_scenario(path))
-        except UserError:
-            continue  # written by another version: not worth failing the campaign for
-    return known
+    """Earlier findings against this client, from ``database`` and ``shared_database``."""
+    from harness.scenario import parse_scenario
+
+    known: dict[str, Scenario] = {}
+    for location, flag in ((config.database, "--database"),
+                           (config.shared_database, "--shared-database")):
+        if location is None:
+            continue
+        texts: list[tuple[str, str]] = []
+        if isinstance(location, Path):
+            where = _database_dir(location, config.client)
+            if where.is_dir():
+                texts = [(str(path), path.read_text(encoding="utf-8", errors="replace"))
+                         for path in sorted(where.glob("*.toml"))]
+        else:
+            stored = open_database(location, flag).fetch(_wallclock_key(config.client))
+            texts = [(location, value.decode("utf-8", "replace")) for value in stored]
+        for source, text in texts:
+            try:
+                scenario = parse_scenario(text, source)
+            except UserError:
+                continue  # written by another version: not worth failing the campaign for
+            known.setdefault(schedule_id(scenario), scenario)
+    return list(known.values())
 
 
 @contextlib.contextmanager

@@ -35,6 +35,8 @@ from harness.campaign import (
     CampaignResult,
     CampaignStats,
     check_client,
+    example_database,
+    parse_database,
     replay_client,
     run_campaign,
 )
@@ -180,9 +182,13 @@ def add_fuzz_arguments(p: argparse.ArgumentParser) -> None:
     add_out_argument(p, "where failing schedules, traces and reports go; wall clock: one bug "
                         f"bundle folder per finding (default {DEFAULT_OUT}/)",
                      default=DEFAULT_OUT)
-    add_switchable(p, "database", default=DEFAULT_DATABASE, metavar="DIR",
-                   help=f"Hypothesis example database (default {DEFAULT_DATABASE}/)",
+    add_switchable(p, "database", default=DEFAULT_DATABASE, metavar="DIR|redis://HOST:PORT/DB",
+                   help="Hypothesis example database, read and written: a folder or a Redis "
+                        f"server shared by several machines (default {DEFAULT_DATABASE}/)",
                    off_help="no example database: failures found are not kept")
+    p.add_argument("--shared-database", metavar="DIR|redis://HOST:PORT/DB",
+                   help="a team's database (CI writes it), only read: its findings are replayed "
+                        "first, yours are kept in --database only")
     p.add_argument("--shrink-time", type=float, default=None, metavar="SECONDS",
                    help="stop shrinking after this long and report the smallest so far "
                         f"(default {SIM_SHRINK_TIME:g}; wall clock {DEFAULT_REAL_SHRINK_TIME:g})")
@@ -240,7 +246,9 @@ def fuzz_main(args: argparse.Namespace) -> int:
     if real and args.keep_going:
         raise UserError("--keep-going: a survey runs in simulation mode only")
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
-    database = None if args.no_database else Path(args.database)
+    database = None if args.no_database else parse_database(args.database)
+    shared = (parse_database(args.shared_database, "--shared-database")
+              if args.shared_database is not None else None)
     if args.no_baseline:
         baseline = None
     else:
@@ -258,12 +266,14 @@ def fuzz_main(args: argparse.Namespace) -> int:
     config = CampaignConfig(
         examples=args.examples, seed=seed, client=client, horizon=args.horizon,
         max_faults=args.max_faults, tls=tls_setting(args.tls), out_dir=Path(args.out),
-        database=database, shrink_time=shrink_time, multiple_bugs=args.multiple_bugs,
+        database=database, shared_database=shared, shrink_time=shrink_time,
+        multiple_bugs=args.multiple_bugs,
         keep_going=args.keep_going, baseline=baseline, fault_kinds=kinds, mode=mode,
         adapter=adapter, jobs=args.jobs, confirm=args.confirm, interval=interval,
         time_budget=(args.time_budget or DEFAULT_TIME_BUDGET) if real else None,
         startup_timeout=getattr(args, "startup_timeout", None), replay=replay,
     )
+    example_database(config)  # an unreachable Redis is one line now, not in the middle
     where = (f"wall clock, {config.jobs} job(s), time budget {config.time_budget:g} s, "
              f"heartbeat interval {interval:g} s" if real else "simulation")
     print(f"gateway-harness fuzz: client {config.client} ({where}), {config.examples} examples, "
