@@ -331,3 +331,29 @@ def test_lv1_says_a_one_shot_control_was_applied_and_judges_a_faultless_run_from
     assert v.evidence.startswith("the last fault ('reconnect') applied at 2.00 s; conn 1 got READY")
     v = verdict(healthy_start().beats(1, 0.5, 6.0, d=3), "LV1", recovery_bound=3)
     assert v.evidence.startswith("no faults: judged from the start of the run; conn 1 got READY")
+
+
+def test_bo1_names_the_longest_run_of_failed_attempts_it_passed():
+    v = verdict(attempts([0.0, 0.1, 0.3, 0.7, 1.5]), "BO1")
+    assert v.status == "pass"
+    assert v.evidence.startswith(
+        "1 run(s) of failed attempts backed off without a storm (longest: conns 1..5: 5 failed "
+        "attempts from 0.00 s, waits 0.10, 0.20, 0.40, 0.80 s); tolerances storm_max_attempts=4"
+    )
+
+
+def resumed_three_times() -> Run:
+    """A session lost three times to the network, each time RESUMEd and live for 1.4 s."""
+    run = healthy_start().beats(1, 0.5, 1.0, d=3).close(1, 1.0, "network", None, "reset")
+    for conn, t in ((2, 2.0), (3, 5.0), (4, 8.0)):
+        run.open(conn, t, "resume").hello(conn, t + 0.01).resume(conn, t + 0.02, "sess-a", 3)
+        run.resumed(conn, t + 0.03).beats(conn, t + 0.5, t + 1.4, d=3)
+        run.close(conn, t + 1.4, "network", None, "reset")
+    return run.rec("note", 10.0, text="end")
+
+
+def test_bo1_holds_the_client_to_the_scenarios_resume_budget():
+    assert verdict(resumed_three_times(), "BO1", max_resumes=3).status == "pass"
+    v = verdict(resumed_three_times(), "BO1", max_resumes=2)
+    assert v.status == "fail"
+    assert v.evidence.startswith("3 RESUMEs (the scenario allows 2); RESUME #3 at 8.02 s;")
