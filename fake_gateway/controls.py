@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fake_gateway import wire
+from fake_gateway import frames, wire
 from fake_gateway.protocol import GatewayCore
 from gateway_common.errors import UserError
 from gateway_common.facts import CONTROLS
@@ -70,6 +70,19 @@ class GatewayControls:
         if action in wire.ACTIONS:  # wire-level faults (fake_gateway.wire)
             affected.extend(gw.wire.apply(action, target, params, now))
             return done
+        if action in frames.ACTIONS:  # frame-level faults (fake_gateway.frames)
+            if isinstance(target, int):
+                if target not in gw.connections:
+                    raise UserError(f"control {action}: no open connection {target}")
+                affected.append(target)
+            gw.frames.apply(action, target, params, now)
+            return done
+        if action == "flood":
+            if target != "all":
+                raise UserError("control flood: the flood goes to every live session; aim it "
+                                "at 'all'")
+            gw.set_flood(params, now)
+            return done
         if action == "delay_hello" and gw.wire.delay_hello(target, params):
             return done  # held for the next connections to open
         if action == "reject_upgrade" or (action == "delay_hello" and target == "all"):
@@ -95,8 +108,7 @@ class GatewayControls:
                     self._end_session(session.session_id, action, now)
                 return done
             if action == "burst":
-                for _ in range(params["count"]):
-                    gw.emit_synthetic(now)
+                gw.burst(params, now)
                 return done
         for conn in targets:
             if not conn.closed:

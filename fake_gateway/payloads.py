@@ -7,6 +7,7 @@ Usable without HTTP (simulation mode calls them directly).
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
@@ -237,6 +238,36 @@ def synthetic_event_data(
             d["guild_id"] = str(guild_id)
     d["_harness_n"] = n
     return d
+
+
+def _json_size(d: Any) -> int:
+    return len(json.dumps(d, separators=(",", ":")).encode())
+
+
+def pad_event(d: dict[str, Any], size: int | None) -> dict[str, Any]:
+    """A synthetic event's data padded (``_harness_pad``) to about ``size`` bytes of JSON."""
+    if not size:
+        return d
+    room = size - _json_size(d) - len(',"_harness_pad":""')
+    return {**d, "_harness_pad": "x" * room} if room > 0 else d
+
+
+def pad_members(d: dict[str, Any], size: int | None) -> dict[str, Any]:
+    """A GUILD_CREATE's data with members added until it is about ``size`` bytes of JSON: a
+    large guild, whose member list a client parses into its cache (what makes a storm slow)."""
+    if not size:
+        return d
+    def member(i: int) -> dict[str, Any]:
+        user_id = str(100_000_000_000_000_000 + i)  # 18 digits: every member the same size
+        return {"user": {"id": user_id, "username": f"m{user_id}", "discriminator": "0",
+                         "global_name": None, "avatar": None, "bot": False},
+                "nick": None, "roles": [], "joined_at": iso_time(0), "deaf": False,
+                "mute": False, "flags": 0, "pending": False}
+    each = _json_size(member(0)) + 1  # and its comma
+    extra = max(0, (size - _json_size(d)) // each)
+    members = list(d.get("members", []))
+    members += [member(i) for i in range(extra)]
+    return {**d, "members": members, "member_count": len(members)}
 
 
 MIDJOURNEY_BOT_ID = "936929561302675456"

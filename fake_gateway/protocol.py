@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from fake_gateway import payloads, wire
+from fake_gateway import frames, payloads, wire
 from fake_gateway.codec import DecodeError, Encoder, decode_client
 from fake_gateway.config import DEFINED_INTENTS, PRIVILEGED_INTENTS, GatewayConfig
 from fake_gateway.sessions import (
@@ -192,6 +192,15 @@ class ConnectionCore:
         if self.hello_sent_at is None and not before_hello and payload["op"] != OP_HELLO:
             self.pre_hello.append(payload)
             return
+        # The frame-level faults' hook (fake_gateway.frames): before encoding, so a frame they
+        # drop or hold leaves the compressed stream intact.
+        for out, out_fields in self.gw.frames.outgoing(self.conn_id, payload, fields, now):
+            self._write(out, now, out_fields)
+
+    def _write(self, payload: dict[str, Any], now: float, fields: dict[str, Any]) -> None:
+        """Encode, record and queue one payload as it goes on the wire."""
+        if self.closed:
+            return
         messages, size = self.encoder.encode(payload)
         self.gw.trace.record(
             KIND_FRAME_OUT, ts=now, conn=self.conn_id, op=payload["op"], s=payload.get("s"),
@@ -360,8 +369,7 @@ class ConnectionCore:
             return
         if action == "burst":
             if self.session is not None:
-                for _ in range(params["count"]):
-                    gw.emit_synthetic(now, [self.session])
+                gw.burst(params, now, [self.session])
             return
         if action in ("expire_session", "invalidate_session"):
             if self.session is not None:
@@ -493,6 +501,8 @@ class ConnectionCore:
             if not (isinstance(shard, list) and len(shard) == 2 and all(map(_is_int, shard))
                     and shard[1] >= 1 and 0 <= shard[0] < shard[1]):
                 return self.close(now, 4010)
+        if self._op9_loop("IDENTIFY", now):
+            return None
         shard_pair = (shard[0], shard[1]) if shard is not None else None
         guild_ids = self.gw.guilds_for(shard_pair)
         if len(guild_ids) > config.max_guilds_per_shard:
@@ -524,10 +534,37 @@ class ConnectionCore:
         self._holding = self.withhold_ready
         self.send_dispatch(ready, now, session_id=session.session_id,
                            resume_gateway_url=resume_url)
+        cut = self.gw.frames.take_cut(self.conn_id)
         for index, guild_id in enumerate(guild_ids):
+            if cut is not None and index == cut.params["guilds"]:
+                self._cut_guild_stream(cut, index, len(guild_ids), now)
             create = session.next_dispatch(
                 "GUILD_CREATE", payloads.guild_create_data(config, guild_id, index))
-            self.send_dispatch(create, now)
+            self.send_dispatch(create, now)  # after a cut: into the session's history only
+        if cut is not None and not self.closed:
+            self._cut_guild_stream(cut, len(guild_ids), len(guild_ids), now)
+
+    def _cut_guild_stream(self, cut: frames.Armed, sent: int, total: int, now: float) -> None:
+        """drop_mid_guilds: the connection drops after ``sent`` of ``total`` GUILD_CREATEs."""
+        self.gw.frames.record(cut, self.conn_id, now,
+                              f"READY and {sent} of {total} GUILD_CREATEs sent, then a reset; "
+                              f"the other {total - sent} wait in the session's history",
+                              guilds=sent, withheld=total - sent)
+        self.reset(now)
+
+    def _op9_loop(self, what: str, now: float, session: Session | None = None) -> bool:
+        """invalid_session_loop: answer this IDENTIFY or RESUME with op 9 d=false (the session
+        a RESUME names ends with it)."""
+        armed = self.gw.frames.op9_loop(self.conn_id)
+        if armed is None:
+            return False
+        self.gw.frames.record(armed, self.conn_id, now,
+                              f"{what} answered with op 9 d=false (an op 9 loop)",
+                              answered=OP_IDENTIFY if what == "IDENTIFY" else OP_RESUME)
+        if session is not None:
+            self.gw.invalidate(session, now, "invalid_session_loop")
+        self.send_invalid_session(now, False)
+        return True
 
     def _on_resume(self, d: Any, now: float) -> None:
         config = self.gw.config
@@ -549,6 +586,20 @@ class ConnectionCore:
                 if session is not None:
                     self.gw.invalidate(session, now, "RESUME on the discovery URL rejected")
                 return self.send_invalid_session(now, False)
+        closing = self.gw.frames.resume_close(self.conn_id)
+        if closing is not None:
+            code = closing.params["code"]
+            resumable = closing.params["resumable"]
+            if resumable is None:
+                resumable = code not in NON_RESUMABLE_SERVER_CLOSE_CODES
+            answer = f"close {code}" if code is not None else "an empty close frame (1005)"
+            self.gw.frames.record(closing, self.conn_id, now, f"RESUME answered with {answer}",
+                                  code=code)
+            if session is not None and not resumable:
+                self.gw.invalidate(session, now, f"close_on_resume {code}")
+            return self.close(now, code, closing.params["reason"], resumable)
+        if self._op9_loop("RESUME", now, session):
+            return None
         if session is not None and self.session_ended_by_op9:
             self.gw.invalidate(session, now, "invalid_session sent before its RESUME")
         if session is None or session.state == INVALIDATED:
@@ -664,7 +715,9 @@ class ConnectionCore:
         if self.closed:
             return None
         pending = self.pending_close[0] if self.pending_close else None
-        times = [t for t in (self.hello_due, self.heartbeat_deadline(), pending) if t is not None]
+        held = self.gw.frames.next_release(self.conn_id)
+        times = [t for t in (self.hello_due, self.heartbeat_deadline(), pending, held)
+                 if t is not None]
         return min(times) if times else None
 
     def on_time(self, now: float) -> None:
@@ -672,6 +725,8 @@ class ConnectionCore:
             return
         if self.hello_due is not None and now >= self.hello_due:
             self.send_hello(now)
+        for payload, fields in self.gw.frames.due(self.conn_id, now):
+            self._write(payload, now, fields)  # held back by server_frames: its time has come
         if self.pending_close is not None and now >= self.pending_close[0]:
             _, code, reason, resumable = self.pending_close
             self.pending_close = None
@@ -711,6 +766,10 @@ class GatewayCore:
         self.switches_for_all: dict[str, Any] = {}
         self.pending_for_next: list[tuple[str, dict[str, Any]]] = []
         self.wire = wire.WireFaults(self)  # wire-level faults (fake_gateway.wire)
+        self.frames = frames.FrameFaults(trace)  # frame-level faults (fake_gateway.frames)
+        # The flood control: (synthetic dispatches per second, padded size) while on.
+        self.flood: tuple[float, int | None] | None = None
+        self._flood_next_at: float | None = None
 
     def token_accepted(self, token: str) -> bool:
         """IDENTIFY/RESUME/REST go on with this token (else 4004 or 401)."""
@@ -765,6 +824,7 @@ class GatewayCore:
         for action, params in pending:
             conn.apply_control(action, params, now)
         self.wire.connection_opened(conn, now)
+        self.frames.connection_opened(conn_id)
         version = query.get("v")
         if version is not None and _query_version(version) not in self.config.allowed_versions:
             conn.close(now, 4012)
@@ -792,6 +852,7 @@ class GatewayCore:
 
     def forget_connection(self, conn_id: int) -> None:
         conn = self.connections.pop(conn_id, None)
+        self.frames.forget(conn_id)
         if conn is not None:
             conn.encoder = Encoder(None)  # let go of the compression context (zlib: ~256 KiB)
 
@@ -863,8 +924,35 @@ class GatewayCore:
                 conn.send_dispatch(dispatch, now)
         return dispatch
 
-    def emit_synthetic(self, now: float, sessions: list[Session] | None = None) -> int:
-        """One synthetic event, routed by guild to every live session that should see it."""
+    def burst(self, params: dict[str, Any], now: float,
+              sessions: list[Session] | None = None) -> None:
+        """The burst control: ``count`` synthetic dispatches (to ``sessions``, or routed to every
+        live one), or with ``t`` GUILD_CREATE each session's guilds again, padded to ``size``."""
+        count, size = params["count"], params["size"]
+        if params["t"] != "GUILD_CREATE":
+            for _ in range(count):
+                self.emit_synthetic(now, sessions, size)
+            return
+        for session in list(sessions if sessions is not None else self.sessions.live()):
+            guild_ids = session.guild_ids or [self.config.resolved_bot_id()]
+            for index in range(count):
+                guild_id = guild_ids[index % len(guild_ids)]
+                d = payloads.guild_create_data(self.config, guild_id, index % len(guild_ids))
+                self.emit_to(session, "GUILD_CREATE", payloads.pad_members(d, size), now)
+
+    def set_flood(self, params: dict[str, Any], now: float) -> None:
+        """The flood control: synthetic dispatches at ``rate`` per second while on."""
+        if params["on"]:
+            self.flood = (float(params["rate"]), params["size"])
+            self._flood_next_at = now + 1.0 / self.flood[0]
+        else:
+            self.flood = self._flood_next_at = None
+        self.notify_timer()
+
+    def emit_synthetic(self, now: float, sessions: list[Session] | None = None,
+                       size: int | None = None) -> int:
+        """One synthetic event, routed by guild to every live session that should see it
+        (padded to about ``size`` bytes of JSON)."""
         self.event_count += 1
         n = self.event_count
         rng = self._event_rng
@@ -875,6 +963,8 @@ class GatewayCore:
             guild_id = rng.choice(self.guild_ids)
         d = payloads.synthetic_event_data(self.config.synthetic_event, n, guild_id,
                                           self.config.resolved_bot_id())
+        if size:
+            d = payloads.pad_event(d, size)
         delivered = 0
         for session in sessions if sessions is not None else self.sessions.live():
             if session.alive and (sessions is not None or session.routes(guild_id)):
@@ -886,7 +976,7 @@ class GatewayCore:
 
     def next_deadline(self) -> float | None:
         times = [t for t in (self.sessions.next_expiry(self.config.session_ttl),
-                             self._next_event_at) if t is not None]
+                             self._next_event_at, self._flood_next_at) if t is not None]
         return min(times) if times else None
 
     def on_time(self, now: float) -> None:
@@ -898,3 +988,8 @@ class GatewayCore:
             while self._next_event_at <= now:
                 self.emit_synthetic(now)
                 self._next_event_at += step
+        if self.flood is not None and self._flood_next_at is not None:
+            rate, size = self.flood
+            while self._flood_next_at <= now:
+                self.emit_synthetic(now, size=size)
+                self._flood_next_at += 1.0 / rate

@@ -30,6 +30,7 @@ __all__ = [
     "CONTROLS",
     "ENCODINGS",
     "FATAL_CLOSE_CODES",
+    "FRAME_MODES",
     "IDENTIFY_WINDOW",
     "JSON_TYPES",
     "LISTENERS",
@@ -60,6 +61,7 @@ __all__ = [
     "REIDENTIFY_CLOSE_CODES",
     "RESUMABLE_SERVER_CLOSE_CODES",
     "SESSION_KILLING_CLIENT_CODES",
+    "SERVER_OPS",
     "SESSION_TTL",
     "SWITCH_CONTROLS",
     "UNLISTED_CLOSE",
@@ -138,6 +140,8 @@ OPCODES: Mapping[int, Opcode] = {
 }
 # What a client may send; any other op gets close 4001.
 CLIENT_OPS = frozenset(op for op, spec in OPCODES.items() if spec.client_sends)
+# What the server sends (what the server_frames control can pick).
+SERVER_OPS = tuple(sorted(op for op, spec in OPCODES.items() if spec.server_sends))
 
 # ------------------------------------------------------------------------------------------------
 # Close codes (sections 5, 7, 13)
@@ -271,6 +275,13 @@ _CLOSE_REASON = Param((str,), "", max_bytes=MAX_CLOSE_REASON_BYTES)
 # A delay in ms: at most a day (a huge number used to overflow, or crash the timer loop).
 _MILLISECONDS = Param((int, float), ranges=((0, 86_400_000),))
 _MILLISECONDS_5000 = Param((int, float), 5000, ranges=((0, 86_400_000),))
+_MILLISECONDS_1000 = Param((int, float), 1000, ranges=((0, 86_400_000),))
+# What server_frames does to the frames it picks (fake_gateway.frames).
+FRAME_MODES = ("drop", "delay", "duplicate", "reorder")
+# A dispatch's size in bytes of JSON, padded up to (null: as it comes); 1 MB stays under the
+# 1 MiB message limit of websockets' default client.
+_DISPATCH_SIZE = Param((int,), ranges=((0, 1_000_000),))
+_COUNT = Param((int,), ranges=((1, 100_000),))
 
 
 @dataclass(frozen=True)
@@ -313,7 +324,11 @@ CONTROLS: Mapping[str, Control] = {
     "reset": Control("one_shot"),
     "expire_session": Control("one_shot", {"session_id": Param((str,))}),
     "invalidate_session": Control("one_shot", {"session_id": Param((str,))}),
-    "burst": Control("one_shot", {"count": Param((int,), 10, ranges=((1, 100_000),))}),
+    "burst": Control("one_shot", {
+        "count": Param((int,), 10, ranges=((1, 100_000),)), "size": _DISPATCH_SIZE,
+        # null: the gateway's synthetic event; GUILD_CREATE: the session's guilds again (a storm)
+        "t": Param((str,), choices=("GUILD_CREATE",)),
+    }),
     "heartbeat_request": Control("one_shot", {"d": Param(JSON_TYPES)}),
     "session_start_remaining": Control("one_shot", {"remaining": Param((int,))}),
     # Wire-level faults (fake_gateway.wire): a bad block in the compressed stream, a new
@@ -328,6 +343,23 @@ CONTROLS: Mapping[str, Control] = {
         "shards": Param((int,), ranges=((1, MAX_SHARDS),)),  # null: the knob's
         "per_call": Param((int,), 0, ranges=((-MAX_SHARDS, MAX_SHARDS),)),
     }),
+    # Frame-level faults (fake_gateway.frames): server frames picked by op and/or dispatch type
+    # dropped, delayed, duplicated or reordered while on (at most `count` of them); a sustained
+    # dispatch flood; READY then part of its GUILD_CREATE stream, then a reset; a close in answer
+    # to every RESUME; op 9 d=false in answer to every IDENTIFY and RESUME (an op 9 loop).
+    "server_frames": Control("switch", {
+        "mode": Param((str,), FRAME_MODES[0], choices=FRAME_MODES),
+        "op": Param((int,), ranges=tuple((op, op) for op in SERVER_OPS)),  # null: any
+        "t": Param((str,), max_bytes=64),  # a dispatch type (op 0); null: any
+        "count": _COUNT,  # null: every matching frame while on
+        "ms": _MILLISECONDS_1000,  # delay: how long; reorder: the longest a frame waits
+    }),
+    "flood": Control("switch", {
+        "rate": Param((int, float), 100, ranges=((1, 10_000),)), "size": _DISPATCH_SIZE}),
+    "drop_mid_guilds": Control("one_shot", {"guilds": Param((int,), 1, ranges=((0, 100_000),))}),
+    "close_on_resume": Control("switch", {
+        "code": _CLOSE_FRAME_CODE, "reason": _CLOSE_REASON, "resumable": Param((bool,))}),
+    "invalid_session_loop": Control("switch"),
 }
 ONE_SHOT_CONTROLS = frozenset(name for name, c in CONTROLS.items() if c.kind == "one_shot")
 SWITCH_CONTROLS = frozenset(name for name, c in CONTROLS.items() if c.kind == "switch")

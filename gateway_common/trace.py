@@ -51,6 +51,15 @@ Kinds and their fields
                  (which malformed frame); shards, answer (/gateway/bot's count in its Nth answer
                  since the control). Written by the gateway (fake_gateway.wire) when the fault
                  acts on the wire, with the time it did
+``frame_fault``  action (the control: server_frames, drop_mid_guilds, close_on_resume,
+                 invalid_session_loop), conn, since (when the fault that acted was switched on or
+                 armed), detail (what it did, for humans), and by action: server_frames: mode
+                 (drop | delay | duplicate | reorder), op, t, s (of the frame it picked), until
+                 (delay: when the frame goes out); drop_mid_guilds: guilds (GUILD_CREATEs sent
+                 before the cut), withheld (the ones cut off, still in the session's history);
+                 close_on_resume: code; invalid_session_loop: answered (op of the client frame).
+                 Written by the gateway (fake_gateway.frames) when the fault acts. A dropped
+                 frame has no ``frame_out``; a delayed one has its ``frame_out`` when it goes out
 ``note``         text (free-form, for humans); conn where one applies (the gateway notes a RESUME
                  on the discovery URL, an IDENTIFY on the resume URL, an IDENTIFY over
                  max_concurrency, an unsupported encoding or compress value)
@@ -81,6 +90,7 @@ KIND_IDENTIFY_BUDGET = "identify_budget"
 KIND_REST = "rest"
 KIND_FIRST_CONTACT = "first_contact"
 KIND_WIRE_FAULT = "wire_fault"
+KIND_FRAME_FAULT = "frame_fault"
 KIND_NOTE = "note"
 
 KINDS = frozenset(
@@ -100,6 +110,7 @@ KINDS = frozenset(
         KIND_REST,
         KIND_FIRST_CONTACT,
         KIND_WIRE_FAULT,
+        KIND_FRAME_FAULT,
         KIND_NOTE,
     }
 )

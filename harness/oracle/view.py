@@ -59,6 +59,7 @@ class Connection:
     compress: str | None = None  # the transport compression it asked for (zlib-stream ...)
     frames_in: list[Frame] = field(default_factory=list)
     frames_out: list[Frame] = field(default_factory=list)
+    frame_faults: list[Frame] = field(default_factory=list)  # the gateway's frame_fault records
     live: Frame | None = None  # first READY or RESUMED sent on this connection
     _beats: list[Frame] | None = field(default=None, repr=False)
     _acks: list[Frame] | None = field(default=None, repr=False)
@@ -161,6 +162,7 @@ class RunView:
         self._conn_windows: dict[int, list[FaultWindow]] = {}
         self.listener_rank: dict[int, int] = {}
         open_faults: dict[str, list[tuple[int, Record]]] = {}
+        frame_faults: dict[tuple[Any, ...], list[tuple[int, Record]]] = {}
         for idx, rec in enumerate(self.records):
             kind = rec.get("kind")
             conn_id = rec.get("conn")
@@ -191,6 +193,10 @@ class RunView:
                         conn.interval = float(hb) / 1000.0
                 if is_live_frame(rec) and conn.live is None:
                     conn.live = frame
+            elif kind == "frame_fault" and conn is not None:
+                conn.frame_faults.append(Frame(idx, rec))
+                group = (rec.get("action"), conn_id, rec.get("since", rec.get("ts")))
+                frame_faults.setdefault(group, []).append((idx, rec))
             elif kind == "fault":
                 if (rec.get("params") or {}).get("action") not in POLICY_CONTROLS:
                     self._switch(open_faults, idx, rec)
@@ -230,6 +236,7 @@ class RunView:
                         dict(on.get("params") or {}),
                     )
                 )
+        self.windows.extend(_frame_fault_windows(frame_faults))
         counts: dict[str | None, int] = {}
         for conn in self.ordered_conns():
             counts[conn.listener] = counts.get(conn.listener, 0) + 1
@@ -316,6 +323,31 @@ class RunView:
 CONTROL_RECORD = "_from_control_record"
 # Toxics that touch only the connection's end, never its bytes (Toxiproxy's slow_close).
 END_ONLY_TOXICS = frozenset({"slow_close"})
+
+
+def _frame_fault_windows(
+    groups: dict[tuple[Any, ...], list[tuple[int, Record]]]
+) -> list[FaultWindow]:
+    """A fault window per frame-level fault that acted on a connection: from when it was
+    switched on or armed (``since``) to its last act there (a delayed frame: until it went
+    out). The fault was on all that time, so a one-shot "the next N frames" fault, or one that
+    outlasts its switch (a frame still held when it went off), is a window too."""
+    windows = []
+    for (action, conn_id, since), recs in groups.items():
+        first_idx, first = recs[0]
+        last_idx = recs[-1][0]
+        start = float(since) if isinstance(since, int | float) else float(first["ts"])
+        end = max(max(float(r["ts"]), float(r.get("until") or 0.0)) for _, r in recs)
+        end = max(end, start + 1e-6)  # a window has length (fault_active ignores instants)
+        what = str(action)
+        if first.get("mode"):
+            what += f" {first['mode']}"
+            if first.get("op") is not None:
+                what += f" op {first['op']}"
+        params = {"action": action, "target": conn_id, "mode": first.get("mode")}
+        windows.append(FaultWindow(f"{what} (conn {conn_id})", "control", start, end,
+                                   first_idx, last_idx, params))
+    return windows
 
 
 def _without_echoes(windows: list[FaultWindow]) -> list[FaultWindow]:
@@ -412,6 +444,14 @@ def missed_ack_before(view: RunView, before_idx: int, ack_wait: float) -> tuple[
     beat, conn = found
     text = f"the heartbeat at {fmt(beat.ts)} on conn {conn.id} got no ACK"
     idx = [beat.idx]
+    nxt_beat = next((b for b in conn.beats() if b.idx > beat.idx), None)
+    picked = next((f for f in conn.frame_faults if f.idx > beat.idx
+                   and (nxt_beat is None or f.idx < nxt_beat.idx)
+                   and f.rec.get("op") == OP_HEARTBEAT_ACK), None)
+    if picked is not None:  # the gateway dropped or held back that very ACK, on purpose
+        text += (f": the gateway {picked.rec.get('detail')} at {fmt(picked.ts)} "
+                 f"({picked.rec.get('action')}, on since {fmt(float(picked.rec['since']))})")
+        return text, idx + [picked.idx]
     window = view.fault_active(beat.ts, beat.ts + (view.interval_for(conn) or 0.0), conn)
     if window is not None:
         action = window.params.get("action") or window.params.get("type") or window.kind
