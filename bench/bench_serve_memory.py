@@ -17,7 +17,13 @@ Before each reading it waits until /_harness/state lists no connection and no li
 every reading is taken in the same state. serve keeps IDENTIFYs to its start budget
 (session_start_total, 1,000 a day): later IDENTIFYs are closed with 4004, still a connection.
 The load generator speaks WebSocket by hand (`bench_gateway.py`'s frames). Prints one line per
-reading and one JSON line. Not a test: nothing here asserts.
+reading and one JSON line. Not a test: nothing here asserts (tests/test_serve_memory.py counts
+what the gateway holds instead).
+
+Measured (2 shared cores, `--connections 6000 --every 2000`, RSS at 0/2,000/4,000/6,000):
+before issue 17.7's fix 48.2/79.8/111.1/139.9 MB (every closed connection's objects waited for
+a full cyclic collection, and every session stayed); after it 48.2/51.0/52.6/52.7 MB (what
+remains between the first readings is ended sessions, kept up to a fixed number).
 """
 
 from __future__ import annotations
