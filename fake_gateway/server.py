@@ -47,8 +47,9 @@ def tune_gc_for_a_server_process() -> None:
     CPython's full and middle-generation collections scan every live object; with ~1,000
     connections they pause the event loop for 40-400 ms, longer than a compressed heartbeat's
     grace. Start-up objects are frozen out of the scans and the older generations collect
-    rarely: steady-state traffic makes almost no cyclic garbage (connection set-up makes ~80
-    objects per connection, reclaimed by the rarer collections). Not called by the library.
+    rarely: steady-state traffic makes almost no cyclic garbage, and a closed connection is
+    freed by reference counting (`_connection_ended`, `GatewayWSConnection._break_cycles`), so
+    nothing per connection waits for those collections. Not called by the library.
     """
     gc.collect()
     gc.freeze()
