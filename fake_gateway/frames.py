@@ -174,7 +174,7 @@ class FrameFaults:
         info = {"mode": mode, "op": payload.get("op"), "t": payload.get("t"),
                 "s": payload.get("s")}
         if mode == "drop":
-            self.record(armed, conn_id, now, f"dropped {what}: never sent", **info)
+            self.record(armed, conn_id, now, f"dropped {what} (never sent)", **info)
             return []
         if mode == "duplicate":
             self.record(armed, conn_id, now, f"sent {what} twice", **info)

@@ -194,8 +194,11 @@ class ConnectionCore:
             return
         # The frame-level faults' hook (fake_gateway.frames): before encoding, so a frame they
         # drop or hold leaves the compressed stream intact.
-        for out, out_fields in self.gw.frames.outgoing(self.conn_id, payload, fields, now):
+        going = self.gw.frames.outgoing(self.conn_id, payload, fields, now)
+        for out, out_fields in going:
             self._write(out, now, out_fields)
+        if not going:
+            self.gw.notify(self.conn_id)  # held back: the driver's timer must wake for it
 
     def _write(self, payload: dict[str, Any], now: float, fields: dict[str, Any]) -> None:
         """Encode, record and queue one payload as it goes on the wire."""
