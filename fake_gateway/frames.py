@@ -4,8 +4,9 @@ Sans-I/O, like the core it belongs to (`GatewayCore.frames`): `fake_gateway.cont
 control actions here, the core asks at a few points what they want (one hook where it queues a
 server frame, one where a READY's GUILD_CREATE stream goes out, one each where a RESUME and an
 IDENTIFY are answered), and every time a fault acts it records a ``frame_fault`` trace record
-naming the connection, the frame and ``since`` (when the fault was switched on or armed): the
-oracle's fault window runs from ``since`` to the act (`harness.oracle.view`).
+naming the connection, the frame and ``on_for`` (how long the fault had been switched on or
+armed): the oracle's fault window runs from then to the act (`harness.oracle.view`). Times are
+durations, not clock readings, so a runner that rebases the trace's times keeps them true.
 
 - ``server_frames`` (switch): while on, the server frames it picks (by ``op`` and/or dispatch
   type ``t``; neither: every frame), at most ``count`` of them, are dropped, delayed by ``ms``,
@@ -150,7 +151,7 @@ class FrameFaults:
     def record(self, armed: Armed, conn_id: int, now: float, detail: str,
                **fields: Any) -> None:
         self.trace.record(KIND_FRAME_FAULT, ts=now, conn=conn_id, action=armed.action,
-                          since=armed.since, detail=detail, **fields)
+                          on_for=round(now - armed.since, 6), detail=detail, **fields)
 
     # ---- the core's hooks ----------------------------------------------------------------
 
@@ -184,7 +185,7 @@ class FrameFaults:
             if is_dispatch and tail is not None:
                 until = max(until, tail)
             self.record(armed, conn_id, now, f"held {what} back for {until - now:.3f} s",
-                        until=round(until, 6), **info)
+                        held=round(until - now, 6), **info)
             self._hold(conn_id, payload, fields, until, until)
             return []
         self.record(armed, conn_id, now, f"held {what} back until the frame after it has gone "

@@ -52,10 +52,10 @@ Kinds and their fields
                  since the control). Written by the gateway (fake_gateway.wire) when the fault
                  acts on the wire, with the time it did
 ``frame_fault``  action (the control: server_frames, drop_mid_guilds, close_on_resume,
-                 invalid_session_loop), conn, since (when the fault that acted was switched on or
-                 armed), detail (what it did, for humans), and by action: server_frames: mode
-                 (drop | delay | duplicate | reorder), op, t, s (of the frame it picked), until
-                 (delay: when the frame goes out); drop_mid_guilds: guilds (GUILD_CREATEs sent
+                 invalid_session_loop), conn, on_for (seconds the fault had been switched on or
+                 armed when it acted), detail (what it did, for humans), and by action:
+                 server_frames: mode (drop | delay | duplicate | reorder), op, t, s (of the frame
+                 it picked), held (delay: seconds until the frame goes out); drop_mid_guilds: guilds (GUILD_CREATEs sent
                  before the cut), withheld (the ones cut off, still in the session's history);
                  close_on_resume: code; invalid_session_loop: answered (op of the client frame).
                  Written by the gateway (fake_gateway.frames) when the fault acts. A dropped

@@ -40,7 +40,15 @@ Fairness (a correct client can pass every schedule this module generates):
   (60 s) plus the 1-5 s re-identify wait and one identify slot; a fault triggered by a protocol
   event may still fire late, in which case LV1 is reported not judged rather than failed;
 - heartbeat-deadline policy changes and session-start-limit changes are not generated (they
-  change what "correct" means rather than inject a fault).
+  change what "correct" means rather than inject a fault);
+- frame faults (``server_frames``) pick only frames whose loss, delay or repetition a correct
+  client survives without losing an event it was given: ACKs and server op 1 (dropped, delayed,
+  doubled; ACKs also moved behind the next frame) and synthetic dispatches (dropped: a seq gap
+  the client cannot know of; delayed, in seq order). Never READY or RESUMED, never a dispatch
+  sent twice or out of seq order (a client that keeps each seq once would lose it, and RS3 would
+  blame it), never HELLO (20 s before a client may give up on it);
+- an op 9 loop (``invalid_session_loop``) lasts at most ``max_duration``: a correct client
+  IDENTIFYs once per 5 s (BO2), so it tries once or twice in it and is live soon after.
 """
 
 from __future__ import annotations
@@ -53,8 +61,13 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from fake_gateway.config import scenario_config
-from gateway_common.facts import MALFORMED_FRAMES, ONE_SHOT_CONTROLS
+from fake_gateway.config import GatewayConfig, scenario_config
+from gateway_common.facts import (
+    MALFORMED_FRAMES,
+    ONE_SHOT_CONTROLS,
+    OP_HEARTBEAT,
+    OP_HEARTBEAT_ACK,
+)
 from harness.oracle.model import Expectations
 from harness.report.model import ScenarioResult
 from harness.scenario import (
@@ -111,6 +124,7 @@ ONE_SHOT_ACTIONS = (
     "invalidate_session",
     "corrupt_compression",
     "malformed_frame",
+    "drop_mid_guilds",
 )
 # One-shots that may also aim at the next connection to open (applied as it opens, before the
 # client has said anything: a reset or a close then is a network/server event, while op 7/op 9
@@ -125,6 +139,10 @@ PERSISTENT_ACTIONS = (
     "withhold_resumed",
     "ignore_client_close",
     "reuse_compressor",
+    "server_frames",
+    "flood",
+    "close_on_resume",
+    "invalid_session_loop",
 )
 TOXIC_TYPES = (
     "reset_after",
@@ -293,7 +311,19 @@ def _control_params(action: str) -> st.SearchStrategy[dict[str, Any]]:
             {}, optional={"d": st.one_of(st.integers(-1, 1000), st.just("garbage"))}
         )
     if action == "burst":
-        return st.fixed_dictionaries({"count": st.integers(1, 50)})
+        return st.fixed_dictionaries(
+            {"count": st.integers(1, 50)},
+            optional={"size": st.integers(0, 100_000), "t": st.just("GUILD_CREATE")},
+        )
+    if action == "server_frames":
+        return _server_frames_params()
+    if action == "flood":
+        return st.fixed_dictionaries(
+            {"rate": st.integers(10, 200)}, optional={"size": st.integers(0, 10_000)})
+    if action == "drop_mid_guilds":
+        return st.fixed_dictionaries({"guilds": st.integers(0, 3)})
+    if action == "close_on_resume":
+        return st.sampled_from(SAFE_CLOSE_CODES).map(lambda c: {} if c is None else {"code": c})
     if action == "delay_hello":
         return st.fixed_dictionaries({"ms": st.integers(100, 10000)})
     if action == "malformed_frame":
@@ -304,6 +334,31 @@ def _control_params(action: str) -> st.SearchStrategy[dict[str, Any]]:
             optional={"listener": st.sampled_from(["resume", "discovery"])},
         )
     return st.just({})
+
+
+# The dispatches generated schedules may drop or delay: the gateway's synthetic events (never
+# READY, RESUMED or a GUILD_CREATE of the start-up stream: see the fairness notes).
+SYNTHETIC_EVENT = GatewayConfig().synthetic_event
+
+
+def _server_frames_params() -> st.SearchStrategy[dict[str, Any]]:
+    """server_frames' picks that are fair to a correct client (module docstring), the lost ACK
+    first."""
+    count = st.integers(1, 3)
+    ms = st.integers(100, 3000)
+    return st.one_of(
+        st.fixed_dictionaries({"op": st.just(OP_HEARTBEAT_ACK)}, optional={"count": count}),
+        st.fixed_dictionaries({"mode": st.just("delay"), "op": st.just(OP_HEARTBEAT_ACK),
+                               "ms": ms}, optional={"count": count}),
+        st.fixed_dictionaries({"mode": st.sampled_from(["duplicate", "drop", "delay"]),
+                               "op": st.just(OP_HEARTBEAT)}, optional={"count": count}),
+        st.fixed_dictionaries({"mode": st.just("reorder"), "op": st.just(OP_HEARTBEAT_ACK),
+                               "ms": ms}),
+        st.fixed_dictionaries({"mode": st.sampled_from(["drop", "delay"]),
+                               "t": st.just(SYNTHETIC_EVENT)},
+                              optional={"count": count, "ms": st.integers(100, 2000)}),
+        st.fixed_dictionaries({"mode": st.just("duplicate"), "op": st.just(OP_HEARTBEAT_ACK)}),
+    )
 
 
 def control_steps(

@@ -24,7 +24,8 @@ from harness.oracle.view import missed_ack_before
 
 TOKEN = GatewayConfig().token
 # Long heartbeats and no server deadline: the tests beat when they choose.
-QUIET = {"heartbeat_interval_ms": 30_000, "heartbeat_deadline": False, "identify_window": 0.0}
+QUIET: dict[str, Any] = {"heartbeat_interval_ms": 30_000, "heartbeat_deadline": False,
+                         "identify_window": 0.0}
 
 
 def _newest(gateway: FakeGateway) -> int:
@@ -309,7 +310,7 @@ def test_a_frame_fault_is_a_fault_window_from_since_to_its_act() -> None:
         {"ts": 1.0, "kind": "frame_in", "conn": 1, "op": 1, "d": None},
         {"ts": 1.0, "kind": "frame_out", "conn": 1, "op": 11},
         {"ts": 2.0, "kind": "frame_in", "conn": 1, "op": 1, "d": None},
-        {"ts": 2.0, "kind": "frame_fault", "conn": 1, "action": "server_frames", "since": 1.5,
+        {"ts": 2.0, "kind": "frame_fault", "conn": 1, "action": "server_frames", "on_for": 0.5,
          "mode": "drop", "op": 11, "detail": "dropped op 11 Heartbeat ACK (never sent)"},
         {"ts": 3.0, "kind": "conn_close", "conn": 1, "by": "client", "code": 4000},
     ]

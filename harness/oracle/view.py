@@ -195,7 +195,9 @@ class RunView:
                     conn.live = frame
             elif kind == "frame_fault" and conn is not None:
                 conn.frame_faults.append(Frame(idx, rec))
-                group = (rec.get("action"), conn_id, rec.get("since", rec.get("ts")))
+                on_for = rec.get("on_for")
+                since = float(rec["ts"]) - (on_for if isinstance(on_for, int | float) else 0.0)
+                group = (rec.get("action"), conn_id, round(since, 3))
                 frame_faults.setdefault(group, []).append((idx, rec))
             elif kind == "fault":
                 if (rec.get("params") or {}).get("action") not in POLICY_CONTROLS:
@@ -329,15 +331,15 @@ def _frame_fault_windows(
     groups: dict[tuple[Any, ...], list[tuple[int, Record]]]
 ) -> list[FaultWindow]:
     """A fault window per frame-level fault that acted on a connection: from when it was
-    switched on or armed (``since``) to its last act there (a delayed frame: until it went
-    out). The fault was on all that time, so a one-shot "the next N frames" fault, or one that
-    outlasts its switch (a frame still held when it went off), is a window too."""
+    switched on or armed (``on_for`` before an act) to its last act there (a delayed frame:
+    until it went out). The fault was on all that time, so an armed one-shot (drop_mid_guilds),
+    or a switch that outlasts itself (a frame still held when it went off), is a window too."""
     windows = []
     for (action, conn_id, since), recs in groups.items():
         first_idx, first = recs[0]
         last_idx = recs[-1][0]
-        start = float(since) if isinstance(since, int | float) else float(first["ts"])
-        end = max(max(float(r["ts"]), float(r.get("until") or 0.0)) for _, r in recs)
+        start = float(since)
+        end = max(float(r["ts"]) + float(r.get("held") or 0.0) for _, r in recs)
         end = max(end, start + 1e-6)  # a window has length (fault_active ignores instants)
         what = str(action)
         if first.get("mode"):
@@ -449,8 +451,10 @@ def missed_ack_before(view: RunView, before_idx: int, ack_wait: float) -> tuple[
                    and (nxt_beat is None or f.idx < nxt_beat.idx)
                    and f.rec.get("op") == OP_HEARTBEAT_ACK), None)
     if picked is not None:  # the gateway dropped or held back that very ACK, on purpose
+        on_for = picked.rec.get("on_for")
+        since = picked.ts - (on_for if isinstance(on_for, int | float) else 0.0)
         text += (f": the gateway {picked.rec.get('detail')} at {fmt(picked.ts)} "
-                 f"({picked.rec.get('action')}, on since {fmt(float(picked.rec['since']))})")
+                 f"({picked.rec.get('action')}, on since {fmt(since)})")
         return text, idx + [picked.idx]
     window = view.fault_active(beat.ts, beat.ts + (view.interval_for(conn) or 0.0), conn)
     if window is not None:
