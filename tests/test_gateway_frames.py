@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import HealthCheck, given, settings
 from websockets.exceptions import ConnectionClosed
 
 from fake_gateway.config import GatewayConfig
@@ -21,8 +22,11 @@ from gateway_common.errors import UserError
 from gateway_common.trace import KIND_FRAME_FAULT, KIND_FRAME_OUT
 from harness.oracle import RunView
 from harness.oracle.view import missed_ack_before
+from harness.schedules import run_schedule, scenario_toml, schedules
 
 TOKEN = GatewayConfig().token
+FRAME_KINDS = ["server_frames", "flood", "drop_mid_guilds", "close_on_resume",
+               "invalid_session_loop", "burst"]
 # Long heartbeats and no server deadline: the tests beat when they choose.
 QUIET: dict[str, Any] = {"heartbeat_interval_ms": 30_000, "heartbeat_deadline": False,
                          "identify_window": 0.0}
@@ -323,3 +327,26 @@ def test_a_frame_fault_is_a_fault_window_from_since_to_its_act() -> None:
     assert "the gateway dropped op 11 Heartbeat ACK (never sent) at 2.00 s" in text
     assert "(server_frames, on since 1.50 s)" in text
     assert 5 in idx
+
+
+# ---- from the pytest fixture, and in generated schedules ---------------------------------------
+
+
+async def test_the_pytest_fixture_drives_frame_faults(fake_gateway: Any) -> None:
+    """What a user's own suite does: the plugin's fake_gateway (TLS, 1 s heartbeats)."""
+    urls = fake_gateway.urls
+    async with raw_client(urls.gateway_url, ca_file=urls.ca_file) as client:
+        await client.recv_op(10)
+        fake_gateway.gateway.controls.apply("server_frames", "all", op=11, count=1)
+        await client.send({"op": 1, "d": None})
+        await _nothing_for(client, 0.3)
+        assert (await client.heartbeat(None))["op"] == 11
+    assert [r["mode"] for r in fake_gateway.trace.of_kind(KIND_FRAME_FAULT)] == ["drop"]
+
+
+@settings(max_examples=12, deadline=None, database=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(schedules(horizon=8.0, max_faults=2, kinds=FRAME_KINDS))
+def test_the_reference_client_survives_generated_frame_faults(scenario: Any) -> None:
+    result = run_schedule(scenario)
+    assert result.passed, (result.failed_invariants, scenario_toml(scenario))
