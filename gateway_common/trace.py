@@ -55,8 +55,9 @@ Kinds and their fields
                  invalid_session_loop), conn, on_for (seconds the fault had been switched on or
                  armed when it acted), detail (what it did, for humans), and by action:
                  server_frames: mode (drop | delay | duplicate | reorder), op, t, s (of the frame
-                 it picked), held (delay: seconds until the frame goes out); drop_mid_guilds: guilds (GUILD_CREATEs sent
-                 before the cut), withheld (the ones cut off, still in the session's history);
+                 it picked), held (delay: seconds until the frame goes out); drop_mid_guilds:
+                 guilds (GUILD_CREATEs sent before the cut), withheld (the ones cut off, still in
+                 the session's history);
                  close_on_resume: code; invalid_session_loop: answered (op of the client frame).
                  Written by the gateway (fake_gateway.frames) when the fault acts. A dropped
                  frame has no ``frame_out``; a delayed one has its ``frame_out`` when it goes out
