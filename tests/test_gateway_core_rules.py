@@ -1149,3 +1149,91 @@ def test_a_surrogate_pair_and_plain_escapes_decode() -> None:
 def test_json_constants_that_are_no_numbers_are_refused(constant: str) -> None:
     with pytest.raises(DecodeError, match="not JSON"):
         decode_client('{"op":1,"d":' + constant + '}')
+
+
+# ---- frame-level faults as the core carries them out -----------------------------------------
+
+def test_drop_mid_guilds_resets_after_n_guild_creates_and_resume_replays_the_rest() -> None:
+    w = World(guilds=3)
+    w.controls.apply("drop_mid_guilds", "next", guilds=1)
+    conn = w.connect()
+    frames = w.identify(conn)
+    assert [f["t"] if isinstance(f, dict) else f for f in frames] == [
+        "READY", "GUILD_CREATE", Reset()]
+    [fault] = [r for r in w.trace.records if r["kind"] == "frame_fault"]
+    assert "READY and 1 of 3 GUILD_CREATEs sent" in fault["detail"]
+    assert (fault["guilds"], fault["withheld"]) == (1, 2)
+    session_id = frames[0]["d"]["session_id"]
+    frames = w.resume(w.connect("resume"), session_id, 2)
+    assert [(f["t"], f["s"]) for f in frames] == [
+        ("GUILD_CREATE", 3), ("GUILD_CREATE", 4), ("RESUMED", 5)]
+
+
+def test_drop_mid_guilds_after_all_guilds_resets_after_the_last() -> None:
+    w = World(guilds=2)
+    w.controls.apply("drop_mid_guilds", "next", guilds=2)
+    frames = w.identify(w.connect())
+    assert [f["t"] if isinstance(f, dict) else f for f in frames] == [
+        "READY", "GUILD_CREATE", "GUILD_CREATE", Reset()]
+    assert w.identify(w.connect())[-1]["t"] == "GUILD_CREATE"  # one shot: used up
+
+
+def test_close_on_resume_answers_with_the_code_and_ends_the_session_as_it_says() -> None:
+    w = World(guilds=1)
+    session_id = detached(w)
+    w.controls.apply("close_on_resume", "all", code=4000, reason="again")
+    assert w.resume(w.connect("resume"), session_id, 2) == [Close(4000, "again")]
+    w.controls.apply("close_on_resume", "all", on=False)
+    w.controls.apply("close_on_resume", "all", code=4009)
+    assert w.resume(w.connect("resume"), session_id, 2) == [Close(4009, "")]
+    w.controls.apply("close_on_resume", "all", on=False)
+    assert w.resume(w.connect("resume"), session_id, 2) == [OP9_FALSE]  # 4009 ended it
+    session_id = detached(w)
+    w.controls.apply("close_on_resume", "all", code=4009, resumable=True)
+    assert w.resume(w.connect("resume"), session_id, 2) == [Close(4009, "")]
+    w.controls.apply("close_on_resume", "all", on=False)
+    assert w.resumable(session_id, 2)
+
+
+def test_close_on_resume_without_a_code_sends_an_empty_close_and_keeps_the_session() -> None:
+    w = World(guilds=1)
+    session_id = detached(w)
+    w.controls.apply("close_on_resume", "all")
+    assert w.resume(w.connect("resume"), session_id, 2) == [Close(None, "")]
+    [fault] = [r for r in w.trace.records if r["kind"] == "frame_fault"]
+    assert fault["detail"] == "RESUME answered with an empty close frame (1005)"
+    w.controls.apply("close_on_resume", "all", on=False)
+    assert w.resumable(session_id, 2)
+
+
+def test_an_op9_loop_answers_identify_and_resume_with_op9_false_until_off() -> None:
+    w = World(guilds=1)
+    session_id = detached(w)
+    w.controls.apply("invalid_session_loop", "all")
+    conn = w.connect("resume")
+    assert w.resume(conn, session_id, 2) == [OP9_FALSE]
+    assert w.identify(conn) == [OP9_FALSE]
+    details = [r["detail"] for r in w.trace.records if r["kind"] == "frame_fault"]
+    assert details == ["RESUME answered with op 9 d=false (an op 9 loop)",
+                       "IDENTIFY answered with op 9 d=false (an op 9 loop)"]
+    w.controls.apply("invalid_session_loop", "all", on=False)
+    assert w.identify(conn)[0]["t"] == "READY"
+    assert not w.resumable(session_id, 2)  # the loop's op 9 ended the session it named
+
+
+def test_an_apps_own_token_is_traced_redacted() -> None:
+    w = World(accept_any_token=True)
+    conn = w.connect()
+    send(conn, w.clock, 2, {"token": "abcdefghijklmnop", "intents": 1, "properties": {}})
+    notes = [r["text"] for r in w.trace.records if r["kind"] == "note"]
+    assert "accepting the app's own token 'abcdef'... (16 chars)" in notes
+    [frame_in] = [r for r in w.trace.records if r["kind"] == "frame_in" and r["op"] == 2]
+    assert frame_in["token_seen"] == "'abcdef'... (16 chars)" and frame_in["token_ok"]
+    conn = w.connect()
+    send(conn, w.clock, 2, {"token": "abcd", "intents": 1, "properties": {}})
+    frame_in = [r for r in w.trace.records if r["kind"] == "frame_in" and r["op"] == 2][-1]
+    assert frame_in["token_seen"] == "'ab'... (4 chars)" and not frame_in["token_ok"]
+    conn = w.connect()
+    send(conn, w.clock, 2, {"token": 5, "intents": 1, "properties": {}})
+    frame_in = [r for r in w.trace.records if r["kind"] == "frame_in" and r["op"] == 2][-1]
+    assert frame_in["token_seen"] == "5"
