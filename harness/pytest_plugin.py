@@ -310,13 +310,8 @@ class ScenarioItem(pytest.Item):
         try:
             options.adapter = _adapter(self.client)
             (result,) = run_many([self.scenario], options, jobs=1)
-        except UserError as exc:  # a client that cannot be installed, a bad fault: one line
+        except UserError as exc:  # a client that cannot be installed or started: one line
             pytest.fail(str(exc), pytrace=False)
-        except BaseExceptionGroup as group:  # the same, raised inside the world's nursery
-            errors, rest = group.split(UserError)
-            if errors is None or rest is not None:
-                raise
-            pytest.fail("; ".join(sorted({str(e) for e in _leaves(errors)})), pytrace=False)
         if result.passed:
             return
         timeline = None
@@ -348,11 +343,6 @@ class ScenarioItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, f"scenario {self.name}"
-
-
-def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
-    return [leaf for e in group.exceptions
-            for leaf in (_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])]
 
 
 def failure_text(result: Any, timeline: Path | None, replay: str) -> str:

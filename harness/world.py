@@ -44,7 +44,7 @@ from fake_gateway.config import GatewayConfig
 from fake_gateway.opened import OpenedGateway, open_gateway
 from fake_gateway.server import FakeGateway
 from fake_gateway.tls import make_tls
-from gateway_common.errors import UserError
+from gateway_common.errors import UserError, user_error_in
 from gateway_common.facts import LISTENERS
 from gateway_common.trace import (
     KIND_CONN_OPEN,
@@ -99,12 +99,18 @@ def run_scenario(scenario: Scenario, options: RunOptions) -> ScenarioResult:
     started = time.monotonic()
     seed = options.seed if scenario.seed is None else scenario.seed
     options = RunOptions(**{**options.__dict__, "seed": seed})
-    if options.mode == "sim":
-        result = run_simulated(_run_world, scenario, options, seed=seed)
-    elif options.mode == "real":
-        result = trio.run(_run_world, scenario, options)
-    else:
+    if options.mode not in ("sim", "real"):
         raise UserError(f"--mode: expected real or sim, got {options.mode!r}")
+    try:
+        if options.mode == "sim":
+            result = run_simulated(_run_world, scenario, options, seed=seed)
+        else:
+            result = trio.run(_run_world, scenario, options)
+    except BaseExceptionGroup as group:  # a client that cannot start, raised in a task: one line
+        error = user_error_in(group)
+        if error is None:
+            raise
+        raise error from None
     result.duration = time.monotonic() - started
     return result
 

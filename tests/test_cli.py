@@ -132,6 +132,21 @@ def test_validate_suite_still_names_the_scenarios(capsys: pytest.CaptureFixture[
         "gateway-harness validate: error: /nonexistent.toml: no such scenario file or folder")
 
 
+def test_validate_a_command_that_cannot_start_is_one_line(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    # the process is started inside the world's task group: still one line, exit 2
+    scenario = str(Path(__file__).parent.parent / "scenarios" / "f01-invalid-session-mid-session"
+                   ".toml")
+    assert main(["validate", "--command", "/nonexistent/bot", scenario]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == (
+        "gateway-harness validate: error: client bot: cannot start '/nonexistent/bot': "
+        "No such file or directory")
+    assert "Traceback" not in err
+
+
 def test_storm_writes_json_to_a_file_and_the_old_switch_prints_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
