@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import trio
@@ -92,11 +93,12 @@ async def _floor(heartbeats: int, dispatches: int, interval: float,
 
 
 def run_floor(heartbeats: int, dispatches: int, interval: float = 41.25,
-              dispatch_interval: float = 60.0) -> FloorResult:
+              dispatch_interval: float = 60.0,
+              instruments: Sequence[trio.abc.Instrument] = ()) -> FloorResult:
     clock = trio.testing.MockClock(autojump_threshold=0)
     wall, cpu = time.perf_counter(), time.process_time()
     beats, acks, sent = trio.run(_floor, heartbeats, dispatches, interval, dispatch_interval,
-                                 clock=clock)
+                                 clock=clock, instruments=list(instruments))
     return FloorResult(beats, acks, sent, round(clock.current_time(), 1),
                        time.perf_counter() - wall, time.process_time() - cpu)
 

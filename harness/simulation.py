@@ -6,7 +6,8 @@ the same seed gives the same transcript (DESIGN.md, "one clock, one seed").
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import trio
@@ -14,12 +15,38 @@ import trio.testing
 
 T = TypeVar("T")
 
+# Instruments every simulated run gets (``instrumented``): benchmarks count scheduler iterations.
+_instruments: list[trio.abc.Instrument] = []
+
 
 def run_simulated(async_fn: Callable[..., Awaitable[T]], *args: Any, seed: int) -> T:
     """``trio.run(async_fn, *args)`` under ``MockClock(autojump_threshold=0)`` (time jumps
     ahead whenever every task waits), tasks scheduled in an order drawn from ``seed``."""
     seed_trio_scheduler(seed)
-    return trio.run(async_fn, *args, clock=trio.testing.MockClock(autojump_threshold=0))
+    return trio.run(async_fn, *args, clock=trio.testing.MockClock(autojump_threshold=0),
+                    instruments=list(_instruments))
+
+
+@contextmanager
+def instrumented(*instruments: trio.abc.Instrument) -> Iterator[None]:
+    """Add ``instruments`` to every simulated run started inside the block."""
+    _instruments.extend(instruments)
+    try:
+        yield
+    finally:
+        for instrument in instruments:
+            _instruments.remove(instrument)
+
+
+class IterationCounter(trio.abc.Instrument):
+    """Counts trio scheduler iterations (one per I/O wait): what a simulated run costs,
+    independent of how fast or loaded the machine is."""
+
+    def __init__(self) -> None:
+        self.iterations = 0
+
+    def before_io_wait(self, timeout: float) -> None:
+        self.iterations += 1
 
 
 def seed_trio_scheduler(seed: int) -> None:
