@@ -1237,3 +1237,169 @@ def test_an_apps_own_token_is_traced_redacted() -> None:
     send(conn, w.clock, 2, {"token": 5, "intents": 1, "properties": {}})
     frame_in = [r for r in w.trace.records if r["kind"] == "frame_in" and r["op"] == 2][-1]
     assert frame_in["token_seen"] == "5"
+
+
+# ---- what the payloads and the trace carry ---------------------------------------------------
+
+def test_voice_payloads_are_whole_and_in_the_shape_clients_parse() -> None:
+    w = World()
+    conn = ready_conn(w)
+    session_id = w.core.sessions.live()[0].session_id
+    frames = send(conn, w.clock, 4, {"guild_id": "5", "channel_id": "9", "self_deaf": 1})
+    assert [f["d"] for f in frames] == [
+        {"guild_id": "5", "channel_id": "9", "user_id": str(GatewayConfig().resolved_bot_id()),
+         "session_id": session_id, "deaf": False, "mute": False, "self_deaf": True,
+         "self_mute": False, "self_video": False, "suppress": False,
+         "request_to_speak_timestamp": None},
+        {"token": "fake-voice-token", "guild_id": "5", "endpoint": "voice.invalid:443"},
+    ]
+
+
+def test_a_members_chunk_is_whole_and_caps_not_found_at_100() -> None:
+    w = World()
+    conn = ready_conn(w)
+    config = GatewayConfig()
+    [chunk] = send(conn, w.clock, 8, {"guild_id": "5", "query": "", "limit": 1, "nonce": 7,
+                                      "user_ids": list(range(1, 151))})
+    assert chunk["d"] == {
+        "guild_id": "5",
+        "members": [{"user": json.loads(json.dumps(payloads_user(config))), "nick": None,
+                     "roles": [], "joined_at": "2025-10-09T08:53:20.000+00:00", "deaf": False,
+                     "mute": False, "flags": 0}],
+        "chunk_index": 0, "chunk_count": 1, "not_found": list(range(1, 101)),
+    }  # a nonce that is no string is not echoed
+
+
+def payloads_user(config: GatewayConfig) -> dict[str, Any]:
+    from fake_gateway.payloads import user_object
+    return user_object(config)
+
+
+def test_rate_limited_retry_after_is_rounded_to_the_millisecond() -> None:
+    w = World(heartbeat_deadline=False)
+    conn = ready_conn(w)
+    everyone = {"guild_id": "5", "query": "", "limit": 0}
+    send(conn, w.clock, 8, everyone)
+    w.clock.now = 12.34567
+    [limited] = send(conn, w.clock, 8, everyone)
+    assert limited["d"]["retry_after"] == 17.654
+
+
+def test_every_record_the_gateway_writes_carries_the_time_it_was_given() -> None:
+    w = World(guilds=1, heartbeat_deadline=False)
+    w.clock.now = 7.0
+    conn = ready_conn(w)
+    for op, d in [(1, None), (4, {"guild_id": "1", "channel_id": "2"}), (31, {"guild_ids": [1]}),
+                  (43, {"guild_id": 1}), (8, {"guild_id": "1", "query": "", "limit": 0}),
+                  (8, {"guild_id": "1", "query": "", "limit": 0})]:
+        send(conn, w.clock, op, d)
+    w.controls.apply("withhold_ready", "next")
+    held = w.connect()
+    w.identify(held)
+    w.controls.apply("withhold_ready", held.conn_id, on=False)
+    w.controls.apply("drop_mid_guilds", "next", guilds=0)
+    w.identify(w.connect())
+    w.controls.apply("reconnect", "next")
+    w.connect().receive("nope", w.clock.now)
+    w.controls.apply("heartbeat_request", conn.conn_id)
+    w.controls.apply("reset", conn.conn_id)
+    assert {r["ts"] for r in w.trace.records} == {7.0}
+    assert {"frame_out", "frame_bad", "conn_close", "frame_fault", "session"} <= {
+        r["kind"] for r in w.trace.records}
+
+
+def test_a_server_reset_and_a_bad_frame_are_traced_as_the_oracle_reads_them() -> None:
+    w = World(guilds=1)
+    conn = ready_conn(w)
+    session_id = w.core.sessions.live()[0].session_id
+    w.controls.apply("reset", conn.conn_id)
+    close = [r for r in w.trace.records if r["kind"] == "conn_close"][-1]
+    assert {k: close[k] for k in ("conn", "by", "code", "reason", "how")} == {
+        "conn": conn.conn_id, "by": "server", "code": None, "reason": "reset", "how": "reset"}
+    detach = [r for r in w.trace.records if r["kind"] == "session"][-1]
+    assert (detach["event"], detach["reason"], detach["session_id"]) == (
+        "detached", "server reset", session_id)
+    bad = w.connect()
+    bad.receive("x" * 5000, w.clock.now)
+    [rec] = [r for r in w.trace.records if r["kind"] == "frame_bad"]
+    assert {k: rec[k] for k in ("conn", "reason", "size")} == {
+        "conn": bad.conn_id, "reason": "payload of 5000 bytes exceeds 4096", "size": 5000}
+
+
+def test_drop_mid_guilds_is_traced_with_its_connection_and_counts() -> None:
+    w = World(guilds=3)
+    w.controls.apply("drop_mid_guilds", "next", guilds=1)
+    conn = w.connect()
+    w.identify(conn)
+    [fault] = [r for r in w.trace.records if r["kind"] == "frame_fault"]
+    assert fault["conn"] == conn.conn_id
+    assert fault["detail"] == ("READY and 1 of 3 GUILD_CREATEs sent, then a reset; the other 2 "
+                               "wait in the session's history")
+
+
+def test_the_heartbeat_count_state_reports_counts_each_beat() -> None:
+    w = World()
+    conn = w.connect()
+    for _ in range(3):
+        send(conn, w.clock, 1, None)
+    assert conn.heartbeats == 3  # /_harness/state's "heartbeats"
+
+
+def test_after_a_withheld_ready_is_released_later_dispatches_flow_at_once() -> None:
+    w = World(guilds=1)
+    w.controls.apply("withhold_ready", "next")
+    conn = w.connect()
+    w.identify(conn)
+    w.controls.apply("withhold_ready", conn.conn_id, on=False)
+    assert [f["s"] for f in sent(conn)] == [1, 2]
+    w.core.emit_synthetic(w.clock.now)
+    assert [f["s"] for f in sent(conn)] == [3]
+
+
+def test_with_no_replay_buffer_a_resume_one_behind_gets_4007() -> None:
+    w = World(guilds=1, replay_buffer=0)
+    session_id = detached(w)
+    assert w.resume(w.connect("resume"), session_id, 1) == [Close(4007, "Invalid seq.")]
+    session_id = detached(w)
+    assert [f["t"] for f in w.resume(w.connect("resume"), session_id, 2)] == ["RESUMED"]
+
+
+def test_reset_after_reaches_zero_at_the_end_of_the_window() -> None:
+    limit = SessionStartLimit(total=3, window=100.0)
+    limit.consume(0.0)
+    assert limit.reset_after_ms(99.9995) == 0
+
+
+def test_client_side_decoders_read_etf_streams() -> None:
+    for compress, decoder in [("zlib-stream", ZlibStreamDecoder("etf")),
+                              ("zstd-stream", ZstdStreamDecoder("etf"))]:
+        encoder = Encoder(compress, encoding="etf")
+        [message], _ = encoder.encode({"op": 0, "t": "X", "s": 1, "d": {"id": "5"}})
+        assert decoder.feed(message)["d"] == {"id": 5}, compress  # type: ignore[arg-type]
+    assert decode_server(Encoder(encoding="etf").encode({"op": 11})[0][0], "etf") == {"op": 11}
+
+
+def test_a_continued_stream_keeps_the_encoding_and_zstd_context() -> None:
+    first = Encoder("zstd-stream", encoding="etf")
+    decoder = ZstdStreamDecoder("etf")
+    decoder.feed(first.encode({"op": 10})[0][0])  # type: ignore[arg-type]
+    later = first.continued()
+    assert later.compressed and later.encoding == "etf"
+    assert decoder.feed(later.encode({"op": 11})[0][0]) == {"op": 11}  # type: ignore[arg-type]
+
+
+def test_zlib_split_edges() -> None:
+    encoder = Encoder("zlib-stream", split=2)
+    messages, _ = encoder.encode({"op": 11})
+    assert len(messages) == 2  # a short message still splits in two
+    one = Encoder("zlib-stream", split=1)
+    assert len(one.encode({"op": 0, "d": "x" * 300})[0]) == 1
+    from fake_gateway.codec import _split
+    assert _split(b"abc", 3) == [b"a", b"b", b"c"] and _split(b"ab", 3) == [b"ab"]
+
+
+def test_codec_errors_name_what_was_refused() -> None:
+    with pytest.raises(ValueError, match="unsupported compress='gzip'"):
+        corrupt_block("gzip")
+    with pytest.raises(DecodeError, match="NaN is not a JSON number"):
+        decode_client('{"op":1,"d":NaN}')
