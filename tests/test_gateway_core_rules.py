@@ -1371,11 +1371,12 @@ def test_reset_after_reaches_zero_at_the_end_of_the_window() -> None:
 
 
 def test_client_side_decoders_read_etf_streams() -> None:
+    decoder: Any
     for compress, decoder in [("zlib-stream", ZlibStreamDecoder("etf")),
                               ("zstd-stream", ZstdStreamDecoder("etf"))]:
         encoder = Encoder(compress, encoding="etf")
         [message], _ = encoder.encode({"op": 0, "t": "X", "s": 1, "d": {"id": "5"}})
-        assert decoder.feed(message)["d"] == {"id": 5}, compress  # type: ignore[arg-type]
+        assert decoder.feed(message)["d"] == {"id": 5}, compress
     assert decode_server(Encoder(encoding="etf").encode({"op": 11})[0][0], "etf") == {"op": 11}
 
 
