@@ -32,6 +32,7 @@ from fake_gateway.config import GatewayConfig
 from fake_gateway.controls import GatewayControls
 from fake_gateway.protocol import Close, ConnectionCore, GatewayCore, Reset, Send, WriteRaw
 from fake_gateway.sessions import Session
+from gateway_common.eager_lock import EagerLock
 from gateway_common.trace import (
     KIND_CONN_CLOSE,
     KIND_CONN_OPEN,
@@ -211,6 +212,10 @@ def _peer(stream: trio.abc.Stream) -> str:
 class GatewayWSConnection(ServerConnection):
     """Notices the client's close frame as it arrives (recv() only reports it once TCP ends)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.send_lock = EagerLock()  # type: ignore[assignment]  # no yield when free
+
     def process_event(self, event: Any) -> None:
         if self.request is not None and getattr(event, "opcode", None) is Opcode.CLOSE:
             stream = self.stream
@@ -256,7 +261,7 @@ class _Link:
     stream: TappedStream
     conn: ConnectionCore
     wake: trio.Event = field(default_factory=trio.Event)
-    lock: trio.Lock = field(default_factory=trio.Lock)
+    lock: EagerLock = field(default_factory=EagerLock)
     scheduled: float | None = None  # the deadline the timer heap holds for it
     tasks: trio.Nursery | None = None  # the handler's nursery (the closing handshake runs here)
     ending: bool = False  # the core closed it: a task ends TCP if the close gets stuck

@@ -35,6 +35,7 @@ from websockets.trio.client import ClientConnection
 from websockets.trio.client import connect as ws_connect
 
 from fake_gateway.urls import API_BASE_PATH, rest_base
+from gateway_common.eager_lock import EagerLock
 from gateway_common.facts import FATAL_CLOSE_CODES
 from harness.client.codec import FrameDecodeError, TransportDecoder
 from harness.client.core import (
@@ -115,6 +116,7 @@ class _GatewayConnection(ClientConnection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.close_frame_received = trio.Event()
+        self.send_lock = EagerLock()  # type: ignore[assignment]  # no yield when free
 
     def process_event(self, event: Event) -> None:
         super().process_event(event)
