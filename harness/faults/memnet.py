@@ -28,7 +28,12 @@ from collections import deque
 from collections.abc import Callable
 
 import trio
-from trio.lowlevel import ParkingLot, checkpoint
+from trio.lowlevel import (
+    ParkingLot,
+    cancel_shielded_checkpoint,
+    checkpoint,
+    checkpoint_if_cancelled,
+)
 
 DEFAULT_BUFFER_SIZE = 256 * 1024
 DEFAULT_BACKLOG = 128
@@ -108,13 +113,16 @@ class MemoryStream(trio.abc.HalfCloseableStream):
             raise trio.BusyResourceError("another task is sending on this stream")
         self._sending = True
         try:
-            await checkpoint()
+            # As trio's SocketStream: write first, then yield (the peer can read in the very
+            # next scheduling round); wait only when the buffer is full.
+            await checkpoint_if_cancelled()
             view = memoryview(data).cast("B")
             sent = 0
+            waited = False
             while True:
                 self._check_send()
                 if sent >= len(view):
-                    return
+                    break
                 room = self._out.capacity - len(self._out.buffer)
                 if room > 0:
                     piece = view[sent : sent + room]
@@ -122,7 +130,10 @@ class MemoryStream(trio.abc.HalfCloseableStream):
                     sent += len(piece)
                     self._out.readable.unpark_all()
                     continue
+                waited = True
                 await self._out.writable.park()
+            if not waited:
+                await cancel_shielded_checkpoint()
         finally:
             self._sending = False
 
@@ -151,7 +162,10 @@ class MemoryStream(trio.abc.HalfCloseableStream):
             raise trio.BusyResourceError("another task is receiving on this stream")
         self._receiving = True
         try:
-            await checkpoint()
+            # As trio's SocketStream: take what is there, then yield; or wait for it (the
+            # wait is the checkpoint), rather than yield and then wait too.
+            await checkpoint_if_cancelled()
+            waited = False
             while True:
                 if self._closed:
                     raise trio.ClosedResourceError("stream is closed")
@@ -161,15 +175,21 @@ class MemoryStream(trio.abc.HalfCloseableStream):
                     data = bytes(pipe.buffer[:n])
                     del pipe.buffer[:n]
                     pipe.writable.unpark_all()
-                    return data
+                    break
                 if pipe.reset:
                     if not pipe.reset_reported:
                         pipe.reset_reported = True
                         raise trio.BrokenResourceError("connection reset by peer")
-                    return b""
+                    data = b""
+                    break
                 if pipe.eof:
-                    return b""
+                    data = b""
+                    break
+                waited = True
                 await pipe.readable.park()
+            if not waited:
+                await cancel_shielded_checkpoint()
+            return data
         finally:
             self._receiving = False
 
