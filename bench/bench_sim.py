@@ -3,7 +3,7 @@ time to shrink each planted bug, and a 2,500-shard storm.
 
     python bench/bench_sim.py all
     python bench/bench_sim.py day [--repeat 3]       # 24 h, 1 dispatch/min, 24 faults, vs floor
-    python bench/bench_sim.py schedules [--n 300]    # generated schedules per second per core
+    python bench/bench_sim.py schedules [--n 300] [--baseline 3c77126]  # per CPU-second, vs
     python bench/bench_sim.py shrink [--examples 1000] [--mutant NAME ...]
     python bench/bench_sim.py storm [--shards 2500] [--max-concurrency 16]
 
@@ -163,6 +163,63 @@ def bench_schedules(n: int, horizon: float) -> dict[str, Any]:
     return out
 
 
+BASELINE_COMMIT = "3c77126"  # issue 16 was filed against this commit
+
+
+def _export_tree(commit: str) -> Path:
+    """The project as of ``commit``, exported once to /tmp (``git archive``: the shared
+    checkout's index and worktree list stay untouched)."""
+    import subprocess
+    import tempfile
+
+    root = Path(__file__).resolve().parent.parent
+    full = subprocess.run(["git", "-C", str(root), "rev-parse", "--verify", f"{commit}^{{commit}}"],
+                          capture_output=True, text=True)
+    if full.returncode != 0:
+        raise SystemExit(f"--baseline: {commit!r} is no commit of {root}")
+    tree = Path(tempfile.gettempdir()) / f"gateway-harness-baseline-{full.stdout.strip()[:12]}"
+    if not (tree / "bench" / "bench_sim.py").exists():
+        tree.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(root), "archive", full.stdout.strip()],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
+def _tree_schedules(tree: Path, n: int, horizon: float) -> dict[str, Any]:
+    import subprocess
+
+    script = Path(__file__).resolve().parent / "tree_schedules.py"
+    done = subprocess.run([sys.executable, str(script), str(tree), "--n", str(n),
+                           "--horizon", str(horizon)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"schedules on {tree} failed:\n{done.stderr[-2000:]}")
+    lines = done.stdout.strip().splitlines()
+    out: dict[str, Any] = json.loads(lines[-1])
+    return out
+
+
+def bench_schedules_vs(n: int, horizon: float, baseline: str) -> dict[str, Any]:
+    """Schedules per CPU-second of this tree and of ``baseline``, each in its own process in
+    this one run (the machine's load is the same for both), and their ratio."""
+    here = Path(__file__).resolve().parent.parent
+    base = _tree_schedules(_export_tree(baseline), n, horizon)
+    now = _tree_schedules(here, n, horizon)
+    ratio = now["per_core_per_s"] / max(base["per_core_per_s"], 1e-9)
+    it_ratio = base["iterations_per_schedule"] / max(now["iterations_per_schedule"], 1)
+    for label, r in ((f"baseline {baseline}", base), ("this tree", now)):
+        print(f"  {label:<18} {r['per_core_per_s']:>6} schedules per CPU-second "
+              f"({r['schedules']} drawn, horizon {horizon:g} s; generation "
+              f"{r['generate_cpu_s']:.2f} s CPU, runs {r['run_cpu_s']:.2f} s CPU; "
+              f"{r['iterations_per_schedule']:,} scheduler iterations per schedule; "
+              f"{r['failing']} failing)")
+    print(f"schedules: {ratio:.2f}x the schedules per CPU-second of {baseline} "
+          f"({it_ratio:.2f}x fewer scheduler iterations per schedule; goal >= 3x). Each tree "
+          "draws from its own strategy (seed 12345), so the mixes of faults differ.")
+    return {"ratio": round(ratio, 2), "iterations_ratio": round(it_ratio, 2),
+            "baseline_commit": baseline, "baseline": base, "now": now}
+
+
 # ---- time to shrink each planted bug -----------------------------------------------------------
 
 
@@ -220,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
                    choices=("all", "day", "schedules", "shrink", "storm"))
     p.add_argument("--n", type=int, default=300, help="schedules to run (schedules)")
     p.add_argument("--horizon", type=float, default=10.0)
+    p.add_argument("--baseline", default=BASELINE_COMMIT,
+                   help="commit whose schedules per CPU-second this tree is compared with")
     p.add_argument("--examples", type=int, default=1000, help="campaign size (shrink)")
     p.add_argument("--seed", type=int, default=1, help="campaign seed (shrink)")
     p.add_argument("--mutant", action="append", default=[], help="only this mutant (shrink)")
@@ -232,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.what in ("all", "day"):
         out["day"] = bench_day(args.repeat)
     if args.what in ("all", "schedules"):
-        out["schedules"] = bench_schedules(args.n, args.horizon)
+        out["schedules"] = bench_schedules_vs(args.n, args.horizon, args.baseline)
     if args.what in ("all", "shrink"):
         out["shrink"] = bench_shrink(args.mutant, args.examples, args.horizon, args.seed)
     if args.what in ("all", "storm"):
