@@ -26,6 +26,7 @@ every byte the client exchanges with the gateway crosses a proxy where a toxic c
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -43,7 +44,7 @@ import trio
 from fake_gateway.config import GatewayConfig
 from fake_gateway.opened import OpenedGateway, open_gateway
 from fake_gateway.server import FakeGateway
-from fake_gateway.tls import make_tls
+from fake_gateway.tls import TLSFiles, make_tls
 from gateway_common.errors import UserError, user_error_in
 from gateway_common.facts import LISTENERS
 from gateway_common.trace import (
@@ -161,6 +162,11 @@ class _World:
         if self.sim:  # the in-process client starts with the world, at virtual time 0
             self._contact.set()
             self._startup_over.set()
+        if self.sim and self.options.adapter is None:
+            # The in-process reference client writes no files and simulation's TLS material is
+            # fixed: one directory per process, not a mkdtemp and rmtree per run (on a slow
+            # filesystem they cost more than a short run's simulation).
+            return await self._run_and_judge(_sim_process_dir())
         # Run-time files (TLS material, client logs without an out_dir) live in tmp and go with
         # the run; the trace and delivery log are kept only where the caller asked (out_dir).
         tmp = Path(tempfile.mkdtemp(prefix="gateway-harness-run-"))
@@ -242,9 +248,7 @@ class _World:
         tls = None
         if knobs.tls or options.adapter is not None:  # third-party shims trust our CA: wss
             # sim: fixed RSA material, so handshakes have the same size in every process
-            from harness.sim_tls import sim_tls
-
-            tls = sim_tls(tmp / "tls") if self.sim else make_tls(tmp / "tls")
+            tls = _sim_tls(tmp / "tls") if self.sim else make_tls(tmp / "tls")
             if self.app:  # a certificate for Discord's names; ca_file keeps the system's roots
                 from harness.adapters.app.mode import app_tls
 
@@ -517,6 +521,32 @@ class _World:
         if isinstance(rec.get("rx"), int | float):
             rec["rx"] = round(rec["rx"] - self.t0, 6)
         return rec
+
+
+_SIM_DIR: Path | None = None
+_SIM_TLS: dict[Path, TLSFiles] = {}
+
+
+def _sim_process_dir() -> Path:
+    """This process's directory for simulated runs' files, removed when the process ends."""
+    global _SIM_DIR
+    if _SIM_DIR is None or not _SIM_DIR.is_dir():
+        _SIM_DIR = Path(tempfile.mkdtemp(prefix="gateway-harness-sim-"))
+        atexit.register(shutil.rmtree, _SIM_DIR, ignore_errors=True)
+    return _SIM_DIR
+
+
+def _sim_tls(directory: Path) -> TLSFiles:
+    """Simulation's fixed TLS material (and its server context, which holds no per-run
+    state a client could see: clients resume no TLS sessions), written and loaded once."""
+    from harness.sim_tls import sim_tls
+
+    if directory.parent != _SIM_DIR:  # a run's own directory: nothing to share
+        return sim_tls(directory)
+    tls = _SIM_TLS.get(directory)
+    if tls is None or not Path(tls.ca_file).exists():
+        tls = _SIM_TLS[directory] = sim_tls(directory)
+    return tls
 
 
 def _startup_error(outcome: ClientOutcome, timeout: float) -> str:
