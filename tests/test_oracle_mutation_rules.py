@@ -357,3 +357,209 @@ def test_bo1_holds_the_client_to_the_scenarios_resume_budget():
     v = verdict(resumed_three_times(), "BO1", max_resumes=2)
     assert v.status == "fail"
     assert v.evidence.startswith("3 RESUMEs (the scenario allows 2); RESUME #3 at 8.02 s;")
+
+
+# Evidence: how a server frame is named, and what the last attempt's text holds -----------------
+
+
+@pytest.mark.parametrize(
+    "rec, compress, text",
+    [
+        ({"op": 0, "t": "READY", "s": 1}, None, "op 0 READY (s=1)"),
+        ({"op": 0, "t": "GUILD_CREATE", "s": None}, None, "op 0 GUILD_CREATE"),
+        ({"op": 7, "s": 5, "t": None}, None, "op 7 Reconnect"),  # s only on dispatches
+        ({"op": 9, "d": True, "compressed": True}, None,
+         "op 9 Invalid Session (d=true, compressed)"),
+        ({"op": 10, "compressed": True}, "zstd-stream", "op 10 Hello (zstd-stream)"),
+        ({"op": 10, "compressed": False}, "zstd-stream", "op 10 Hello"),
+        ({"op": 99}, None, "op 99 unknown op"),
+    ],
+)
+def test_evidence_names_a_server_frame_by_op_name_type_seq_and_compression(rec, compress, text):
+    from harness.oracle.view import describe_server_frame
+
+    assert describe_server_frame(rec, compress) == text
+
+
+def never_live_again(last_conn) -> Run:
+    """Lost at 2.0 s under 'reset' (off at 3.0 s, record 12); ``last_conn(run)`` adds what came
+    next; the trace ends at 12 s."""
+    run = lost_at_two()
+    last_conn(run)
+    return run.rec("note", 12.0, text="end")
+
+
+def test_lv1_names_only_the_last_identify_or_resume_of_the_last_attempt():
+    def last_conn(run: Run) -> None:
+        run.open(2, 3.5, "resume").hello(2, 3.51).resume(2, 3.6, "sess-a", 3)
+        run.server_op(2, 3.7, 9, d=False).identify(2, 3.8).server_op(2, 3.9, 9, d=False)
+        run.close(2, 4.0, "server", 4000)
+    v = verdict(never_live_again(last_conn), "LV1", recovery_bound=5.0)
+    assert v.status == "fail"
+    assert v.evidence.endswith(
+        "the last, conn 2 (resume): IDENTIFY at 3.80 s, op 9 Invalid Session (d=false) at "
+        "3.90 s, closed by server at 4.00 s with code 4000 (close_frame)"
+    ), v.evidence
+
+
+def test_lv1_quotes_at_most_120_characters_of_the_clients_close_reason():
+    reason = "x" * 119 + "yz"
+    def last_conn(run: Run) -> None:
+        run.open(2, 3.5, "resume").hello(2, 3.51)
+        run.rec("conn_close", 3.6, conn=2, by="client", code=4000, reason=reason,
+                how="close_frame")
+    v = verdict(never_live_again(last_conn), "LV1", recovery_bound=5.0)
+    assert v.evidence.endswith(f"saying '{'x' * 119}y'"), v.evidence
+
+
+def test_lv1_with_no_connection_after_the_fault_names_no_attempt():
+    v = verdict(never_live_again(lambda run: None), "LV1", recovery_bound=5.0)
+    assert v.evidence.endswith("it never became live again; last heartbeat at 1.50 s (conn 1)")
+
+
+def test_lv1_does_not_quote_a_servers_close_reason_as_the_clients():
+    def last_conn(run: Run) -> None:
+        run.open(2, 3.5, "resume").hello(2, 3.51)
+        run.rec("conn_close", 3.6, conn=2, by="server", code=4000, reason="bye",
+                how="close_frame")
+    v = verdict(never_live_again(last_conn), "LV1", recovery_bound=5.0)
+    assert v.evidence.endswith("closed by server at 3.60 s with code 4000 (close_frame)")
+
+
+@pytest.mark.xfail(strict=True, reason="bug (view.py, not this file's): last_attempt's "
+                   "`(c.open_idx or -1) > after_idx` drops a connection opened at trace record 0 "
+                   "in a run with no faults (after_idx -1); reported, issue 19")
+def test_lv1_names_the_last_attempt_of_a_faultless_run_whose_trace_starts_with_it():
+    run = Run().open(1, 0.0).hello(1, 0.01).identify(1, 0.05).close(1, 0.5, "server", 4000)
+    v = verdict(run.rec("note", 10.0, text="end"), "LV1", recovery_bound=3)
+    assert v.evidence.endswith("IDENTIFY at 0.05 s, closed by server at 0.50 s with code 4000 "
+                               "(close_frame)"), v.evidence
+
+
+# RS1: what excuses an IDENTIFY after a loss, each against its near miss ----------------------
+
+
+def _server_closes_bare_conn(code: int, by: str = "server", at: float = 3.7):
+    """Conn 2 to the discovery URL gets HELLO, sends no IDENTIFY/RESUME, and is closed."""
+    def between(run: Run) -> None:
+        run.open(2, 3.5).hello(2, 3.51).close(2, at, by, code)
+    return between
+
+
+def _bare_conn_with_op9(d: bool):
+    def between(run: Run) -> None:
+        run.open(2, 3.5).hello(2, 3.51).server_op(2, 3.6, 9, d=d).close(2, 3.7, "client", 4000)
+    return between
+
+
+def _discovery_conn_that_beat():
+    def between(run: Run) -> None:
+        run.open(2, 3.5).hello(2, 3.51).beat(2, 3.6, None).close(2, 3.7, "network", None, "reset")
+    return between
+
+
+def _fault_params(kind: str = "toxic", **params):
+    def between(run: Run) -> None:
+        run.fault("down", 4.0, "on", kind=kind, **params).fault("down", 5.0, "off")
+    return between
+
+
+@pytest.mark.parametrize(
+    "between, status",
+    [
+        # The server closed a connection that sent nothing with a start-over code (4003) before
+        # the IDENTIFY; not with 4000, not the client closing with it.
+        (_server_closes_bare_conn(4003), "pass"),
+        (_server_closes_bare_conn(4000), "fail"),
+        (_server_closes_bare_conn(4003, by="client"), "fail"),
+        # op 9 d=false on a connection in between ends the session; d=true does not.
+        (_bare_conn_with_op9(False), "pass"),
+        (_bare_conn_with_op9(True), "fail"),
+        # A connection to the discovery URL that only heartbeated says nothing about resuming.
+        (_discovery_conn_that_beat(), "fail"),
+        # A fault naming the resume URL by `url`, or naming no URL, or a proxy fault on it;
+        # not one naming the discovery URL by `url`, nor a control.
+        (_fault_params(url="resume"), "pass"),
+        (_fault_params(), "pass"),
+        (_fault_params(kind="proxy", target="resume"), "pass"),
+        (_fault_params(url="discovery"), "fail"),
+        (_fault_params(kind="control", action="withhold_acks"), "fail"),
+    ],
+)
+def test_rs1_excuses_an_identify_only_for_what_failed_the_resume_path(between, status):
+    v = verdict(identify_after(between), "RS1")
+    assert v.status == status, v.evidence
+
+
+def test_rs1_a_start_over_close_after_the_identify_excuses_nothing():
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).close(1, 2.0, "network", None, how="reset")
+    run.open(2, 3.5).hello(2, 3.51)
+    run.open(9, 6.0).hello(9, 6.01).identify(9, 6.05).ready(9, 6.1, "sess-b")
+    run.close(2, 6.2, "server", 4003).beats(9, 6.5, 10.0, d=1).rec("note", 10.0, text="end")
+    assert verdict(run, "RS1").status == "fail"
+
+
+def test_rs1_a_resume_connection_that_failed_before_the_loss_excuses_nothing():
+    run = healthy_start().beats(1, 0.5, 2.0, d=3)
+    run.open(2, 1.5, "resume").hello(2, 1.51).close(2, 1.6, "network", None, how="reset")
+    run.close(1, 2.0, "network", None, how="reset")
+    run.open(9, 6.0).hello(9, 6.01).identify(9, 6.05).ready(9, 6.1, "sess-b")
+    run.beats(9, 6.5, 10.0, d=1).rec("note", 10.0, text="end")
+    assert verdict(run, "RS1").status == "fail"
+
+
+# RS1 from the gateway's session records: the proof that the client had the session it dropped --
+
+
+def abandoned(seq, *, resume_twice: bool = False, other_resume: bool = False,
+              beat_on_2: int | None = None) -> Run:
+    """sess-a (IDENTIFY on conn 1, s 1-3) is lost at 1.0 s, RESUMEd (seq ``seq``) on conn 2 at
+    2.05 s (RESUMED s=4), and, with ``resume_twice``, on conn 3 at 3.05 s too; the client then
+    IDENTIFYs on conn 9 at 6.05 s while sess-a is still resumable. ``beat_on_2``: conn 2 stays
+    open, heartbeating that seq at 2.3 s and seq 9 at 6.5 s (after the IDENTIFY)."""
+    run = Run().open(1, 0.0).hello(1, 0.01).beat(1, 0.02, None).identify(1, 0.05)
+    run.session("sess-a", 0.06, "created", conn=1)
+    run.ready(1, 0.1).dispatch(1, 0.2).dispatch(1, 0.3)
+    run.close(1, 1.0, "network", None, how="reset").session("sess-a", 1.0, "detached", seq=3)
+    if other_resume:  # another session's RESUME, with a far higher seq, proves nothing here
+        run.open(4, 1.5, "resume").hello(4, 1.51).resume(4, 1.55, "sess-z", 99)
+        run.close(4, 1.6, "network", None, how="reset")
+    run.open(2, 2.0, "resume").hello(2, 2.01).resume(2, 2.05, "sess-a", seq)
+    run.session("sess-a", 2.06, "attached", conn=2, seq=3).resumed(2, 2.1)
+    if beat_on_2 is not None:
+        run.beat(2, 2.3, beat_on_2)
+    else:
+        run.close(2, 2.5, "network", None, how="reset").session("sess-a", 2.5, "detached", seq=4)
+    if resume_twice:
+        run.open(3, 3.0, "resume").hello(3, 3.01).resume(3, 3.05, "sess-a", seq)
+        run.session("sess-a", 3.06, "attached", conn=3, seq=4)
+        run.close(3, 3.5, "network", None, how="reset").session("sess-a", 3.5, "detached", seq=4)
+    run.open(9, 6.0).hello(9, 6.01).identify(9, 6.05)
+    run.session("sess-b", 6.06, "created", conn=9).ready(9, 6.1, "sess-b")
+    if beat_on_2 is not None:
+        run.beat(2, 6.5, 9)
+    return run.rec("note", 10.0, text="end")
+
+
+@pytest.mark.parametrize(
+    "run, lost",
+    [
+        (abandoned(3), "lost at 2.50 s, still resumable at the end of the run, 10.00 s) held "
+         "seqs 4-4 beyond the client's seq 3 (its RESUME at 2.05 s)"),
+        # A RESUME with no seq proves the session, from seq 0.
+        (abandoned(None), "held seqs 1-4 beyond the client's seq 0 (its RESUME at 2.05 s)"),
+        # Of two RESUMEs with the same seq, the later is named.
+        (abandoned(3, resume_twice=True), "lost at 3.50 s, still resumable at the end of the "
+         "run, 10.00 s) held seqs 4-4 beyond the client's seq 3 (its RESUME at 3.05 s)"),
+        (abandoned(3, other_resume=True), "beyond the client's seq 3 (its RESUME at 2.05 s)"),
+        # A heartbeat citing a higher seq beats the RESUME; one after the IDENTIFY does not count.
+        (abandoned(3, beat_on_2=4), "(still attached to conn 2, still resumable at the end of "
+         "the run, 10.00 s) held every event after the client's seq 4 (its heartbeat at 2.30 s)"),
+    ],
+)
+def test_rs1_names_the_last_seq_the_client_showed_for_the_session_it_dropped(run, lost):
+    v = verdict(run, "RS1")
+    assert v.status == "fail"
+    assert v.evidence.startswith("IDENTIFY on conn 9 at 6.05 s while session sess-a ("), v.evidence
+    assert lost in v.evidence, v.evidence
+    assert "a new session instead of a RESUME lost those events to the application" in v.evidence
