@@ -5,7 +5,7 @@ time to shrink each planted bug, and a 2,500-shard storm.
     python bench/bench_sim.py day [--repeat 3]       # 24 h, 1 dispatch/min, 24 faults, vs floor
     python bench/bench_sim.py schedules [--n 300] [--baseline 3c77126]  # per CPU-second, vs
     python bench/bench_sim.py shrink [--examples 1000] [--mutant NAME ...]
-    python bench/bench_sim.py storm [--shards 2500] [--max-concurrency 16]
+    python bench/bench_sim.py storm [--shards 250,2500] [--max-concurrency 16]
 
 Goals: day <= 2x its floor (bench/floor.py: a bare trio loop, the same heartbeats and
 dispatches); >= 50 schedules/s per core; each mutant shrunk to <= 3 faults in <= 30 s; the
@@ -271,6 +271,26 @@ def bench_storm(shards: int, max_concurrency: int, waves: tuple[str, ...]) -> di
     return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), **report.to_json()}
 
 
+def bench_storms(shard_counts: list[int], max_concurrency: int,
+                 waves: tuple[str, ...]) -> dict[str, Any]:
+    """Each storm in turn; with two or more, how the cost grows against the shard count
+    (goal: 10x the shards within 12x the time)."""
+    runs = {n: bench_storm(n, max_concurrency, waves) for n in shard_counts}
+    out: dict[str, Any] = {"runs": runs}
+    if len(shard_counts) > 1:
+        small, large = min(shard_counts), max(shard_counts)
+        a, b = runs[small], runs[large]
+        ratio = b["cpu_s"] / max(a["cpu_s"], 1e-9)
+        sim_ratio = b["simulated_seconds"] / max(a["simulated_seconds"], 1e-9)
+        out.update(shards_ratio=round(large / small, 2), cpu_ratio=round(ratio, 2),
+                   wall_ratio=round(b["wall_s"] / max(a["wall_s"], 1e-9), 2),
+                   simulated_ratio=round(sim_ratio, 2))
+        print(f"storm: {large} shards cost {ratio:.2f}x the CPU of {small} "
+              f"({large / small:g}x the shards, {sim_ratio:.2f}x the simulated time; "
+              f"{b['cpu_s']:.1f} s vs {a['cpu_s']:.1f} s CPU; goal <= 12x)")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("what", nargs="?", default="all",
@@ -283,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1, help="campaign seed (shrink)")
     p.add_argument("--mutant", action="append", default=[], help="only this mutant (shrink)")
     p.add_argument("--repeat", type=int, default=3, help="runs of the day and its floor (day)")
-    p.add_argument("--shards", type=int, default=2500)
+    p.add_argument("--shards", default="250,2500",
+                   help="shard counts, comma-separated (storm): each storm, then the ratio")
     p.add_argument("--max-concurrency", type=int, default=16)
     p.add_argument("--waves", default="reconnect,close-4009,restart")
     args = p.parse_args(argv)
@@ -296,7 +317,11 @@ def main(argv: list[str] | None = None) -> int:
         out["shrink"] = bench_shrink(args.mutant, args.examples, args.horizon, args.seed)
     if args.what in ("all", "storm"):
         waves = tuple(w for w in args.waves.split(",") if w)
-        out["storm"] = bench_storm(args.shards, args.max_concurrency, waves)
+        try:
+            counts = [int(n) for n in args.shards.split(",") if n.strip()]
+        except ValueError:
+            p.error(f"--shards: expected shard counts like 250,2500, got {args.shards!r}")
+        out["storm"] = bench_storms(counts, args.max_concurrency, waves)
     print(json.dumps(out, default=str))
     return 0
 

@@ -753,6 +753,7 @@ class GatewayCore:
                                              config.session_start_window)
         self.connections: dict[int, ConnectionCore] = {}
         self.guild_ids = [payloads.snowflake(rng) for _ in range(config.guilds)]
+        self._guilds_by_shard: dict[int, dict[int, list[int]]] = {}  # guilds_for's index
         self.discovery_url = config.advertise_url or "wss://gateway.invalid"
         self.resume_url = config.resume_url or self.discovery_url
         self.presented_token: str | None = None  # accept_any_token: the first one seen
@@ -914,9 +915,16 @@ class GatewayCore:
                 self.switches_for_all[name] = value
 
     def guilds_for(self, shard: tuple[int, int] | None) -> list[int]:
+        """The shard's guilds, in ``guild_ids`` order. Indexed once per shard count (the guilds
+        are fixed at start), so an IDENTIFY costs its own guilds, not every guild's."""
         if shard is None:
             return list(self.guild_ids)
-        return [g for g in self.guild_ids if shard_for_guild(g, shard[1]) == shard[0]]
+        index = self._guilds_by_shard.get(shard[1])
+        if index is None:
+            index = self._guilds_by_shard[shard[1]] = {}
+            for g in self.guild_ids:
+                index.setdefault(shard_for_guild(g, shard[1]), []).append(g)
+        return list(index.get(shard[0], ()))
 
     def emit_to(self, session: Session, t: str, d: Any, now: float) -> Dispatch:
         """Give a dispatch the session's next seq; send it if the session is attached."""
