@@ -563,3 +563,60 @@ def test_rs1_names_the_last_seq_the_client_showed_for_the_session_it_dropped(run
     assert v.evidence.startswith("IDENTIFY on conn 9 at 6.05 s while session sess-a ("), v.evidence
     assert lost in v.evidence, v.evidence
     assert "a new session instead of a RESUME lost those events to the application" in v.evidence
+
+
+# LV1 on a silent session: which missed ACK it names, and how ------------------------------------
+
+
+def silent_after(first_conn) -> Run:
+    """``first_conn(run)`` writes conn 1's life up to its close; conn 2 then RESUMEs at 4.05 s,
+    gets RESUMED and sends no heartbeat until the server closes it at 6.5 s."""
+    run = Run()
+    first_conn(run)
+    run.open(2, 4.0, "resume").hello(2, 4.01).resume(2, 4.05, "sess-a", 3).resumed(2, 4.1)
+    return run.close(2, 6.5, "server", 4000).rec("note", 12.0, text="end")
+
+
+def test_lv1_names_the_frame_fault_that_dropped_the_missed_ack():
+    def first_conn(run: Run) -> None:
+        healthy_start(run).beats(1, 0.5, 2.0, d=3).beat(1, 2.5, 3, ack=False)
+        run.rec("frame_fault", 2.505, conn=1, action="server_frames", on_for=0.705,
+                detail="dropped op 11 Heartbeat ACK", mode="drop", op=11)
+        run.close(1, 3.8, "client", 4000)
+    v = verdict(silent_after(first_conn), "LV1", recovery_bound=5.0)
+    assert v.status == "fail"
+    assert v.evidence.endswith(
+        "before it, the heartbeat at 2.50 s on conn 1 got no ACK: the gateway dropped op 11 "
+        "Heartbeat ACK at 2.50 s (server_frames, on since 1.80 s)"), v.evidence
+    assert v.record_indices == (10, 11, 16, 17)
+
+
+def test_lv1_does_not_blame_a_frame_fault_on_another_op_for_a_missed_ack():
+    def first_conn(run: Run) -> None:
+        healthy_start(run).beats(1, 0.5, 2.0, d=3).beat(1, 2.5, 3, ack=False)
+        run.rec("frame_fault", 2.6, conn=1, action="server_frames", on_for=0.8,
+                detail="dropped op 0 MESSAGE_CREATE", mode="drop", op=0)
+        run.close(1, 3.8, "client", 4000)
+    v = verdict(silent_after(first_conn), "LV1", recovery_bound=5.0)
+    assert v.evidence.endswith("the heartbeat at 2.50 s on conn 1 got no ACK (fault "
+                               "'server_frames drop op 0 (conn 1)', server_frames, on at "
+                               "1.80 s)"), v.evidence
+
+
+def test_lv1_names_a_toxic_by_its_type_when_it_has_no_action():
+    def first_conn(run: Run) -> None:
+        healthy_start(run).beats(1, 0.5, 2.0, d=3)
+        run.fault("blackhole", 2.2, "on", type="timeout", target="both")
+        run.beat(1, 2.5, 3, ack=False).close(1, 3.8, "client", 4000)
+        run.fault("blackhole", 3.9, "off")
+    v = verdict(silent_after(first_conn), "LV1", recovery_bound=5.0)
+    assert v.evidence.endswith("got no ACK (fault 'blackhole', timeout, on at 2.20 s)"), v.evidence
+
+
+def test_lv1_an_ack_late_by_less_than_half_an_interval_is_no_missed_ack():
+    def first_conn(run: Run) -> None:
+        run.open(1, 0.0).hello(1, 0.01, interval_ms=2000).identify(1, 0.05).ready(1, 0.1)
+        run.dispatch(1, 0.2).dispatch(1, 0.3).beat(1, 0.5, 3).beat(1, 2.5, 3, ack=False)
+        run.beat(1, 3.4, 3).close(1, 3.8, "client", 4000)  # 0.9 s later: under 0.5 x 2 s
+    v = verdict(silent_after(first_conn), "LV1", recovery_bound=5.0)
+    assert v.status == "fail" and "no ACK" not in v.evidence, v.evidence
