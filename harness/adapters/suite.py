@@ -26,13 +26,14 @@ DEFAULT_SUITE = (
     "close-4004-fatal",                # a fatal close code
     "gateway-down-2s",                 # the gateway down for a while
     # Real-world catalogue rows (shared/reference/real-world-failures.md) that separate the
-    # built-in clients best; each costs 5-13 s per client, and `validate --all` stays within
+    # built-in clients best; each costs 5-20 s per client, and `validate --all` stays within
     # 15 minutes on a 2-core machine (README: Conformance matrix).
     "malformed-websocket-frame",       # 23: a fragmented control frame mid-session
     "resume-url-kept-after-resume",    # 12: resume_gateway_url kept after the first resume
     "op9-in-answer-to-resume",         # 11: op 9 d=false in answer to RESUME
     "close-4009-socket-slow-to-close", # 6: close 4009, then a socket slow to go away
     "f20-resume-rst-then-op9",         # 10: every RESUME reset, then op 9
+    "reconnect-handshake-hangs",       # 3: the reconnect's TLS handshake hangs
 )
 
 
