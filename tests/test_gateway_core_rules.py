@@ -1404,3 +1404,171 @@ def test_codec_errors_name_what_was_refused() -> None:
         corrupt_block("gzip")
     with pytest.raises(DecodeError, match="NaN is not a JSON number"):
         decode_client('{"op":1,"d":NaN}')
+
+
+# ---- the session and close records the oracle judges from ------------------------------------
+
+def session_log(w: World) -> list[tuple[Any, ...]]:
+    return [(r["session_id"][:4], r["event"], r["reason"], r["conn"], r["seq"])
+            for r in w.trace.records if r["kind"] == "session"]
+
+
+def test_a_sessions_life_is_traced_with_event_reason_conn_and_seq() -> None:
+    w = World(guilds=1, session_ttl=10.0)
+    first = w.connect()
+    sid = w.session_id(first)[:4]
+    first.client_closed(1.0, 4000, "bye")
+    second = w.connect("resume")
+    w.resume(second, w.core.sessions.live()[0].session_id, 2)
+    w.controls.apply("invalid_session", second.conn_id, resumable=True)
+    w.core.on_time(20.0)
+    assert session_log(w) == [
+        (sid, "created", "identify", first.conn_id, 0),
+        (sid, "attached", "identify", first.conn_id, 0),
+        (sid, "detached", "client close 4000", first.conn_id, 2),
+        (sid, "attached", "resume", second.conn_id, 2),
+        (sid, "detached", "invalid_session (resumable)", second.conn_id, 3),
+        (sid, "expired", "not resumed within 10.0s", None, 3),
+    ]
+    closes = [(r["conn"], r["by"], r["code"], r["reason"], r["how"], r["ts"])
+              for r in w.trace.records if r["kind"] == "conn_close"]
+    assert closes == [(first.conn_id, "client", 4000, "bye", "close_frame", 1.0)]
+    assert w.core.sessions.get(w.trace.records[-1]["session_id"]).resumes == 1  # type: ignore
+
+
+@pytest.mark.parametrize("how, reason", [
+    (lambda w, c: w.controls.apply("invalid_session", c.conn_id, resumable=False),
+     "invalid_session"),
+    (lambda w, c: w.controls.apply("close", c.conn_id, code=4003), "server close 4003"),
+    (lambda w, c: w.controls.apply("invalidate_session", c.conn_id), "control invalidate_session"),
+    (lambda w, c: w.controls.apply("expire_session", c.conn_id), "control expire_session"),
+])
+def test_how_a_session_ended_is_traced(how: Any, reason: str) -> None:
+    w = World(guilds=1)
+    conn = w.connect()
+    w.identify(conn)
+    how(w, conn)
+    event = "expired" if "expire" in reason else "invalidated"
+    assert session_log(w)[-1][1:] == (event, reason, conn.conn_id, 2)
+    assert conn.session is None  # /_harness/state shows no session on the connection
+
+
+def test_a_server_close_is_traced_with_its_code_reason_and_how() -> None:
+    w = World(guilds=1)
+    conn = w.connect()
+    w.controls.apply("close", conn.conn_id, code=4009, reason="r")
+    [rec] = [r for r in w.trace.records if r["kind"] == "conn_close"]
+    assert (rec["conn"], rec["by"], rec["code"], rec["reason"], rec["how"]) == (
+        conn.conn_id, "server", 4009, "r", "close_frame")
+    [control] = [r for r in w.trace.records if r["kind"] == "control"]
+    assert (control["action"], control["target"], control["params"]["code"]) == (
+        "close", conn.conn_id, 4009)
+
+
+def test_rejected_and_bad_seq_resumes_trace_why_the_session_ended() -> None:
+    w = World(guilds=1, resume_on_discovery="reject")
+    sid = detached(w)
+    w.resume(w.connect("discovery"), sid, 2)
+    notes = [r["text"] for r in w.trace.records if r["kind"] == "note"]
+    assert "RESUME on the discovery URL instead of resume_gateway_url" in notes
+    assert session_log(w)[-1][1:3] == ("invalidated", "RESUME on the discovery URL rejected")
+    w = World(guilds=1)
+    sid = detached(w)
+    w.resume(w.connect("resume"), sid, 7)
+    assert session_log(w)[-1][1:3] == ("invalidated", "resume with bad seq 7 (last 2)")
+    w = World(guilds=1)
+    sid = detached(w)
+    w.controls.apply("close_on_resume", "all", code=4007)
+    w.resume(w.connect("resume"), sid, 2)
+    assert session_log(w)[-1][1:3] == ("invalidated", "close_on_resume 4007")
+    [fault] = [r for r in w.trace.records if r["kind"] == "frame_fault"]
+    assert (fault["detail"], fault["code"]) == ("RESUME answered with close 4007", 4007)
+    w = World(guilds=1)
+    sid = detached(w)
+    w.controls.apply("invalid_session_loop", "all")
+    w.resume(w.connect("resume"), sid, 2)
+    w.identify(w.connect())
+    faults = [r for r in w.trace.records if r["kind"] == "frame_fault"]
+    assert [f["answered"] for f in faults] == [6, 2]
+    assert ("invalidated", "invalid_session_loop") in [e[1:3] for e in session_log(w)]
+
+
+def test_op9_before_a_resume_ends_the_session_that_resume_names() -> None:
+    w = World(guilds=1)
+    sid = detached(w)
+    conn = w.connect("resume")
+    w.controls.apply("invalid_session", conn.conn_id, resumable=False)
+    assert sent(conn) == [OP9_FALSE]
+    assert w.resume(conn, sid, 2) == [OP9_FALSE]
+    assert session_log(w)[-1][1:3] == ("invalidated", "invalid_session sent before its RESUME")
+
+
+def test_a_session_taken_over_closes_the_old_socket_resumable() -> None:
+    w = World(guilds=1)
+    old = w.connect()
+    sid = w.session_id(old)
+    w.resume(w.connect("resume"), sid, 2)
+    [close] = [r for r in w.trace.records if r["kind"] == "conn_close"]
+    assert (close["conn"], close["code"], close["reason"]) == (
+        old.conn_id, 4000, "session resumed elsewhere")
+    assert w.core.sessions.get(sid).alive  # type: ignore[union-attr]
+
+
+def test_synthetic_events_count_up_and_a_rate_below_one_per_second_still_runs() -> None:
+    w = World(guilds=1, dispatch_rate=0.5, heartbeat_deadline=False)
+    conn = ready_conn(w)
+    w.core.start(0.0)
+    assert w.core.next_deadline() == 2.0
+    w.core.on_time(4.0)  # steps at 2.0 and 4.0: a step due exactly now goes out
+    assert [f["d"]["_harness_n"] for f in sent(conn)] == [1, 2]
+    w.controls.apply("burst", conn.conn_id, count=2)
+    assert [f["d"]["_harness_n"] for f in sent(conn)] == [3, 4]
+
+
+def test_a_burst_aimed_at_one_connection_reaches_only_its_session() -> None:
+    w = World(guilds=1)
+    a, b = ready_conn(w), ready_conn(w)
+    w.controls.apply("burst", a.conn_id, count=2, t="GUILD_CREATE", size=3000)
+    frames = sent(a)
+    assert [f["t"] for f in frames] == ["GUILD_CREATE"] * 2 and sent(b) == []
+    assert all(len(json.dumps(f["d"])) >= 2900 for f in frames)
+    w.controls.apply("burst", a.conn_id, count=2)
+    assert len(sent(a)) == 2 and sent(b) == []
+
+
+def test_delay_hello_and_reject_upgrade_off_clear_only_their_listener() -> None:
+    w = World()
+    w.controls.apply("delay_hello", "all", ms=500, listener="resume")
+    w.controls.apply("delay_hello", "all", ms=700)
+    w.controls.apply("delay_hello", "all", listener="resume", on=False)
+    assert sent(w.connect("resume", drain=False)) == []  # the any-listener delay still holds
+    w.controls.apply("reject_upgrade", "all", status=503)
+    w.controls.apply("reject_upgrade", "all", status=429, listener="resume")
+    w.controls.apply("reject_upgrade", "all", listener="resume", on=False)
+    assert w.core.upgrade_rejection("resume") == 503
+
+
+def test_delay_hello_on_a_waiting_connection_moves_hello_from_its_open() -> None:
+    w = World()
+    w.controls.apply("delay_hello", "next", ms=5000)
+    w.clock.now = 1.0
+    conn = w.connect(drain=False)
+    w.clock.now = 2.0
+    w.controls.apply("delay_hello", conn.conn_id, ms=2000)
+    assert conn.next_deadline() == pytest.approx(3.0)
+    w.controls.apply("delay_hello", conn.conn_id, never=True)
+    assert conn.next_deadline() is None
+    [rec] = [r for r in w.trace.records if r["kind"] == "wire_fault"]
+    assert rec["conn"] == conn.conn_id and rec["ts"] == 2.0
+
+
+def test_a_forced_start_budget_counts_down_by_one() -> None:
+    limit = SessionStartLimit(total=10, window=100.0)
+    limit.forced_remaining = 3
+    assert limit.consume(0.0) and limit.remaining(0.0) == 2
+
+
+def test_identify_keeps_the_intents_state_reports() -> None:
+    w = World()
+    w.identify(w.connect(), intents=513)
+    assert w.core.sessions.live()[0].intents == 513
