@@ -620,3 +620,60 @@ def test_lv1_an_ack_late_by_less_than_half_an_interval_is_no_missed_ack():
         run.beat(1, 3.4, 3).close(1, 3.8, "client", 4000)  # 0.9 s later: under 0.5 x 2 s
     v = verdict(silent_after(first_conn), "LV1", recovery_bound=5.0)
     assert v.status == "fail" and "no ACK" not in v.evidence, v.evidence
+
+
+def _silent_lv1(first_conn) -> Verdict:
+    return verdict(silent_after(first_conn), "LV1", recovery_bound=5.0)
+
+
+def test_lv1_an_ack_that_came_only_after_the_next_beat_is_a_missed_ack():
+    def first_conn(run: Run) -> None:
+        healthy_start(run).beats(1, 0.5, 2.0, d=3).beat(1, 2.5, 3, ack=False)
+        run.beat(1, 3.5, 3).close(1, 3.8, "client", 4000)
+    assert "the heartbeat at 2.50 s on conn 1 got no ACK" in _silent_lv1(first_conn).evidence
+
+
+def test_lv1_the_last_beat_closed_on_at_once_is_no_missed_ack():
+    def first_conn(run: Run) -> None:
+        healthy_start(run).beats(1, 0.5, 2.0, d=3).beat(1, 2.5, 3, ack=False)
+        run.close(1, 2.6, "client", 4000)
+    v = _silent_lv1(first_conn)
+    assert v.status == "fail" and "no ACK" not in v.evidence, v.evidence
+
+
+def test_lv1_a_next_beat_exactly_half_an_interval_later_leaves_the_ack_missed():
+    def first_conn(run: Run) -> None:
+        healthy_start(run).beats(1, 0.5, 2.0, d=3).beat(1, 2.5, 3, ack=False)
+        run.beat(1, 3.0, 3).close(1, 3.8, "client", 4000)
+    assert "the heartbeat at 2.50 s on conn 1 got no ACK" in _silent_lv1(first_conn).evidence
+
+
+def test_lv1_names_the_latest_of_two_missed_acks_and_only_its_own_frame_fault():
+    def first_conn(run: Run) -> None:
+        healthy_start(run).beats(1, 0.5, 2.0, d=3).beat(1, 2.5, 3, ack=False)
+        run.beat(1, 3.0, 3, ack=False)
+        run.rec("frame_fault", 3.1, conn=1, action="server_frames", on_for=1.0,
+                detail="dropped op 11 Heartbeat ACK", mode="drop", op=11)
+        run.close(1, 3.8, "client", 4000)
+    v = _silent_lv1(first_conn)
+    assert "the heartbeat at 3.00 s on conn 1 got no ACK: the gateway dropped op 11 Heartbeat " \
+           "ACK at 3.10 s (server_frames, on since 2.10 s)" in v.evidence, v.evidence
+
+    def earlier_drop(run: Run) -> None:  # that drop came after the next beat: not this ACK's
+        healthy_start(run).beats(1, 0.5, 2.0, d=3).beat(1, 2.5, 3, ack=False)
+        run.beat(1, 3.0, 3)
+        run.rec("frame_fault", 3.1, conn=1, action="server_frames", on_for=1.0,
+                detail="dropped op 11 Heartbeat ACK", mode="drop", op=11)
+        run.close(1, 3.8, "client", 4000)
+    v = _silent_lv1(earlier_drop)
+    assert "the heartbeat at 2.50 s on conn 1 got no ACK" in v.evidence, v.evidence
+    assert "the gateway dropped" not in v.evidence
+
+
+def test_lv1_a_frame_fault_with_no_on_for_is_on_since_its_act():
+    def first_conn(run: Run) -> None:
+        healthy_start(run).beats(1, 0.5, 2.0, d=3).beat(1, 2.5, 3, ack=False)
+        run.rec("frame_fault", 2.6, conn=1, action="server_frames",
+                detail="dropped op 11 Heartbeat ACK", mode="drop", op=11)
+        run.close(1, 3.8, "client", 4000)
+    assert "(server_frames, on since 2.60 s)" in _silent_lv1(first_conn).evidence
