@@ -677,3 +677,50 @@ def test_lv1_a_frame_fault_with_no_on_for_is_on_since_its_act():
                 detail="dropped op 11 Heartbeat ACK", mode="drop", op=11)
         run.close(1, 3.8, "client", 4000)
     assert "(server_frames, on since 2.60 s)" in _silent_lv1(first_conn).evidence
+
+
+# ZB1: the zombie rule's whole evidence, and its edges -------------------------------------------
+
+ZB1_TOL = ("tolerances heartbeat_slack=0.25, zombie_close_grace=0.5 s, reconnect_within=5.0 s, "
+           "reconnect_backoff_factor=2.0")
+
+
+@pytest.mark.parametrize(
+    "code, close_at, reconnect_at, status, evidence, indices",
+    [
+        (None, 3.5, 3.8, "pass", "conn 1: heartbeat at 2.50 s unACKed, client closed at 3.50 s "
+         "with no code, conn 2 opened at 3.80 s (bound 5.00 s: reconnect_within=5.0 s)",
+         (11, 12, 14)),
+        # Deadline 2.5 + 1 s x 1.25 + 0.5 s = 4.25 s; reconnect bound 5 s after the close.
+        (4000, 4.25, 9.25, "pass", "conn 1: heartbeat at 2.50 s unACKed, client closed at 4.25 s "
+         "with code 4000, conn 2 opened at 9.25 s (bound 5.00 s: reconnect_within=5.0 s)",
+         (11, 12, 14)),
+        (4000, 4.26, 4.5, "fail", "conn 1: heartbeat at 2.50 s got no ACK; connection closed by "
+         "client at 4.26 s with code 4000 (close_frame) (the client should have closed it by "
+         "4.25 s)", (11, 12)),
+        (1000, 3.5, 3.8, "fail", "conn 1: zombie close at 3.50 s used code 1000, which kills the "
+         "session", (11, 12)),
+        (4000, 3.5, None, "fail", "conn 1: zombie closed at 3.50 s but no later connection by the "
+         "end of the run at 12.00 s (bound 5.00 s: reconnect_within=5.0 s)", (11, 12)),
+    ],
+)
+def test_zb1_evidence_and_edges(code, close_at, reconnect_at, status, evidence, indices):
+    from test_oracle import zombie_run
+
+    v = verdict(zombie_run(code, close_at, reconnect_at), "ZB1")
+    assert (v.status, v.evidence, v.record_indices) == (status, f"{evidence}; {ZB1_TOL}", indices)
+
+
+def test_zb1_with_every_beat_acked_is_not_judged_and_says_so():
+    v = verdict(healthy_start().beats(1, 0.5, 6.0, d=3).rec("note", 6.0, text="end"), "ZB1")
+    assert (v.status, v.evidence) == (
+        "not_judged", "no connection had an unACKed heartbeat the client was due to detect")
+
+
+def test_zb1_a_server_close_before_the_deadline_leaves_nothing_to_detect():
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).beat(1, 2.5, 3, ack=False)
+    run.close(1, 4.25, "server", 4000).rec("note", 12.0, text="end")
+    assert verdict(run, "ZB1").status == "not_judged"
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).beat(1, 2.5, 3, ack=False)
+    run.close(1, 4.3, "server", 4000).rec("note", 12.0, text="end")
+    assert verdict(run, "ZB1").status == "fail"
