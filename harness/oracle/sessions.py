@@ -107,7 +107,10 @@ def _resume_path_failing(view: RunView, loss: Loss, nxt: Frame) -> str | None:
         # A reconnect may open before the lost connection's close is recorded (op 7: the client
         # opens the new socket, then closes the old one at the same instant).
         opened = (conn.open_idx or -1) > a_idx or conn.start_ts >= a - 1e-9
-        if conn.id == loss.conn.id or not opened or (conn.open_idx or -1) >= b_idx:
+        # The lost connection counts too when it was itself a failed attempt to resume (closed
+        # before it was live): the fallback may follow the resume URL's last failure at once.
+        own = conn.id == loss.conn.id and conn.live is None
+        if not (opened or own) or (conn.open_idx or -1) >= b_idx:
             continue
         close = conn.close
         if (
