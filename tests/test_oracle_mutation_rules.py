@@ -426,9 +426,6 @@ def test_lv1_does_not_quote_a_servers_close_reason_as_the_clients():
     assert v.evidence.endswith("closed by server at 3.60 s with code 4000 (close_frame)")
 
 
-@pytest.mark.xfail(strict=True, reason="bug (view.py, not this file's): last_attempt's "
-                   "`(c.open_idx or -1) > after_idx` drops a connection opened at trace record 0 "
-                   "in a run with no faults (after_idx -1); reported, issue 19")
 def test_lv1_names_the_last_attempt_of_a_faultless_run_whose_trace_starts_with_it():
     run = Run().open(1, 0.0).hello(1, 0.01).identify(1, 0.05).close(1, 0.5, "server", 4000)
     v = verdict(run.rec("note", 10.0, text="end"), "LV1", recovery_bound=3)

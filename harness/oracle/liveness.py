@@ -88,12 +88,12 @@ def check_lv1(view: RunView, exp: Expectations) -> Verdict:
             c
             for c in conns
             if cleared is not None
-            and (c.open_idx or -1) > (cleared_idx or -1)
+            and c.open_order > (-1 if cleared_idx is None else cleared_idx)
             and c.start_ts > (cleared or 0.0)
         ]
         if cleared is None:
             ref = max((w.start_idx for w in view.windows), default=-1)
-            after = [c for c in conns if (c.open_idx or -1) > ref]
+            after = [c for c in conns if c.open_order > ref]
         if after:
             c = after[0]
             return fail(

@@ -106,11 +106,11 @@ def _resume_path_failing(view: RunView, loss: Loss, nxt: Frame) -> str | None:
     for conn in view.ordered_conns():
         # A reconnect may open before the lost connection's close is recorded (op 7: the client
         # opens the new socket, then closes the old one at the same instant).
-        opened = (conn.open_idx or -1) > a_idx or conn.start_ts >= a - 1e-9
+        opened = conn.open_order > a_idx or conn.start_ts >= a - 1e-9
         # The lost connection counts too when it was itself a failed attempt to resume (closed
         # before it was live): the fallback may follow the resume URL's last failure at once.
         own = conn.id == loss.conn.id and conn.live is None
-        if not (opened or own) or (conn.open_idx or -1) >= b_idx:
+        if not (opened or own) or conn.open_order >= b_idx:
             continue
         close = conn.close
         if (
@@ -856,7 +856,7 @@ def check_fc1(view: RunView, exp: Expectations) -> Verdict:
         return not_judged("FC1", "no fatal close code (4004, 4010-4014) in the run")
     first = min(fatal, key=lambda c: c.close_idx or 0)
     close_idx = first.close_idx or 0
-    later = [c for c in view.ordered_conns() if (c.open_idx or -1) > close_idx]
+    later = [c for c in view.ordered_conns() if c.open_order > close_idx]
     code = first.close["code"] if first.close else None
     if later:
         c = later[0]

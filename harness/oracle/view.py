@@ -76,6 +76,11 @@ class Connection:
     def close_ts(self) -> float | None:
         return None if self.close is None else float(self.close["ts"])
 
+    @property
+    def open_order(self) -> int:
+        """Its conn_open record's index (-1 when none: it counts as opened before everything)."""
+        return -1 if self.open_idx is None else self.open_idx
+
     def beats(self) -> list[Frame]:
         """The client's heartbeats on this connection (computed once; the view is read-only)."""
         if self._beats is None:
@@ -402,7 +407,7 @@ def last_attempt(view: RunView, after_idx: int) -> tuple[str, list[int]]:
     client sent to start a session, the gateway's last frame that was no dispatch or ACK (what
     it answered with: HELLO, op 9, op 7 ...), and how it closed, with the client's own close
     reason. ("", []) when no connection opened after it."""
-    conns = [c for c in view.ordered_conns() if (c.open_idx or -1) > after_idx]
+    conns = [c for c in view.ordered_conns() if c.open_order > after_idx]
     if not conns:
         return "", []
     conn = conns[-1]
