@@ -1572,3 +1572,97 @@ def test_identify_keeps_the_intents_state_reports() -> None:
     w = World()
     w.identify(w.connect(), intents=513)
     assert w.core.sessions.live()[0].intents == 513
+
+
+# ---- the frame records a report's timeline and the oracle read -------------------------------
+
+def test_every_refusal_is_traced_at_the_time_it_happened() -> None:
+    w = World(guilds=3, max_guilds_per_shard=2, session_start_total=1, identify_window=5.0,
+              allowed_privileged_intents=0)
+    w.clock.now = 7.0
+    sends: list[tuple[int, Any]] = [
+        (2, None), (2, {"token": "bad", "properties": {}}), (2, {"token": TOKEN, "intents": -1,
+                                                                 "properties": {}}),
+        (2, {"token": TOKEN, "intents": 2, "properties": {}}),
+        (2, {"token": TOKEN, "intents": 1, "properties": {}, "shard": [3, 2]}),
+        (2, {"token": TOKEN, "intents": 1, "properties": {}}),  # 4011: 3 guilds on one shard
+        (6, None), (6, {"token": "bad", "session_id": "x", "seq": 1}),
+        (6, {"token": TOKEN, "session_id": "x", "seq": 1}), (1, "x"),
+    ]
+    for op, d in sends:
+        send(w.connect("resume"), w.clock, op, d)
+    ok = w.connect()
+    w.identify(ok, shard=[0, 2])
+    w.identify(ok, shard=[0, 2])  # 4005
+    w.identify(w.connect(), shard=[0, 2])  # within the IDENTIFY window: op 9
+    w.clock.now = 7.0
+    w.connect(query={"v": "7"})
+    w.connect(query={"v": "10", "encoding": "xml"})
+    w.connect(query={"v": "10", "compress": "gzip"})
+    w.controls.apply("delay_hello", "next", never=True)
+    w.connect()
+    conn = w.connect()
+    conn.connection_lost(7.0, "eof")
+    assert {r["ts"] for r in w.trace.records} == {7.0}
+    closes = [r["code"] for r in w.trace.records if r["kind"] == "conn_close"]
+    assert closes == [4001, 4004, 4013, 4014, 4010, 4011, 4001, 4004, 4001, 4005, 4012, 4002,
+                      None]
+
+
+def test_frame_records_carry_what_the_timeline_shows() -> None:
+    w = World(guilds=1, accept_any_token=False)
+    conn = w.connect("resume", query={"v": "10", "encoding": "json", "compress": "zlib-stream"},
+                     drain=False)
+    conn.receive(json.dumps({"op": 1, "d": "x7"}), 0.0)
+    conn = w.connect("resume")
+    send(conn, w.clock, 1, 5)
+    w.identify(conn, shard=[0, 1])
+    sid = w.core.sessions.live()[0].session_id
+    conn.connection_lost(0.0, "reset")
+    resume = w.connect()
+    w.resume(resume, sid, 1)
+    upgrade = [r for r in w.trace.records if r["kind"] == "ws_upgrade"][0]
+    assert (upgrade["conn"], upgrade["path"], upgrade["listener"], upgrade["query"]) == (
+        1, "/", "resume", {"v": "10", "encoding": "json", "compress": "zlib-stream"})
+    ins = [{k: v for k, v in r.items() if k not in ("kind", "ts", "seq_no")}
+           for r in w.trace.records if r["kind"] == "frame_in"]
+    assert [(r["conn"], r["op"], r.get("d"), r["size"]) for r in ins[:2]] == [
+        (1, 1, "'x7'", 20), (2, 1, 5, 17)]
+    assert {k: ins[2][k] for k in ("conn", "op", "token_ok", "shard", "intents")} == {
+        "conn": 2, "op": 2, "token_ok": True, "shard": [0, 1], "intents": 513}
+    assert {k: ins[3][k] for k in ("conn", "op", "token_ok", "session_id", "seq")} == {
+        "conn": 3, "op": 6, "token_ok": True, "session_id": sid, "seq": 1}
+    outs = [r for r in w.trace.records if r["kind"] == "frame_out"]
+    ready = next(r for r in outs if r["t"] == "READY")
+    assert (ready["conn"], ready["op"], ready["s"], ready["session_id"],
+            ready["resume_gateway_url"], ready["compressed"]) == (
+        2, 0, 1, sid, "wss://resume.test", False)
+    assert ready["size"] > 100
+    hello = outs[0]
+    assert (hello["conn"], hello["op"], hello["s"], hello["t"], hello["compressed"],
+            hello["heartbeat_interval"]) == (1, 10, None, None, True, 1000)
+    resumed = next(r for r in outs if r["t"] == "RESUMED")
+    assert (resumed["conn"], resumed["s"], resumed["replayed"]) == (3, 3, 1)
+    notes = [r["text"] for r in w.trace.records if r["kind"] == "note"]
+    assert "IDENTIFY on the resume URL instead of the discovery URL" in notes
+    [budget] = [r for r in w.trace.records if r["kind"] == "identify_budget"]
+    assert (budget["conn"], budget["remaining"], budget["total"], budget["bucket"]) == (
+        2, 999, 1000, 0)
+    lost = [r for r in w.trace.records if r["kind"] == "conn_close"][-1]
+    assert (lost["conn"], lost["by"], lost["code"], lost["reason"], lost["how"]) == (
+        2, "network", None, "", "reset")
+    assert session_log(w)[2][1:3] == ("detached", "connection lost (reset)")
+
+
+def test_refusals_are_noted_with_the_reason() -> None:
+    w = World(identify_window=5.0, max_concurrency=2, session_start_total=1)
+    w.connect(query={"v": "10", "encoding": "xml"})
+    w.connect(query={"v": "10", "compress": "gzip"})
+    w.identify(w.connect(), shard=[0, 4])
+    w.identify(w.connect(), shard=[2, 4])
+    w.identify(w.connect(), shard=[1, 4])
+    notes = [r["text"] for r in w.trace.records if r["kind"] == "note"]
+    assert notes == ["unsupported encoding 'xml'",
+                     "unsupported compress='gzip': sending uncompressed",
+                     "IDENTIFY over max_concurrency (bucket 0): op 9",
+                     "session_start_limit used up; Discord would reset the token"]
