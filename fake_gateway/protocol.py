@@ -909,7 +909,9 @@ class GatewayCore:
         """A flag switch or the heartbeat_deadline policy aimed at "all": later connections
         open with it too."""
         for name, value in ConnectionCore.control_settings(action, params).items():
-            if value is False and name != "deadline_enforced":
+            # A flag switched off is a connection's default again; the policy's False values
+            # (deadline_enforced, deadline_resumable) are settings to keep.
+            if value is False and action in ConnectionCore.FLAG_SWITCHES:
                 self.switches_for_all.pop(name, None)
             else:
                 self.switches_for_all[name] = value

@@ -682,9 +682,6 @@ def test_the_heartbeat_deadline_control_changes_code_and_resumability() -> None:
     assert w.connect().next_deadline() is None
 
 
-@pytest.mark.xfail(strict=True, reason="bug: GatewayCore.remember_for_all drops a False "
-                   "deadline_resumable, so resumable=false aimed at 'all' misses later "
-                   "connections (reported, issue 19)")
 def test_heartbeat_deadline_resumable_false_for_all_holds_for_later_connections() -> None:
     w = World(guilds=1)
     w.controls.apply("heartbeat_deadline", "all", resumable=False)
