@@ -95,7 +95,8 @@ def test_failing_item_shows_evidence_trace_timeline_and_replay(
     text = result.stdout.str()
 
     # the replay command the report gives reproduces the same verdict on its own
-    (replay,) = re.findall(r"^replay:\s+(.*)$", text, re.M)
+    # (with CI set, pytest's short summary repeats the whole failure text: the same lines again)
+    (replay,) = set(re.findall(r"^replay:\s+(.*)$", text, re.M))
     argv = shlex.split(replay)
     assert argv[:2] == ["gateway-harness", "run"]
     replayed = subprocess.run(
@@ -111,8 +112,8 @@ def test_failing_item_shows_evidence_trace_timeline_and_replay(
     evidence = failed[0]["evidence"]
     assert "no ACK" in evidence
     assert "ZB1 (" in text and evidence in text
-    (trace,) = re.findall(r"^trace:\s+(.*)$", text, re.M)
-    (timeline,) = re.findall(r"^timeline:\s+(.*)$", text, re.M)
+    (trace,) = set(re.findall(r"^trace:\s+(.*)$", text, re.M))
+    (timeline,) = set(re.findall(r"^timeline:\s+(.*)$", text, re.M))
     assert Path(trace).parent == out and Path(timeline).parent == out
     records = [json.loads(line) for line in Path(trace).read_text().splitlines()]
     assert any(r.get("kind") == "frame_in" for r in records)
