@@ -721,3 +721,29 @@ def test_zb1_a_server_close_before_the_deadline_leaves_nothing_to_detect():
     run = healthy_start().beats(1, 0.5, 2.0, d=3).beat(1, 2.5, 3, ack=False)
     run.close(1, 4.3, "server", 4000).rec("note", 12.0, text="end")
     assert verdict(run, "ZB1").status == "fail"
+
+
+# RS1: "never sent RESUME or IDENTIFY" counts from the later of the loss and the fault clearing ---
+
+
+def test_rs1_fails_a_client_that_never_tries_again_once_the_fault_cleared():
+    run = lost_at_two()  # lost at 2.0 s, the fault off at 3.0 s; nothing after it
+    run.rec("note", 12.0, text="end")
+    v = verdict(run, "RS1", recovery_bound=5.0, outcome="resume")
+    assert (v.status, v.evidence) == (
+        "fail", "conn 1 lost at 2.00 s (network ended it (reset)); the client never sent RESUME "
+                "or IDENTIFY afterwards")
+
+
+def test_rs1_does_not_say_never_while_the_fault_is_still_on_or_just_cleared():
+    # the same loss, but the fault (a proxy down: attempts never reach the gateway) lasts until
+    # 8.0 s: by the end at 12.0 s the client has had 4 s, less than the 5 s bound
+    run = healthy_start().beats(1, 0.5, 2.0, d=3)
+    run.fault("down", 2.0, "on", target="both").close(1, 2.0, "network", None, how="reset")
+    run.fault("down", 8.0, "off").rec("note", 12.0, text="end")
+    assert verdict(run, "RS1", recovery_bound=5.0, outcome="resume").status == "not_judged"
+    # and a fault that never switches off leaves it not judged as well
+    run = healthy_start().beats(1, 0.5, 2.0, d=3)
+    run.fault("down", 2.0, "on", target="both").close(1, 2.0, "network", None, how="reset")
+    run.rec("note", 12.0, text="end")
+    assert verdict(run, "RS1", recovery_bound=5.0, outcome="resume").status == "not_judged"

@@ -502,10 +502,15 @@ def check_rs1(view: RunView, exp: Expectations) -> Verdict:
             if not unknown
             else "no resumable loss judged"
         ) + unknown_text
+        # Counted from the later of the loss and the last fault clearing: while a fault is on,
+        # the client's attempts may never reach the gateway (a proxy down refuses them).
+        cleared, _, _ = last_fault_cleared(view)
         due = [
             loss
             for loss in losses
-            if view.end_ts - loss.ts > max(exp.recovery_bound, exp.tolerances.teardown_window)
+            if cleared is not None
+            and view.end_ts - max(loss.ts, cleared)
+            > max(exp.recovery_bound, exp.tolerances.teardown_window)
             and _first_session_frame_after(view, loss.ts, loss.idx) is None
         ]
         if due and exp.outcome == "resume":
