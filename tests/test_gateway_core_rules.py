@@ -10,6 +10,7 @@ import random
 from typing import Any
 
 import pytest
+from test_gateway_core import TOKEN, Clock, send, sent
 
 from fake_gateway.codec import (
     DecodeError,
@@ -34,18 +35,9 @@ from fake_gateway.sessions import (
 from gateway_common.errors import UserError
 from gateway_common.trace import Trace
 
-TOKEN = GatewayConfig().token
 ACK = {"op": 11, "d": None, "s": None, "t": None}
 OP9_FALSE = {"op": 9, "d": False, "s": None, "t": None}
 OP9_TRUE = {"op": 9, "d": True, "s": None, "t": None}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class World:
@@ -87,22 +79,6 @@ class World:
         """Whether a RESUME on a new connection to the resume URL gets RESUMED."""
         frames = self.resume(self.connect("resume"), session_id, seq)
         return any(isinstance(f, dict) and f.get("t") == "RESUMED" for f in frames)
-
-
-def sent(conn: ConnectionCore) -> list[Any]:
-    """Drain the connection's actions; JSON messages decoded, closes and resets as they are."""
-    out: list[Any] = []
-    for action in conn.take_actions():
-        if isinstance(action, Send):
-            out.extend(json.loads(m) for m in action.messages)
-        else:
-            out.append(action)
-    return out
-
-
-def send(conn: ConnectionCore, clock: Clock, op: Any, d: Any) -> list[Any]:
-    conn.receive(json.dumps({"op": op, "d": d}), clock.now)
-    return sent(conn)
 
 
 def ops(frames: list[Any]) -> list[Any]:
