@@ -69,6 +69,8 @@ from harness.faults.backend import (
 )
 from harness.faults.memnet import MemoryNetwork
 from harness.oracle import INVARIANTS, Verdict, judge
+from harness.oracle.liveness import check_lv1, lv1_judged_by
+from harness.oracle.view import RunView
 from harness.report.model import ScenarioResult
 from harness.scenario import Scenario, Step, TriggerWatch, run_settled
 from harness.simulation import run_simulated
@@ -319,8 +321,13 @@ class _World:
 
     async def _wait_until_settled(self) -> None:
         """Sleep until the scenario's duration, or earlier once the verdicts can no longer change
-        (every fault has come and gone and the client is live again: ``run_settled``)."""
+        (every fault has come and gone and the client is live again: ``run_settled``).
+
+        A client not live again by then, whose backoff allowance (LV1's ``lv1_judged_by``) runs
+        past the duration, gets the run extended until LV1 can judge it, by at most
+        ``_extension_limit()``: past that LV1 fails it, naming the allowance it did not use up."""
         end = self.t0 + self.scenario.expect.duration
+        hard_end = end + self._extension_limit()
         poll = max(0.25, self.config.heartbeat_interval / 2)
         start = trio.current_time()
         polls = 0
@@ -330,14 +337,41 @@ class _World:
             with trio.move_on_at(end):
                 await self._steps_over.wait()
             polls = int((trio.current_time() - start) // poll)
-        while trio.current_time() < end:
-            polls += 1
-            await trio.sleep_until(min(start + polls * poll, end))
-            now = trio.current_time()
-            if not self._steps_done():
-                continue
-            if run_settled(self.scenario, self._normalised_records(), now - self.t0):
+        while True:
+            while trio.current_time() < end:
+                polls += 1
+                await trio.sleep_until(min(start + polls * poll, end))
+                now = trio.current_time()
+                if not self._steps_done():
+                    continue
+                if run_settled(self.scenario, self._normalised_records(), now - self.t0):
+                    return
+            later = self._lv1_judged_by()
+            if later is None or later <= end + 1e-9 or end >= hard_end:
                 return
+            end = min(later, hard_end)
+            self.trace.record(KIND_NOTE, text=(
+                f"world: the run goes on to {end - self.t0:.2f} s, past its duration: LV1 "
+                "allows the client its next backoff step after the last fault cleared"))
+
+    def _extension_limit(self) -> float:
+        """Seconds a run may go on past its duration for LV1 (``_wait_until_settled``): a third
+        of the deadline slack, which leaves the rest of it (and of the client process's own
+        deadline, half the slack past the duration) for stopping the client."""
+        return self.options.deadline_slack / 3
+
+    def _lv1_judged_by(self) -> float | None:
+        """When (trio time) LV1 can judge the run so far (None: no such time, or it already
+        passes: the client is live again, so a longer run changes nothing)."""
+        now = trio.current_time()
+        records = [*self._normalised_records(),
+                   {"ts": round(now - self.t0, 6), "kind": KIND_NOTE, "text": "judged by?"}]
+        view = RunView(records)
+        exp = self.scenario.expect
+        judged_by = lv1_judged_by(view, exp)
+        if judged_by is None or check_lv1(view, exp).status == "pass":
+            return None
+        return self.t0 + judged_by
 
     def _watch_first_contact(self) -> None:
         """Start the scenario's clock at the client's first connection attempt: its first TCP

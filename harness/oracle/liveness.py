@@ -3,6 +3,8 @@ runner's early stop measure from)."""
 
 from __future__ import annotations
 
+import bisect
+
 from gateway_common.facts import (
     FATAL_CLOSE_CODES,
     OP_HEARTBEAT,
@@ -64,6 +66,97 @@ def last_fault_cleared(view: RunView) -> tuple[float | None, str, int | None]:
     return last.end, f"the last fault ({last.name!r}) {what} at {fmt(last.end)}", last.end_idx
 
 
+def backoff_allowance(view: RunView, cleared: float, tol: Tolerances) -> tuple[float, str]:
+    """(seconds, why): the client's next backoff step when the last fault cleared at ``cleared``,
+    which LV1 allows on top of the recovery bound: a client still backing off from the attempts
+    the fault made fail may sleep one step longer before it tries again.
+
+    As ZB1's reconnect bound: ``reconnect_backoff_factor`` times the longest wait the client took
+    from a connection ending to the next one opening, here up to ``cleared``, capped at
+    ``backoff_cap``. A wait still in progress at ``cleared`` (no connection open then) counts
+    only for the time both URLs' proxies were down (``all_paths_down``): attempts a proxy that
+    is down refuses never reach the trace, so that time is all the oracle sees of a backoff that
+    went on through the outage; while a path was up, a client that did not reach it was not
+    backing off from failures (f12: the resume URL down, the discovery URL up). (0, "") if the
+    client never waited.
+    """
+    conns = view.ordered_conns()
+    starts = [c.start_ts for c in conns]
+    open_at_clear = any(
+        c.start_ts <= cleared and (c.close_ts is None or c.close_ts > cleared) for c in conns
+    )
+    longest: tuple[float, Connection, Connection | None] | None = None
+    for i, conn in enumerate(conns):
+        end = conn.close_ts
+        if end is None or end > cleared:
+            continue
+        j = max(bisect.bisect_left(starts, end), i + 1)
+        nxt = conns[j] if j < len(conns) else None
+        if nxt is not None and nxt.start_ts <= cleared:
+            wait = nxt.start_ts - end
+        elif open_at_clear:
+            continue
+        else:
+            wait, nxt = all_paths_down(view, end, cleared), None
+        if longest is None or wait > longest[0]:
+            longest = (wait, conn, nxt)
+    if longest is None:
+        return 0.0, ""
+    wait, before, after = longest
+    step = min(tol.backoff_cap, tol.reconnect_backoff_factor * wait)
+    if step <= 0.0:
+        return 0.0, ""
+    which = (
+        f"from conn {before.id}'s end at {fmt(before.close_ts or 0.0)} to conn {after.id} at "
+        f"{fmt(after.start_ts)}"
+        if after is not None
+        else f"with both URLs down, from conn {before.id}'s end at {fmt(before.close_ts or 0.0)} "
+        "to the clear"
+    )
+    return step, (
+        f"{step:.2f} s backoff allowance: {tol.reconnect_backoff_factor:g} x the client's wait of "
+        f"{wait:.2f} s {which}, cap {tol.backoff_cap:g} s"
+    )
+
+
+def all_paths_down(view: RunView, a: float, b: float) -> float:
+    """Seconds of [a, b] during which new connections could reach neither URL: a proxy ``down``
+    fault (the only fault whose refused attempts leave no trace) on both at once, in one window
+    aimed at both or in windows on each."""
+    down: dict[str, list[tuple[float, float]]] = {"discovery": [], "resume": []}
+    for w in view.windows:
+        if w.kind != "proxy" or w.params.get("action") != "down":
+            continue
+        start, end = max(a, w.start), min(b, w.end if w.end is not None else b)
+        if end <= start:
+            continue
+        target = w.params.get("target")
+        for listener in down:
+            if target in (listener, "both", "all", None):
+                down[listener].append((start, end))
+    edges = sorted({a, b, *(t for spans in down.values() for span in spans for t in span)})
+    total = 0.0
+    for lo, hi in zip(edges, edges[1:], strict=False):
+        mid = (lo + hi) / 2
+        if all(any(s <= mid <= e for s, e in spans) for spans in down.values()):
+            total += hi - lo
+    return total
+
+
+def lv1_judged_by(view: RunView, exp: Expectations) -> float | None:
+    """The trace time by which LV1 can tell whether the client recovered: the last fault's
+    clearing plus the recovery bound and the client's backoff allowance (``backoff_allowance``).
+    None if there is no such time (a fault never switched off, or the client is to stop). The
+    runner keeps a run going until then (within its deadline) rather than end it first."""
+    if exp.outcome == "stop":
+        return None
+    cleared, _, _ = last_fault_cleared(view)
+    if cleared is None:
+        return None
+    allowance, _ = backoff_allowance(view, cleared, exp.tolerances)
+    return cleared + exp.recovery_bound + allowance
+
+
 def check_lv1(view: RunView, exp: Expectations) -> Verdict:
     slack = exp.tolerances.heartbeat_slack
     cleared, cleared_text, cleared_idx = last_fault_cleared(view)
@@ -106,9 +199,20 @@ def check_lv1(view: RunView, exp: Expectations) -> Verdict:
     if cleared is None:
         return not_judged("LV1", cleared_text)
     bound = exp.recovery_bound
+    allowance, allowance_text = backoff_allowance(view, cleared, exp.tolerances)
     run_end = max(view.end_ts, view.start_ts + exp.duration)
-    check_at = min(cleared + bound, run_end)
+    check_at = min(cleared + bound + allowance, run_end)
+    # Not judged only if the run ended before the scenario's own bound ran out; a client not
+    # live by the end of a run that went past it fails, even if its allowance ran on further
+    # (the runner goes on as long as its deadline lets it: world.py).
     too_short = run_end < cleared + bound
+    bound_text = f"bound {bound} s" + (f" + {allowance_text}" if allowance else "")
+    past_end = (
+        f"; the run ended at {fmt(run_end)}, before the allowance ran out at "
+        f"{fmt(cleared + bound + allowance)}"
+        if allowance and run_end < cleared + bound + allowance
+        else ""
+    )
     idx_base = [cleared_idx] if cleared_idx is not None else []
     # Once the faults are gone, every session the client gets must heartbeat: a connection that
     # went live and then sat silent until the server closed it is the seed's failure, even if a
@@ -168,7 +272,7 @@ def check_lv1(view: RunView, exp: Expectations) -> Verdict:
         return fail(
             "LV1",
             f"{cleared_text}; no live session (READY/RESUMED sent, connection open) by "
-            f"{fmt(check_at)} (bound {bound} s){tail}{beat_text}"
+            f"{fmt(check_at)} ({bound_text}){past_end}{tail}{beat_text}"
             + (f"; {attempt}" if attempt else ""),
             idx_base
             + (
@@ -231,7 +335,9 @@ def check_lv1(view: RunView, exp: Expectations) -> Verdict:
     if conn.live.ts <= cleared:
         when = "and stayed up through it"
     else:
-        when = f"({conn.live.ts - cleared:.2f} s later, bound {bound} s)"
+        # The allowance is named only where the client needed it.
+        named = bound_text if conn.live.ts > cleared + bound else f"bound {bound} s"
+        when = f"({conn.live.ts - cleared:.2f} s later, {named})"
     return ok(
         "LV1",
         f"{cleared_text}; {live_text} {when}; "

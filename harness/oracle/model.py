@@ -51,11 +51,13 @@ class Tolerances:
     reidentify_slack: float = 1.5
     """RS5: the IDENTIFY comes reidentify_delay_min .. max (+ slack for reconnecting) s after."""
     backoff_growth: float = 1.5
-    """BO1: within a run of >= 4 failed attempts the gaps must grow by this factor ..."""
+    """BO1: within a run of failed attempts, one of the five waits after the largest wait so far
+    must grow it by this factor ..."""
     backoff_flat_ok: float = 2.0
-    """BO1: ... unless every gap after the first is at least this many seconds (a reached cap)."""
+    """BO1: ... until the largest wait so far reaches this many seconds (a reached cap)."""
     backoff_cap: float = 120.0
-    """BO1: no gap between attempts above this (the backoff is capped)."""
+    """BO1: no gap between attempts above this (the backoff is capped); LV1/ZB1: the most a
+    client's next backoff step may add to their bounds."""
     storm_window: float = 1.0
     storm_max_attempts: int = 4
     """BO1: more than storm_max_attempts connection attempts in storm_window seconds is a storm."""
@@ -81,7 +83,9 @@ class Expectations:
     outcome: Outcome | None = None
     """resume: it ends on the session it started; reidentify: on a new one; stop: not connected."""
     recovery_bound: float = 10.0
-    """LV1: seconds after the last fault clears by which the client must be live again."""
+    """LV1: seconds after the last fault clears by which the client must be live again, plus
+    the client's next backoff step if it was backing off then (``reconnect_backoff_factor`` x its
+    longest wait, see ``liveness.backoff_allowance``)."""
     duration: float = 0.0
     """How long the run lasted (trace times start at 0 with the run; 0: as long as its trace). A
     trace whose last record is earlier (a client that never connected leaves next to nothing) still

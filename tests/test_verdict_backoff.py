@@ -1,0 +1,198 @@
+"""Verdicts on clients whose reconnect waits are a random exponential backoff (issue 13): LV1
+allows the client's next backoff step after the last fault clears, and still fails a client that
+never comes back; BO1 judges the envelope of full-jitter waits, not each wait.
+
+The traces are shaped on real runs (validate --client discord.py / nextcord, the runs named in
+each test)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from harness.oracle.liveness import lv1_judged_by
+from harness.oracle.model import Expectations, Verdict
+from harness.oracle.view import RunView
+from harness.scenario import load_scenario
+from harness.world import RunOptions, run_scenario
+from tests.test_oracle_traces import Run, healthy_start
+
+
+def verdict(run: Run, inv: str, **exp: object) -> Verdict:
+    from harness.oracle import judge
+
+    return next(v for v in judge(run.records, None, Expectations(**exp)) if v.invariant == inv)  # type: ignore[arg-type]
+
+
+# LV1 --------------------------------------------------------------------------------------------
+
+
+def gateway_down(back_at: float | None, end: float) -> Run:
+    """gateway-down-2s as discord.py ran it: live from 0.1 s, the proxy in front of both URLs
+    down from 0.52 to 2.52 s (its refused attempts never reach the trace), then the client's
+    next attempt at ``back_at`` RESUMEs (None: it never comes back); the run ends at ``end``."""
+    run = healthy_start().beats(1, 0.5, 0.52, d=3)
+    run.fault("gateway-down", 0.52, "on", kind="proxy", action="down", target="both")
+    run.close(1, 0.523, "network", None, how="eof")
+    run.fault("gateway-down", 2.525, "off", kind="proxy", action="down", target="both")
+    if back_at is not None:
+        run.open(2, back_at, "resume").hello(2, back_at + 0.01)
+        run.resume(2, back_at + 0.02, "sess-a", 3).resumed(2, back_at + 0.03)
+        run.beats(2, back_at + 0.5, end, d=4)
+    return run.rec("note", end, text="world: run over, stopping the client")
+
+
+def test_lv1_allows_the_next_backoff_step_of_a_client_that_came_back_36_s_after_the_outage():
+    # discord.py / gateway-down-2s, the failing run of six: RESUMED 3.6 s after the gateway came
+    # back (bound 3 s); it had been backing off for 2 s when the proxy came up, and its next
+    # wait may be twice that.
+    v = verdict(gateway_down(6.12, 9.0), "LV1", outcome="resume", recovery_bound=3.0,
+                duration=6.5)
+    assert v.status == "pass", v.evidence
+    assert ("(3.63 s later, bound 3.0 s + 4.00 s backoff allowance: 2 x the client's wait of "
+            "2.00 s with both URLs down, from conn 1's end at 0.52 s to the clear, cap 120 s)"
+            ) in v.evidence
+
+
+def test_lv1_names_the_allowance_only_when_the_client_needed_it():
+    v = verdict(gateway_down(3.06, 6.5), "LV1", outcome="resume", recovery_bound=3.0,
+                duration=6.5)
+    assert v.status == "pass"
+    assert "(0.56 s later, bound 3.0 s);" in v.evidence
+
+
+def test_lv1_fails_a_client_that_never_comes_back_once_the_allowance_ran_out():
+    v = verdict(gateway_down(None, 10.0), "LV1", outcome="resume", recovery_bound=3.0,
+                duration=6.5)
+    assert v.status == "fail"
+    assert v.evidence.startswith(
+        "the last fault ('gateway-down') switched off at 2.52 s; no live session (READY/RESUMED "
+        "sent, connection open) by 9.53 s (bound 3.0 s + 4.00 s backoff allowance"
+    )
+    assert "it never became live again" in v.evidence
+
+
+def test_lv1_fails_a_client_not_back_when_the_run_ends_inside_its_allowance():
+    # The runner extends a run only so far (world.py); a client that is not live by its end,
+    # past the scenario's own bound, fails and the evidence says the allowance ran on.
+    v = verdict(gateway_down(None, 6.5), "LV1", outcome="resume", recovery_bound=3.0,
+                duration=6.5)
+    assert v.status == "fail"
+    assert "the run ended at 6.50 s, before the allowance ran out at 9.53 s" in v.evidence
+    # Before the scenario's own bound ran out, nothing can be said.
+    short = verdict(gateway_down(None, 5.0), "LV1", outcome="resume", recovery_bound=3.0)
+    assert short.status == "not_judged"
+
+
+def test_lv1_allowance_is_twice_the_longest_wait_seen_and_capped():
+    # nextcord / offline-reconnect-backoff run 2: every attempt reset at once, waits 0.97, 3.37
+    # and 0.27 s, then live 8.85 s after the clear (bound 8.5 s).
+    run = healthy_start().beats(1, 0.5, 0.5, d=3)
+    run.fault("every-connect-reset", 0.512, "on", target="both")
+    run.close(1, 0.512, "server", None, how="reset")
+    for conn, t in ((2, 0.521), (3, 1.487), (4, 4.865), (5, 5.143)):
+        run.open(conn, t, "resume").close(conn, t + 0.001, "network", None, how="reset")
+    run.fault("every-connect-reset", 5.513, "off", target="both")
+    run.open(6, 14.362, "resume").hello(6, 14.37).resume(6, 14.38, "sess-a", 3)
+    run.resumed(6, 14.39).beats(6, 14.5, 17.0, d=4).rec("note", 17.0, text="end")
+    exp = Expectations(outcome="resume", recovery_bound=8.5, duration=15.0)
+    v = verdict(run, "LV1", outcome="resume", recovery_bound=8.5, duration=15.0)
+    assert v.status == "pass", v.evidence
+    assert ("(8.88 s later, bound 8.5 s + 6.75 s backoff allowance: 2 x the client's wait of "
+            "3.38 s from conn 3's end at 1.49 s to conn 4 at 4.87 s, cap 120 s)") in v.evidence
+    assert lv1_judged_by(RunView(run.records), exp) == pytest.approx(5.513 + 8.5 + 6.754)
+    capped = replace(exp, tolerances=replace(exp.tolerances, backoff_cap=1.0))
+    assert lv1_judged_by(RunView(run.records), capped) == pytest.approx(5.513 + 8.5 + 1.0)
+
+
+def test_lv1_gives_a_client_that_retries_in_a_tight_loop_no_more_than_its_own_waits():
+    # A client retrying every 0.3 s that never gets a session: the allowance is 0.6 s, and it
+    # fails as soon as the bound plus that has passed.
+    run = healthy_start().beats(1, 0.5, 1.0, d=3)
+    run.fault("every-connect-reset", 1.0, "on", target="both").close(1, 1.0, "network", None)
+    t = 1.0
+    while t < 9.0:
+        run.open(int(t * 10), t + 0.3, "resume").close(int(t * 10), t + 0.301, "network", None)
+        t = round(t + 0.301, 3)
+    run.fault("every-connect-reset", 3.0, "off", target="both").rec("note", 9.0, text="end")
+    v = verdict(run, "LV1", outcome="resume", recovery_bound=3.0)
+    assert v.status == "fail"
+    assert "by 6.60 s (bound 3.0 s + 0.60 s backoff allowance" in v.evidence
+
+
+# The runner goes on until LV1 can judge ----------------------------------------------------------
+
+
+def gateway_down_scenario(duration: float, recovery_bound: float):
+    scenario = load_scenario("scenarios/gateway-down-2s.toml")
+    return replace(scenario, expect=replace(scenario.expect, duration=duration,
+                                            recovery_bound=recovery_bound))
+
+
+def test_a_run_goes_on_past_its_duration_while_the_clients_allowance_runs():
+    # The reference client in simulation comes back 0.72 s after the clear at 2.5 s: a run of
+    # 3 s would end before the 3 s bound ran out (LV1 not judged); it goes on instead.
+    result = run_scenario(gateway_down_scenario(3.0, 3.0), RunOptions(mode="sim"))
+    lv1 = next(v for v in result.verdicts if v.invariant == "LV1")
+    assert lv1.status == "pass", lv1.evidence
+    notes = [r["text"] for r in result.records if r.get("kind") == "note"]
+    assert any(t.startswith("world: the run goes on to 9.50 s, past its duration") for t in notes)
+
+
+def test_lv1_gives_no_allowance_for_time_a_usable_url_went_unused():
+    # f12: the resume URL's proxy is down, the discovery URL up. A client that keeps waiting on
+    # the resume URL (the stuck-on-stale-resume-url bug) was not backing off from failures the
+    # oracle could see, so it gets only the recovery bound.
+    run = healthy_start().beats(1, 0.5, 0.5, d=3)
+    run.fault("resume-host-down", 0.3, "on", kind="proxy", action="down", target="resume")
+    run.close(1, 0.5, "server", None, how="reset")
+    run.fault("resume-host-down", 6.3, "off", kind="proxy", action="down", target="resume")
+    run.open(2, 12.83, "resume").hello(2, 12.84).resume(2, 12.85, "sess-a", 3)
+    run.resumed(2, 12.86).beats(2, 13.0, 14.5, d=4).rec("note", 14.5, text="end")
+    v = verdict(run, "LV1", outcome="resume", recovery_bound=1.5, duration=9.0)
+    assert v.status == "fail"
+    assert "by 7.80 s (bound 1.5 s); the client was live again only at 12.86 s" in v.evidence
+
+
+# BO1 ---------------------------------------------------------------------------------------------
+
+
+def attempts_with_waits(waits: list[float]) -> Run:
+    """A session lost at 1.0 s, then attempts the network resets at once, ``waits`` apart (the
+    first at once, as discord.py and nextcord retry)."""
+    run = healthy_start().beats(1, 0.5, 1.0, d=3).close(1, 1.0, "server", None, how="reset")
+    t = 1.0
+    for conn, wait in enumerate([0.004, *waits], start=2):
+        t = round(t + wait, 6)
+        run.open(conn, t, "resume").close(conn, t + 0.001, "network", None, how="reset")
+        t += 0.001
+    return run.rec("note", t + 5.0, text="end")
+
+
+@pytest.mark.parametrize(
+    "waits",
+    [
+        [1.73, 0.33, 0.62],  # discord.py / offline-reconnect-backoff run 2 (BO1 "no backoff")
+        [0.97, 3.37, 0.27],  # nextcord / offline-reconnect-backoff run 2
+        [1.9, 0.2, 0.4, 0.3, 5.1, 14.0],  # uniform(0, 2^n): short draws after a long one
+    ],
+)
+def test_bo1_passes_full_jitter_backoff(waits: list[float]) -> None:
+    v = verdict(attempts_with_waits(waits), "BO1")
+    assert v.status == "pass", v.evidence
+
+
+@pytest.mark.parametrize(
+    "waits, largest",
+    [
+        ([0.5] * 8, "0.50"),  # a fixed short wait
+        ([0.9, 0.3, 0.7, 0.1, 0.8, 0.4, 0.6], "0.90"),  # random short waits, no growth
+        ([round(0.1 * k, 1) for k in range(1, 17)], "1.10"),  # a linear ramp from zero
+    ],
+)
+def test_bo1_still_fails_no_backoff_and_a_linear_ramp(waits: list[float], largest: str) -> None:
+    v = verdict(attempts_with_waits(waits), "BO1")
+    assert v.status == "fail"
+    assert v.evidence.startswith(f"no backoff: {len(waits) + 2} failed attempts from 0.00 s")
+    assert f"the 5 waits after the largest wait so far ({largest} s:" in v.evidence
