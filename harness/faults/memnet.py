@@ -116,6 +116,14 @@ class MemoryStream(trio.abc.HalfCloseableStream):
             # As trio's SocketStream: write first, then yield (the peer can read in the very
             # next scheduling round); wait only when the buffer is full.
             await checkpoint_if_cancelled()
+            out = self._out
+            self._check_send()
+            if not isinstance(data, memoryview) and 0 < len(data) <= out.capacity - len(out.buffer):
+                out.buffer += data  # it all fits: the common case, no view and no loop
+                if out.readable:
+                    out.readable.unpark_all()
+                await cancel_shielded_checkpoint()
+                return
             view = memoryview(data).cast("B")
             sent = 0
             waited = False
@@ -123,15 +131,16 @@ class MemoryStream(trio.abc.HalfCloseableStream):
                 self._check_send()
                 if sent >= len(view):
                     break
-                room = self._out.capacity - len(self._out.buffer)
+                room = out.capacity - len(out.buffer)
                 if room > 0:
                     piece = view[sent : sent + room]
-                    self._out.buffer += piece
+                    out.buffer += piece
                     sent += len(piece)
-                    self._out.readable.unpark_all()
+                    if out.readable:
+                        out.readable.unpark_all()
                     continue
                 waited = True
-                await self._out.writable.park()
+                await out.writable.park()
             if not waited:
                 await cancel_shielded_checkpoint()
         finally:
@@ -172,9 +181,14 @@ class MemoryStream(trio.abc.HalfCloseableStream):
                 pipe = self._in
                 if pipe.buffer:
                     n = len(pipe.buffer) if max_bytes is None else min(max_bytes, len(pipe.buffer))
-                    data = bytes(pipe.buffer[:n])
-                    del pipe.buffer[:n]
-                    pipe.writable.unpark_all()
+                    if n == len(pipe.buffer):
+                        data = bytes(pipe.buffer)
+                        pipe.buffer.clear()
+                    else:
+                        data = bytes(pipe.buffer[:n])
+                        del pipe.buffer[:n]
+                    if pipe.writable:
+                        pipe.writable.unpark_all()
                     break
                 if pipe.reset:
                     if not pipe.reset_reported:
