@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -46,7 +47,12 @@ from fake_gateway.opened import OpenedGateway, open_gateway
 from fake_gateway.server import FakeGateway
 from fake_gateway.tls import TLSFiles, make_tls
 from gateway_common.errors import UserError, user_error_in
-from gateway_common.facts import LISTENERS
+from gateway_common.facts import (
+    LISTENERS,
+    OP_HEARTBEAT,
+    OP_HEARTBEAT_ACK,
+    POLICY_CONTROLS,
+)
 from gateway_common.trace import (
     KIND_CONN_OPEN,
     KIND_FAULT,
@@ -154,6 +160,9 @@ class _World:
         self._client_started = 0.0
         self._startup_error: str | None = None
         self._deadline_scope: trio.CancelScope | None = None
+        # _normalised_records' copies, made once per record (the run polls them as it settles)
+        self._normalised: list[Record] = []
+        self._normalised_t0 = self.t0
         self._deadline_text = (f"{scenario.expect.duration + options.deadline_slack:g} s"
                                + ("" if self.sim else f" + {options.startup_timeout:g} s to start"))
 
@@ -344,7 +353,10 @@ class _World:
                 now = trio.current_time()
                 if not self._steps_done():
                     continue
-                if run_settled(self.scenario, self._normalised_records(), now - self.t0):
+                records = self._normalised_records()
+                if not _may_have_settled(self.scenario, records):
+                    continue
+                if run_settled(self.scenario, records, now - self.t0):
                     return
             later = self._lv1_judged_by()
             if later is None or later <= end + 1e-9 or end >= hard_end:
@@ -542,13 +554,18 @@ class _World:
     def _normalised_records(self) -> list[Record]:
         """Trace records with times relative to the start of the run: 0.0 is the client's first
         contact (the world's start in simulation, or when the client never made one). What the
-        harness did before it (set-up notes, faults switched on ahead) is placed at 0.0."""
-        out = []
-        for rec in self.trace.records:
+        harness did before it (set-up notes, faults switched on ahead) is placed at 0.0.
+
+        Each record is copied once (records are never changed once traced); a new list each
+        call."""
+        if self._normalised_t0 != self.t0:  # first contact moved the start: copy them again
+            self._normalised, self._normalised_t0 = [], self.t0
+        out, t0 = self._normalised, self.t0
+        for rec in itertools.islice(self.trace.records, len(out), None):
             rec = dict(rec)
-            rec["ts"] = max(0.0, round(rec["ts"] - self.t0, 6))
+            rec["ts"] = max(0.0, round(rec["ts"] - t0, 6))
             out.append(rec)
-        return out
+        return list(out)
 
     def _normalise_delivery(self, rec: Record) -> Record:
         rec = dict(rec)
@@ -598,6 +615,33 @@ def _startup_error(outcome: ClientOutcome, timeout: float) -> str:
         what = (f"client did not start within {timeout:g} s (no connection attempt, no REST "
                 f"request; see --startup-timeout)")
     return what + (f"; last stderr line: {last}" if last is not None else "")
+
+
+def _may_have_settled(scenario: Scenario, records: list[Record], beats: int = 2) -> bool:
+    """False when ``run_settled`` (with ``beats``) cannot hold yet, read in one pass over the
+    records instead of the oracle's whole view of them.
+
+    Unless the scenario expects the client to stop, ``run_settled`` needs ``beats`` heartbeats
+    at or after the moment the last fault cleared, on one live connection, each ACKed later.
+    That moment is no earlier than any fault's "off" record (a policy control's aside: it opens
+    no fault window), so at least ``beats`` heartbeats at or after the latest such record, and
+    an ACK after the ``beats``-th of them, are needed."""
+    if scenario.expect.outcome == "stop":
+        return True
+    cleared = 0.0
+    for rec in records:
+        if (rec["kind"] == KIND_FAULT and rec.get("state") == "off"
+                and (rec.get("params") or {}).get("action") not in POLICY_CONTROLS):
+            cleared = max(cleared, float(rec["ts"]))
+    seen = 0
+    for rec in records:
+        kind = rec["kind"]
+        if seen < beats:
+            if kind == "frame_in" and rec.get("op") == OP_HEARTBEAT and rec["ts"] >= cleared:
+                seen += 1
+        elif kind == "frame_out" and rec.get("op") == OP_HEARTBEAT_ACK:
+            return True
+    return False
 
 
 def _process_verdict(outcome: ClientOutcome, expects_stop: bool, error: str | None) -> Verdict:
