@@ -1,14 +1,22 @@
 """Benchmark: how many concurrent sessions with a 1 s heartbeat the fake gateway holds on one core,
-and the heartbeat -> ACK latency they see.
+and the heartbeat -> ACK latency they see, against a plain websockets echo server's.
 
-    python bench/bench_gateway.py --sessions 1000 --duration 30
+    python bench/bench_gateway.py --sessions 1000 --duration 30 [--repeat 3]
 
 The gateway runs in its own process pinned to one CPU (`--server-cpu`); the load generator runs
 in this process, pinned to another CPU if there is one. The load generator speaks WebSocket by
 hand (pre-masked frames, minimal parsing) so its own cost stays small next to the server's.
 Every session IDENTIFYs, then heartbeats every interval (first beat at a random phase); the
-latency of each heartbeat is the time from sending it to reading its op 11. Prints a summary and
-one JSON line. Not a test: nothing here asserts.
+latency of each heartbeat is the time from sending it to reading its op 11.
+
+The same load then runs against the baseline: a plain `websockets.trio` server with the
+gateway's settings that answers every frame with a canned ACK (`--echo-baseline` measures it
+alone). The measured seconds are split into `--rounds` windows per server, the two servers
+alternating (gateway, echo, echo, gateway, ...) so that a busy spell of a shared machine hits
+both alike; each window starts its server afresh and ramps its sessions up again. Prints each
+server's pooled figures, the ratio gateway/echo of the ACK p99 (issue 16's goal: <= 2) and p50,
+and one JSON line; `--repeat N` does N such runs and prints the median ratio. Not a test:
+nothing here asserts.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import argparse
 import base64
 import gc
 import json
+import math
 import os
 import random
 import statistics
@@ -24,6 +33,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
@@ -160,7 +170,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def load(args: argparse.Namespace, host: str, port: int, token: str, server_pid: int
-               ) -> dict[str, object]:
+               ) -> dict[str, Any]:
     stats = Stats()
     stop = trio.Event()
     rng = random.Random(args.seed)
@@ -176,31 +186,50 @@ async def load(args: argparse.Namespace, host: str, port: int, token: str, serve
         stats.measuring = True
         cpu_before, wall_before = cpu_seconds(server_pid), time.perf_counter()
         load_before = cpu_seconds(os.getpid())
-        await trio.sleep(args.duration)
+        await trio.sleep(args.duration / args.rounds)
         cpu_used = cpu_seconds(server_pid) - cpu_before
         load_used = cpu_seconds(os.getpid()) - load_before
         wall = time.perf_counter() - wall_before
         stats.measuring = False
         stop.set()
         nursery.cancel_scope.cancel()
-    lat = sorted(stats.latencies)
-
-    def pct(p: float) -> float:
-        return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 2) if lat else float("nan")
-
     return {
         "sessions_requested": args.sessions,
         "sessions_identified": stats.identified,
         "closed_early": stats.closed_early,
         "close_codes": sorted(set(stats.close_codes), key=str),
         "interval_s": args.interval,
+        "measured_s": args.duration / args.rounds,
+        "server_cpu_s": cpu_used,
+        "load_generator_cpu_s": load_used,
+        "wall_s": wall,
+        "latencies": stats.latencies,
+    }
+
+
+def summary(windows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One server's figures over its measured windows (latencies pooled)."""
+    lat = sorted(x for w in windows for x in w["latencies"])
+    wall = sum(w["wall_s"] for w in windows)
+    measured = sum(w["measured_s"] for w in windows)
+
+    def pct(p: float) -> float:
+        return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 2) if lat else math.nan
+
+    return {
+        "sessions_identified": min(w["sessions_identified"] for w in windows),
+        "closed_early": sum(w["closed_early"] for w in windows),
+        "close_codes": sorted({c for w in windows for c in w["close_codes"]}, key=str),
+        "windows": len(windows),
         "acks_measured": len(lat),
-        "acks_per_s": round(len(lat) / args.duration, 1),
+        "acks_per_s": round(len(lat) / measured, 1),
         "ack_latency_ms": {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99),
                            "max": round(lat[-1] * 1000, 2) if lat else None,
                            "mean": round(statistics.fmean(lat) * 1000, 2) if lat else None},
-        "server_cpu_percent_of_one_core": round(100 * cpu_used / wall, 1),
-        "load_generator_cpu_percent": round(100 * load_used / wall, 1),
+        "server_cpu_percent_of_one_core":
+            round(100 * sum(w["server_cpu_s"] for w in windows) / wall, 1),
+        "load_generator_cpu_percent":
+            round(100 * sum(w["load_generator_cpu_s"] for w in windows) / wall, 1),
     }
 
 
@@ -231,8 +260,50 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def serve_echo(args: argparse.Namespace) -> None:
-    """Baseline server: HELLO, then READY for the first frame and a canned ACK for every later
-    one, no parsing at all. Shows what the machine and the load generator allow by themselves."""
+    """Baseline server: a plain websockets echo server (`websockets.trio`, the library and
+    settings the gateway uses) that answers HELLO on connect, READY to the first frame and a
+    canned ACK to every later one: no parsing, no protocol core, no trace. What the gateway's
+    WebSocket layer costs by itself under the same load."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.trio.server import ServerConnection, serve
+
+    from fake_gateway.server import tune_gc_for_a_server_process
+
+    hello = json.dumps({"op": 10, "d": {"heartbeat_interval": int(args.interval * 1000)},
+                        "s": None, "t": None}, separators=(",", ":"))
+    ready = '{"op":0,"t":"READY","s":1,"d":{}}'
+    ack = '{"op":11,"d":null,"s":null,"t":null}'
+
+    async def handle(ws: ServerConnection) -> None:
+        try:
+            await ws.send(hello)
+            reply = ready
+            async for _ in ws:
+                await ws.send(reply)
+                reply = ack
+        except ConnectionClosed:
+            pass  # the load generator resets its connections at the end
+
+    async def run() -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                lambda task_status: serve(
+                    handle, listeners=listeners, compression=None, ping_interval=None,
+                    ping_timeout=None, max_size=2**20, server_header=None,
+                    task_status=task_status))
+            tune_gc_for_a_server_process()  # as the gateway's process does
+            print(json.dumps({"gateway_url": f"ws://127.0.0.1:{port}", "token": "x"}),
+                  flush=True)
+
+    trio.run(run)
+
+
+def serve_raw(args: argparse.Namespace) -> None:
+    """Floor server: HELLO, then READY for the first read and a canned ACK for every later one,
+    no WebSocket library and no parsing at all. Shows what the machine and the load generator
+    allow by themselves."""
 
     def frame(payload: bytes) -> bytes:
         return bytes([0x81, len(payload)]) + payload
@@ -264,6 +335,39 @@ def serve_echo(args: argparse.Namespace) -> None:
     trio.run(run)
 
 
+SERVERS = {"gateway": serve, "echo": serve_echo, "raw": serve_raw}
+
+
+def measure(args: argparse.Namespace, kind: str) -> dict[str, Any]:
+    """Start one server process (`kind` of SERVERS), load it for one window, stop it."""
+    cpus = os.sched_getaffinity(0)
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve-only", kind, "--interval", str(args.interval),
+         "--server-cpu", str(-1 if args.no_pin else args.server_cpu), "--seed", str(args.seed),
+         "--timer-resolution", str(args.timer_resolution)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        info = json.loads(server.stdout.readline())
+        if not args.no_pin and args.load_cpu in cpus and args.load_cpu != args.server_cpu:
+            os.sched_setaffinity(0, {args.load_cpu})
+        host, port = info["gateway_url"].removeprefix("ws://").rsplit(":", 1)
+        return trio.run(load, args, host, int(port), info["token"], server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        os.sched_setaffinity(0, cpus)
+
+
+def describe(kind: str, args: argparse.Namespace, result: dict[str, Any]) -> str:
+    lat = result["ack_latency_ms"]
+    return (f"{kind:7}: {result['sessions_identified']}/{args.sessions} sessions, heartbeat "
+            f"every {args.interval}s, {result['acks_per_s']} ACKs/s over {args.duration}s "
+            f"({result['windows']} windows); ACK latency p50 {lat['p50']} ms, p99 {lat['p99']} "
+            f"ms, max {lat['max']} ms; server CPU {result['server_cpu_percent_of_one_core']}% "
+            f"of one core; {result['closed_early']} sessions closed early")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=1000)
@@ -276,41 +380,54 @@ def main() -> None:
     parser.add_argument("--timer-resolution", type=float, default=0.0,
                         help="GatewayConfig.timer_resolution for the server")
     parser.add_argument("--no-pin", action="store_true", help="let the OS place both processes")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="windows per server: the measured seconds are split into this "
+                             "many windows, gateway and echo baseline alternating")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="whole runs (each its own ratio); prints the median ratio")
     parser.add_argument("--echo-baseline", action="store_true",
-                        help="measure a trivial canned-ACK server instead of the fake gateway")
-    parser.add_argument("--serve-only", action="store_true", help=argparse.SUPPRESS)
+                        help="measure only the websockets echo server")
+    parser.add_argument("--raw-baseline", action="store_true",
+                        help="also measure a canned-ACK server with no WebSocket library")
+    parser.add_argument("--serve-only", choices=sorted(SERVERS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_only:
         if args.server_cpu >= 0:
             os.sched_setaffinity(0, {args.server_cpu})
-        if args.echo_baseline:
-            serve_echo(args)
-        else:
-            serve(args)
+        SERVERS[args.serve_only](args)
         return
-    cpus = os.sched_getaffinity(0)
-    server = subprocess.Popen(
-        [sys.executable, __file__, "--serve-only", "--interval", str(args.interval),
-         "--server-cpu", str(-1 if args.no_pin else args.server_cpu), "--seed", str(args.seed),
-         "--timer-resolution", str(args.timer_resolution)]
-        + (["--echo-baseline"] if args.echo_baseline else []),
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout is not None
-        info = json.loads(server.stdout.readline())
-        if not args.no_pin and args.load_cpu in cpus and args.load_cpu != args.server_cpu:
-            os.sched_setaffinity(0, {args.load_cpu})
-        host, port = info["gateway_url"].removeprefix("ws://").rsplit(":", 1)
-        result = trio.run(load, args, host, int(port), info["token"], server.pid)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-    lat = result["ack_latency_ms"]
-    print(f"{result['sessions_identified']}/{args.sessions} sessions, heartbeat every "
-          f"{args.interval}s, {result['acks_per_s']} ACKs/s measured over {args.duration}s; "
-          f"ACK latency p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms; "  # type: ignore[index]
-          f"server CPU {result['server_cpu_percent_of_one_core']}% of one core; "
-          f"{result['closed_early']} sessions closed early", file=sys.stderr)
+    kinds = ["echo"] if args.echo_baseline else ["gateway", "echo"]
+    if args.raw_baseline:
+        kinds.append("raw")
+    runs: list[dict[str, Any]] = []
+    for _ in range(max(1, args.repeat)):
+        windows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+        for window in range(args.rounds):
+            # Alternate the order (G E, E G, ...) so that a slow spell of a shared machine
+            # falls on both servers alike.
+            for kind in kinds if window % 2 == 0 else kinds[::-1]:
+                windows[kind].append(measure(args, kind))
+        run: dict[str, Any] = {kind: summary(w) for kind, w in windows.items()}
+        for kind in kinds:
+            print(describe(kind, args, run[kind]), file=sys.stderr)
+        if "gateway" in run:
+            ours, echo = run["gateway"]["ack_latency_ms"], run["echo"]["ack_latency_ms"]
+            run["p99_ratio_vs_echo"] = round(ours["p99"] / echo["p99"], 2)
+            run["p50_ratio_vs_echo"] = round(ours["p50"] / echo["p50"], 2)
+            print(f"gateway/echo: ACK p99 x{run['p99_ratio_vs_echo']:.2f} (goal <= 2), "
+                  f"p50 x{run['p50_ratio_vs_echo']:.2f}", file=sys.stderr)
+        runs.append(run)
+    result: dict[str, Any] = {"nproc": os.cpu_count(), "runs": runs}
+    if "gateway" in kinds:
+        result["median_p99_ratio_vs_echo"] = statistics.median(
+            r["p99_ratio_vs_echo"] for r in runs)
+        result["median_p50_ratio_vs_echo"] = statistics.median(
+            r["p50_ratio_vs_echo"] for r in runs)
+        result["goal_p99_met"] = result["median_p99_ratio_vs_echo"] <= 2.0
+        if len(runs) > 1:
+            print(f"median of {len(runs)} runs: gateway/echo ACK p99 "
+                  f"x{result['median_p99_ratio_vs_echo']:.2f} (goal <= 2), "
+                  f"p50 x{result['median_p50_ratio_vs_echo']:.2f}", file=sys.stderr)
     print(json.dumps(result))
 
 

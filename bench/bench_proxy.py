@@ -12,8 +12,9 @@ All on loopback. One echo server (a separate process) behind these paths:
   trio-min  client -> a 20-line raw trio relay -> echo (the floor any trio proxy pays)
 Measures round-trip time of a 1 KiB echo (p50/p99 over all rounds, paths interleaved in batches
 of 100; "added" = path minus direct) and throughput of 64 KiB chunks streamed through and echoed
-back. Prints a table, the ratios ours/toxiproxy and ours/socat, and one JSON line.
-Goals (issue 3): our added p50 <= 2x socat's; our throughput >= 30% of socat's.
+back. Prints a table, the ratios ours/trio-min, ours/toxiproxy and ours/socat, and one JSON
+line. Goals: our added p50 <= 1.2x the trio relay's measured in the same run (issue 16);
+our added p50 <= 2x socat's; our throughput >= 30% of socat's (issue 3).
 """
 
 from __future__ import annotations
@@ -259,6 +260,19 @@ def main() -> int:
     summary: dict[str, object] = {
         "results": results, "socat": bool(socat), "toxiproxy": bool(toxiproxy)
     }
+    ours_r, floor_r = results["ours"], results["trio-min"]
+    floor_ratio = ours_r["added_p50_us"] / max(floor_r["added_p50_us"], 1e-9)
+    summary |= {
+        "added_p50_ratio_vs_trio_min": round(floor_ratio, 2),
+        "added_p99_ratio_vs_trio_min": round(
+            ours_r["added_p99_us"] / max(floor_r["added_p99_us"], 1e-9), 2
+        ),
+        "goal_trio_min_met": floor_ratio <= 1.2,
+    }
+    print(
+        f"ours/trio-min: added p50 x{floor_ratio:.2f} (goal <= 1.2), "
+        f"added p99 x{summary['added_p99_ratio_vs_trio_min']:.2f}"
+    )
     if toxiproxy:
         ours_r, real_r = results["ours"], results["toxiproxy"]
         ratios = {
