@@ -37,8 +37,9 @@ Fairness (a correct client can pass every schedule this module generates):
   time-triggered fault ends inside the horizon; the run then lasts ``quiet`` more seconds so the
   client can back off, reconnect and heartbeat again before the run ends;
 - the liveness bound (``recovery_bound``) allows a full backoff at the reference client's cap
-  (60 s) plus the 1-5 s re-identify wait and one identify slot; a fault triggered by a protocol
-  event may still fire late, in which case LV1 is reported not judged rather than failed;
+  (60 s) plus the 1-5 s re-identify wait and one identify slot; a run whose client is not live
+  again at its end goes on in simulation until that bound has run out (the world's run-end
+  logic), so a client that never comes back fails LV1 rather than leaving it not judged;
 - heartbeat-deadline policy changes and session-start-limit changes are not generated (they
   change what "correct" means rather than inject a fault);
 - frame faults (``server_frames``) pick only frames whose loss, delay or repetition a correct
@@ -450,10 +451,14 @@ def schedules(
     kinds: Sequence[str] | None = None,
     gateway: GatewayKnobs | None = None,
     name: str = "fuzz",
+    compression: str | None = None,
 ) -> st.SearchStrategy[Scenario]:
     """Generated disconnect schedules as runnable Scenarios (see the module docstring).
 
     ``tls``: None draws it (TLS handshakes are where the seed failure lives), True/False fixes it.
+    ``compression``: None draws the transport compression, none or zlib-stream (what most real
+    clients ask for: a new connection's fresh zlib context is where reuses-zlib-inflater's bug
+    lives; shrinks to none); a value fixes it.
     ``seeds``: the run seed strategy (default: any 32-bit seed, shrinking to 0).
     ``steps``: a custom step strategy (default: :func:`fault_steps`).
     ``kinds``: only these fault kinds (names from ``FAULT_KINDS``), e.g. ``("reset", "proxy")``.
@@ -469,18 +474,21 @@ def schedules(
     seed_strategy = seeds if seeds is not None else st.integers(0, 2**32 - 1)
     tls_strategy = st.booleans() if tls is None else st.just(tls)
     knobs = gateway or fuzz_gateway()
+    compression_strategy = (st.sampled_from(("none", "zlib-stream")) if compression is None
+                            else st.just(compression))
 
     @st.composite
     def build(draw: st.DrawFn) -> Scenario:
         # The list comes last: Hypothesis deletes list elements most easily when no other draw
         # follows them.
         use_tls = draw(tls_strategy)
+        compress = draw(compression_strategy)
         seed = draw(seed_strategy)
         drawn = draw(st.lists(step_strategy, max_size=limits.max_faults))
         if steps is None:
             drawn = _accumulate_gaps(drawn, limits.horizon)
-        return make_schedule(drawn, limits, seed=seed, gateway=replace(knobs, tls=use_tls),
-                             name=name)
+        return make_schedule(drawn, limits, seed=seed,
+                             gateway=replace(knobs, tls=use_tls, compression=compress), name=name)
 
     return build()
 

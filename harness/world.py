@@ -87,6 +87,9 @@ SIM_HOST = "127.0.0.1"  # memnet addresses look like TCP ones so TLS certificate
 # How long a client may take from its start to its first connection attempt (wall clock): a
 # Node.js client on a busy machine needs seconds; one that needs a minute is not starting.
 STARTUP_TIMEOUT_S = 60.0
+# Seconds a run keeps of its deadline to stop the client (SIGTERM, SIGKILL 5 s later:
+# adapters.process.STOP_GRACE_S) and clear the faults, when it goes on past its duration for LV1.
+_STOP_MARGIN = 8.0
 
 
 @dataclass
@@ -334,7 +337,7 @@ class _World:
 
         A client not live again by then, whose backoff allowance (LV1's ``lv1_judged_by``) runs
         past the duration, gets the run extended until LV1 can judge it, by at most
-        ``_extension_limit()``: past that LV1 fails it, naming the allowance it did not use up."""
+        ``_extension_limit()``: past that LV1 fails it, naming the allowance that ran on."""
         end = self.t0 + self.scenario.expect.duration
         hard_end = end + self._extension_limit()
         poll = max(0.25, self.config.heartbeat_interval / 2)
@@ -362,15 +365,34 @@ class _World:
             if later is None or later <= end + 1e-9 or end >= hard_end:
                 return
             end = min(later, hard_end)
+            if self.sim and self._deadline_scope is not None:  # virtual time: room to stop
+                self._deadline_scope.deadline = max(self._deadline_scope.deadline,
+                                                    end + self.options.deadline_slack)
             self.trace.record(KIND_NOTE, text=(
                 f"world: the run goes on to {end - self.t0:.2f} s, past its duration: LV1 "
                 "allows the client its next backoff step after the last fault cleared"))
 
     def _extension_limit(self) -> float:
-        """Seconds a run may go on past its duration for LV1 (``_wait_until_settled``): a third
-        of the deadline slack, which leaves the rest of it (and of the client process's own
-        deadline, half the slack past the duration) for stopping the client."""
-        return self.options.deadline_slack / 3
+        """Seconds a run may go on past its duration for LV1 (``_wait_until_settled``).
+
+        On the wall clock, the room its deadlines leave: the run's (duration + deadline slack
+        from first contact) and the client process's (duration + half the slack + the start-up
+        timeout from its start), less ``_STOP_MARGIN`` to stop the client and clear the faults:
+        22 s with the default 30 s slack. (nextcord drew a 23.8 s wait, uniform(0, 32), after
+        five failed attempts in offline-reconnect-backoff; 10 s ended that run first.) In
+        simulation, where a virtual minute costs a fraction of a second, as long as LV1 may need:
+        the recovery bound plus the largest backoff allowance (a generated schedule's bound is
+        75 s, longer than its run: a client that never comes back must fail LV1, not leave it
+        not judged)."""
+        options = self.options
+        if self.sim:
+            exp = self.scenario.expect
+            return max(options.deadline_slack / 3,
+                       exp.recovery_bound + exp.tolerances.backoff_cap)
+        run_room = options.deadline_slack - _STOP_MARGIN
+        process_room = (self._client_started + options.deadline_slack / 2
+                        + options.startup_timeout - self.t0 - _STOP_MARGIN)
+        return max(0.0, min(run_room, process_room))
 
     def _lv1_judged_by(self) -> float | None:
         """When (trio time) LV1 can judge the run so far (None: no such time, or it already

@@ -263,3 +263,36 @@ def test_a_tls_schedule_replays_to_the_same_hash_in_another_process(tmp_path: Pa
         match = HASH.search(proc.stdout)
         assert match is not None, proc.stderr
         assert match.group(1) == here
+
+
+def test_a_generated_schedule_runs_until_a_client_that_never_comes_back_fails_liveness() -> None:
+    # reuses-zlib-inflater never decodes a frame after its first connection: with the default
+    # 75 s bound, a run of the horizon plus 15 quiet seconds left LV1 not judged (issue 13). In
+    # simulation the run goes on while the client is not live, until the bound has run out.
+    from harness.schedules import fuzz_gateway
+
+    scenario = make_schedule([Step(name="", kind="control", action="reset",
+                                   start=Trigger(at=1.0))],
+                             seed=3, gateway=replace(fuzz_gateway(), compression="zlib-stream"))
+    assert scenario.expect.duration == 25.0
+    result = run_schedule(scenario, "reuses-zlib-inflater")
+    lv1 = next(v for v in result.verdicts if v.invariant == "LV1")
+    assert lv1.status == "fail", lv1.evidence
+    assert "by 76.00 s (bound 75.0 s); it never became live again" in lv1.evidence
+    assert result.records[-1]["ts"] >= 76.0  # the run went on past its 25 s
+    # the reference client is live again at once: the run stops early, as before
+    reference = run_schedule(scenario, "reference")
+    assert reference.passed and reference.records[-1]["ts"] < 25.0
+
+
+def test_a_default_campaign_finds_the_reused_zlib_inflater() -> None:
+    # Every fault kind, the default limits: the campaign draws zlib-stream compression (what
+    # most real clients ask for) and judges LV1 within the run.
+    config = CampaignConfig(examples=BUDGET, seed=1, client="reuses-zlib-inflater",
+                            out_dir=None, database=None, baseline="reference", shrink_time=60)
+    result = run_campaign(config)
+    assert result.failures, f"nothing found in {result.examples_run} runs"
+    failure = result.failures[0]
+    assert failure.invariant in EXPECTED_INVARIANTS["reuses-zlib-inflater"]
+    assert failure.scenario.gateway.compression == "zlib-stream"
+    assert run_schedule(failure.scenario, "reference").passed
