@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import trio
+from trio.lowlevel import ParkingLot
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close as CloseFrame
 from websockets.frames import Opcode
@@ -107,14 +108,15 @@ class TappedStream(trio.abc.HalfCloseableStream):
 
     def _swallow(self) -> bool:
         core = self.core
-        if core is None:
+        if core is None or not core.ignore_client_close:
             return False
         # close_rcvd is set while parsing, before websockets writes its echo of the close.
         received = self.ws is not None and self.ws.protocol.close_rcvd is not None
-        return core.ignore_client_close and (self.close_frame_seen or received)
+        return self.close_frame_seen or received
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._handshake()
+        if not self._tls_done:  # (every frame passes here: no coroutine once TLS is up)
+            await self._handshake()
         if self._swallow():
             return
         if self.core is not None and self.core.silent:
@@ -131,7 +133,8 @@ class TappedStream(trio.abc.HalfCloseableStream):
         await self._stream.wait_send_all_might_not_block()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        await self._handshake()
+        if not self._tls_done:
+            await self._handshake()
         try:
             data = await self._stream.receive_some(max_bytes)
         except trio.BrokenResourceError:
@@ -253,6 +256,39 @@ class GatewayWSConnection(ServerConnection):
                 exc.__traceback__ = None
 
 
+class _DrainLock:
+    """Held while one task carries out a connection's queued actions (`FakeGateway._drain`),
+    so the handler and the sender never interleave their frames. Every frame takes it, so a
+    free lock is taken with no await at all (a `trio.Lock`, or `async with` on any lock, costs
+    a coroutine or two and trio's ownership bookkeeping per frame); a held one is waited for
+    in order and handed over on release, as `trio.Lock` does."""
+
+    __slots__ = ("held", "_waiting")
+
+    def __init__(self) -> None:
+        self.held = False
+        self._waiting = ParkingLot()
+
+    def try_acquire(self) -> bool:
+        if self.held:
+            return False
+        self.held = True
+        return True
+
+    async def wait_acquire(self) -> None:
+        """Take it once free (the caller's try_acquire failed)."""
+        if self.held:
+            await self._waiting.park()  # on return it is ours: release handed it over
+        else:
+            self.held = True
+
+    def release(self) -> None:
+        if self._waiting:
+            self._waiting.unpark()
+        else:
+            self.held = False
+
+
 @dataclass
 class _Link:
     """What the driver keeps per WebSocket connection."""
@@ -261,7 +297,7 @@ class _Link:
     stream: TappedStream
     conn: ConnectionCore
     wake: trio.Event = field(default_factory=trio.Event)
-    lock: EagerLock = field(default_factory=EagerLock)
+    lock: _DrainLock = field(default_factory=_DrainLock)
     scheduled: float | None = None  # the deadline the timer heap holds for it
     tasks: trio.Nursery | None = None  # the handler's nursery (the closing handshake runs here)
     ending: bool = False  # the core closed it: a task ends TCP if the close gets stuck
@@ -369,7 +405,17 @@ class FakeGateway:
             # A later deadline is found when the earlier entry pops; but if that entry is what
             # the timer task sleeps until (a heartbeat moved it on), sleep on past it instead.
             if scope is not None and link.scheduled == scope.deadline:
-                scope.deadline = self._timer_target()
+                # (With many connections this is nearly every heartbeat: the one whose entry
+                # is on top is the one that beats next. Its new deadline is known, so its entry
+                # moves now, and trio's deadline is set only if the earliest one changed.)
+                heap = self._deadlines
+                conn_id = link.conn.conn_id
+                if deadline is not None and heap and heap[0] == (link.scheduled, conn_id):
+                    link.scheduled = deadline
+                    heapq.heapreplace(heap, (deadline, conn_id))
+                target = self._timer_target()
+                if target != scope.deadline:
+                    scope.deadline = target
             return
         link.scheduled = deadline
         heapq.heappush(self._deadlines, (deadline, link.conn.conn_id))
@@ -534,7 +580,10 @@ class FakeGateway:
 
     async def _drain(self, link: _Link) -> bool:
         """Carry out the connection's queued actions in order; True once it is finished."""
-        async with link.lock:
+        lock = link.lock
+        if not lock.try_acquire():
+            await lock.wait_acquire()
+        try:
             while link.conn.actions:
                 for action in link.conn.take_actions():
                     if isinstance(action, Send):
@@ -556,6 +605,8 @@ class FakeGateway:
                         async with link.ws.send_context():
                             link.ws.protocol.writes.append(action.data)
             return link.conn.closed
+        finally:
+            lock.release()
 
     def _connection_ended(self, stream: TappedStream) -> None:
         """The TCP connection is gone: record it if nothing else has."""
