@@ -79,15 +79,18 @@ class ChunkQueue:
 
     def push(self, item: Item) -> None:
         self.items.append(item)
-        self.not_empty.unpark_all()
+        if self.not_empty:  # (unpark_all with nobody parked still costs a call chain)
+            self.not_empty.unpark_all()
 
     def extend(self, items: Iterable[Item]) -> None:
         self.items.extend(items)
-        self.not_empty.unpark_all()
+        if self.not_empty:
+            self.not_empty.unpark_all()
 
     def pop(self) -> Item:
         item = self.items.popleft()
-        self.not_full.unpark_all()
+        if self.not_full:
+            self.not_full.unpark_all()
         return item
 
 
@@ -359,7 +362,8 @@ class Link:
             return False
         finally:
             self._sending = False
-            self._send_done.unpark_all()
+            if self._send_done:  # (the writer waits here only when a toxic came meanwhile)
+                self._send_done.unpark_all()
 
     async def _run_stage(self, stage: Stage) -> None:
         while not stage.removed:
