@@ -31,3 +31,13 @@ def test_a_successful_resume_on_the_discovery_url_says_no_events_were_lost():
         "discovery URL significantly faster than normal;"
     )
 
+
+
+def test_an_unanswered_resume_on_the_discovery_url_is_no_excuse_for_itself():
+    # The RESUME's own connection, not live yet, used to count as "the resume URL failed".
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).close(1, 2.0, "network", None, how="reset")
+    run.open(2, 2.5, "discovery").hello(2, 2.51).resume(2, 2.6, "sess-a", 3)
+    v = rs1(run.rec("note", 6.0, text="end"))
+    assert v.status == "fail", v.evidence
+    assert "on the 'discovery' URL, not resume_gateway_url;" in v.evidence
+    assert "no events lost" not in v.evidence

@@ -122,7 +122,9 @@ def _resume_path_failing(view: RunView, loss: Loss, nxt: Frame) -> str | None:
             code = close.get("code")
             return f"the server closed conn {conn.id} with {code} (start a new session)"
         if conn.live is None:
-            resumed = any(f.op == OP_RESUME for f in conn.frames_in)
+            # A RESUME on a discovery connection still waiting for its answer is the attempt
+            # being judged, not a failure of the resume path.
+            resumed = any(f.op == OP_RESUME for f in conn.frames_in if f.idx != b_idx)
             if conn.listener == "resume" or resumed:
                 return f"conn {conn.id} to the resume URL failed ({conn.describe_close()})"
     for f in view.frames_out:
