@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["lint", "tests"]
@@ -140,7 +142,9 @@ MUTATION_TARGETS: dict[str, dict[str, list[str]]] = {
     "oracle": {
         "mutate": ["harness/oracle/*.py"],
         "tests": ["tests/test_oracle.py", "tests/test_oracle_mutation_rules.py",
-                  "tests/test_facts.py"],
+                  "tests/test_facts.py", *sorted(
+                      str(p.relative_to(Path(__file__).parent)) for p in
+                      (Path(__file__).parent / "tests").glob("test_oracle_evidence_*.py"))],
     },
     "gateway": {
         "mutate": ["fake_gateway/protocol.py", "fake_gateway/sessions.py",
