@@ -1,0 +1,174 @@
+"""FC1, RS3 and RS4 as a report prints them: every verdict's status, whole evidence text and
+record indices, on crafted traces (nox -s mutation -- oracle found these unpinned)."""
+
+from __future__ import annotations
+
+import pytest
+from test_oracle import verdict
+from test_oracle_traces import Run, healthy_start
+
+
+def judged(run: Run, inv: str, delivery=None, **exp):
+    v = verdict(run, inv, delivery, **exp)
+    return v.status, v.evidence, v.record_indices
+
+
+# FC1 ------------------------------------------------------------------------------------------
+
+
+def fatal_closes(reconnect: bool) -> Run:
+    """Conn 1 opens first but is closed (4014) after conn 2 (4004): the first fatal close in the
+    trace is conn 2's."""
+    run = Run().open(1, 0.0).hello(1, 0.01).identify(1, 0.05).ready(1, 0.1, "s1")
+    run.open(2, 0.5).hello(2, 0.51).identify(2, 0.55, shard=[1, 2]).close(2, 1.0, "server", 4004)
+    run.close(1, 2.0, "server", 4014)
+    if reconnect:
+        run.open(3, 3.0).hello(3, 3.01)
+    return run.rec("note", 8.0, text="end")
+
+
+def test_fc1_judges_from_the_first_fatal_close_in_the_trace():
+    assert judged(fatal_closes(False), "FC1") == (
+        "pass",
+        "server closed conn 2 with fatal 4004 at 1.00 s; no connection in the 7.00 s after",
+        (7,),
+    )
+    assert judged(fatal_closes(True), "FC1") == (
+        "fail",
+        "server closed conn 2 with fatal 4004 at 1.00 s; the client reconnected anyway (conn 3 "
+        "at 3.00 s, 1 in all)",
+        (7, 9),
+    )
+
+
+def test_fc1_not_judged_without_a_fatal_close():
+    assert judged(healthy_start().rec("note", 3.0, text="end"), "FC1") == (
+        "not_judged", "no fatal close code (4004, 4010-4014) in the run", ())
+
+
+# RS3 ------------------------------------------------------------------------------------------
+
+
+def rs3(*log: dict):
+    return judged(healthy_start().rec("note", 3.0, text="end"), "RS3", list(log))
+
+
+def md(s, sid=None, t="MESSAGE_CREATE"):
+    return {"t": t, "s": s} | ({"session_id": sid} if sid else {})
+
+
+def test_rs3_not_judged_without_a_log_or_without_dispatches():
+    assert judged(healthy_start().rec("note", 3.0, text="end"), "RS3") == (
+        "not_judged", "the client gave no delivery log", ())
+    assert rs3(md(1, t="READY")) == ("not_judged", "the delivery log holds no dispatches", ())
+
+
+def test_rs3_counts_sessions_by_ready_when_the_log_has_no_session_ids():
+    assert rs3(md(1, t="READY"), md(2), md(1, t="READY"), md(2), md(3, t="RESUMED"), md(3)) == (
+        "pass",
+        "3 dispatch(es) in 2 session(s) delivered once each, in order, with no gap below the "
+        "highest delivered seq",
+        (),
+    )
+
+
+def test_rs3_names_a_segment_by_its_ready_and_the_log_line_from_one():
+    assert rs3(md(1, t="READY"), md(2), md(1, t="READY"), md(2), md(2)) == (
+        "fail", "session segment 2: s=2 delivered twice (delivery line 5)", ())
+    assert rs3(md(2, "sess-a"), md(2, "sess-a")) == (
+        "fail", "session sess-a: s=2 delivered twice (delivery line 2)", ())
+
+
+def test_rs3_names_the_first_failure_and_counts_the_others():
+    assert rs3(md("x"), md(3)) == ("fail", "delivery line 1 has s='x'", ())
+    assert rs3(md("x"), md(3), md(2)) == ("fail", "delivery line 1 has s='x' (+1 more)", ())
+
+
+def test_rs3_names_at_most_five_seqs_the_gateway_sent_and_the_client_never_delivered():
+    run = healthy_start()
+    for i in range(6):
+        run.dispatch(1, 0.4 + i / 10)
+    run.rec("note", 3.0, text="end")
+    assert judged(run, "RS3", [md(9, "sess-a")]) == (
+        "fail",
+        "session sess-a: s=[2, 3, 4, 5, 6] sent by the gateway but never delivered, while s=9 "
+        "was",
+        (),
+    )
+
+
+def test_rs3_a_session_the_gateway_never_showed_is_judged_by_its_log_alone():
+    assert rs3(md(5, "other")) == (
+        "pass",
+        "1 dispatch(es) in 1 session(s) delivered once each, in order, with no gap below the "
+        "highest delivered seq",
+        (),
+    )
+
+
+# RS4 ------------------------------------------------------------------------------------------
+
+
+def rs4_run(op7_code: int, resume_code: int, zombie_code: int | None = None,
+            zombie_close_at: float = 8.6) -> Run:
+    """Conn 1 gets op 7 and the client closes it; conn 2 resumes, the client closes it and
+    resumes on conn 3; conn 3's last beat (8.0 s) gets no ACK and the client may close it."""
+    run = healthy_start().beats(1, 0.5, 2.0, d=3)
+    run.server_op(1, 2.1, 7).close(1, 2.2, "client", op7_code)
+    run.open(2, 2.5, "resume").hello(2, 2.51).resume(2, 2.6, "sess-a", 3).resumed(2, 2.7)
+    run.beats(2, 3.0, 5.0, d=4).close(2, 5.2, "client", resume_code)
+    run.open(3, 5.5, "resume").hello(3, 5.51).resume(3, 5.6, "sess-a", 4).resumed(3, 5.7)
+    run.beats(3, 6.0, 8.0, d=5).beat(3, 8.0, 5, ack=False)
+    if zombie_code is not None:
+        run.close(3, zombie_close_at, "client", zombie_code)
+    return run.rec("note", 12.0, text="end")
+
+
+@pytest.mark.parametrize(
+    ("codes", "status", "evidence", "indices"),
+    [
+        ((4000, 4000), "pass",
+         "2 client close(s) meant to resume used codes other than 1000/1001", ()),
+        ((4000, 4000, 4000), "pass",
+         "3 client close(s) meant to resume used codes other than 1000/1001", ()),
+        ((1000, 4000), "fail",
+         "conn 1: client closed with 1000 at 2.20 s after op 7 at 2.10 s; 2 client close(s) "
+         "with intent to resume judged", (10, 11, 14)),
+        ((4000, 1001), "fail",
+         "conn 2: client closed with 1001 at 5.20 s then RESUMEd at 5.60 s; 2 client close(s) "
+         "with intent to resume judged", (20, 23)),
+        ((4000, 4000, 1000), "fail",
+         "conn 3: client closed with 1000 at 8.60 s after an unACKed heartbeat; 3 client "
+         "close(s) with intent to resume judged", (30,)),
+        ((1000, 1001, 1000), "fail",
+         "conn 1: client closed with 1000 at 2.20 s after op 7 at 2.10 s (+2 more); 3 client "
+         "close(s) with intent to resume judged", (10, 11, 14)),
+    ],
+)
+def test_rs4_evidence(codes, status, evidence, indices):
+    assert judged(rs4_run(*codes), "RS4") == (status, evidence, indices)
+
+
+def test_rs4_a_close_half_an_interval_after_an_unacked_beat_is_a_zombie_close():
+    assert judged(rs4_run(4000, 4000, 1000, zombie_close_at=8.5), "RS4")[:2] == (
+        "fail",
+        "conn 3: client closed with 1000 at 8.50 s after an unACKed heartbeat; 3 client "
+        "close(s) with intent to resume judged",
+    )
+
+
+def test_rs4_judges_a_client_close_after_a_connection_the_network_ended():
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).close(1, 2.0, "network", None, "reset")
+    run.open(2, 2.5, "resume").hello(2, 2.51).resume(2, 2.6, "sess-a", 3).resumed(2, 2.7)
+    run.server_op(2, 3.0, 7).close(2, 3.1, "client", 1000).rec("note", 6.0, text="end")
+    assert judged(run, "RS4")[:2] == (
+        "fail",
+        "conn 2: client closed with 1000 at 3.10 s after op 7 at 3.00 s; 1 client close(s) "
+        "with intent to resume judged",
+    )
+
+
+def test_rs4_not_judged_when_the_client_closes_for_good():
+    run = healthy_start().beats(1, 0.5, 3.0, d=3).close(1, 3.0, "client", 1000)
+    assert judged(run.rec("note", 5.0, text="end"), "RS4") == (
+        "not_judged", "the client never closed a connection it meant to resume", ())
