@@ -172,3 +172,138 @@ def test_rs4_not_judged_when_the_client_closes_for_good():
     run = healthy_start().beats(1, 0.5, 3.0, d=3).close(1, 3.0, "client", 1000)
     assert judged(run.rec("note", 5.0, text="end"), "RS4") == (
         "not_judged", "the client never closed a connection it meant to resume", ())
+
+
+# RS5 ------------------------------------------------------------------------------------------
+
+TOL_RS5 = ("tolerances reidentify_delay_min=1.0 s, reidentify_delay_max=5.0 s + "
+           "reidentify_slack=1.5 s")
+
+
+def op9_then(identify_after: float | None = None, end: float = 12.0, early_fault: bool = False,
+             d: bool = False) -> Run:
+    """Op 9 (d=false by default) on live conn 1 at 2.0 s; an IDENTIFY on conn 2 that many s
+    later, if any; optionally a fault that came and went long before it."""
+    run = healthy_start()
+    if early_fault:
+        run.fault("blip", 0.35, "on", target="both").fault("blip", 0.4, "off", target="both")
+    run.beats(1, 0.5, 2.0, d=3).server_op(1, 2.0, 9, d=d).close(1, 2.05, "client", 4000)
+    if identify_after is not None:
+        t = 2.0 + identify_after
+        run.open(2, t - 0.1).hello(2, t - 0.09).identify(2, t).ready(2, t + 0.1, "sess-b")
+    return run.rec("note", end, text="end")
+
+
+@pytest.mark.parametrize("after", [1.0, 5.0, 6.5])
+def test_rs5_an_identify_one_to_six_and_a_half_seconds_after_op9_passes(after):
+    assert judged(op9_then(after), "RS5") == (
+        "pass",
+        "1 invalidation(s) followed by an IDENTIFY on the discovery URL; last: op 9 d=false on "
+        f"conn 1 at 2.00 s: IDENTIFY on conn 2 after {after:.2f} s; {TOL_RS5}",
+        (10, 14),
+    )
+
+
+def test_rs5_an_identify_later_than_the_bound_fails_outside_fault_windows():
+    assert judged(op9_then(7.0, early_fault=True), "RS5") == (
+        "fail",
+        f"op 9 d=false on conn 1 at 2.00 s: IDENTIFY only after 7.00 s (bound 6.50 s); {TOL_RS5}",
+        (12, 16),
+    )
+
+
+def test_rs5_no_identify_after_op9_fails_once_the_bound_ran_out():
+    assert judged(op9_then(), "RS5") == (
+        "fail",
+        f"op 9 d=false on conn 1 at 2.00 s: no IDENTIFY in the 10.00 s that followed; {TOL_RS5}",
+        (10,),
+    )
+    assert judged(op9_then(end=8.5), "RS5")[0] == "not_judged"  # exactly at the bound
+    assert judged(op9_then(), "RS5", outcome="stop")[0] == "not_judged"
+
+
+def test_rs5_op9_that_allows_a_resume_is_no_trigger():
+    assert judged(op9_then(d=True), "RS5") == (
+        "not_judged", "no op 9 d=false and no server close 4003/4005/4007/4009 in the run", ())
+
+
+@pytest.mark.xfail(strict=True, reason="oracle bug (issue 19): RS5 says there was no op 9 "
+                   "d=false when there was one the run ended too soon to judge")
+def test_rs5_not_judged_names_the_op9_the_run_ended_too_soon_to_judge():
+    v = verdict(op9_then(end=8.5), "RS5")
+    assert v.status == "not_judged"
+    assert "no op 9 d=false" not in v.evidence
+
+
+def test_rs5_names_what_an_op9_answered_and_counts_every_invalidation():
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).close(1, 2.0, "network", None, "reset")
+    run.open(2, 2.5, "resume").hello(2, 2.51).resume(2, 2.6, "sess-a", 3)
+    run.server_op(2, 2.7, 9, d=False).close(2, 2.8, "client", 4000)
+    run.open(3, 4.5).hello(3, 4.51).identify(3, 4.6).rec("note", 10.0, text="end")
+    assert judged(run, "RS5") == (
+        "pass",
+        "1 invalidation(s) followed by an IDENTIFY on the discovery URL; last: op 9 d=false on "
+        "conn 2 at 2.70 s in answer to RESUME at 2.60 s: IDENTIFY on conn 3 after 1.90 s; "
+        f"{TOL_RS5}",
+        (14, 18),
+    )
+    run = Run().open(1, 0.0).hello(1, 0.01).identify(1, 0.05).server_op(1, 0.1, 9, d=False)
+    run.close(1, 0.2, "client", 4000).open(2, 2.0).hello(2, 2.01).identify(2, 2.1)
+    run.ready(2, 2.2, "sess-b").server_op(2, 5.0, 9, d=False).close(2, 5.05, "client", 4000)
+    run.open(3, 7.5).hello(3, 7.51).identify(3, 7.6).rec("note", 10.0, text="end")
+    assert judged(run, "RS5")[:2] == (
+        "pass",
+        "2 invalidation(s) followed by an IDENTIFY on the discovery URL; last: op 9 d=false on "
+        f"conn 2 at 5.00 s: IDENTIFY on conn 3 after 2.60 s; {TOL_RS5}",
+    )
+    assert verdict(run, "RS5").record_indices == (3, 8)
+
+
+def test_rs5_failures_come_in_trace_order():
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).close(1, 2.0, "server", 4009)
+    run.open(2, 2.4).hello(2, 2.41).identify(2, 2.5).ready(2, 2.6, "sess-b")
+    run.server_op(2, 4.0, 9, d=False).rec("note", 12.0, text="end")
+    assert judged(run, "RS5") == (
+        "fail",
+        "server close 4009 on conn 1 at 2.00 s: IDENTIFY after only 0.50 s (wait at least 1.0 s) "
+        f"(+1 more); {TOL_RS5}",
+        (10, 13),
+    )
+
+
+def test_rs5_judges_only_the_last_of_two_invalidations_before_the_client_acted():
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).server_op(1, 2.0, 9, d=False)
+    run.server_op(1, 2.5, 9, d=False).close(1, 2.6, "client", 4000)
+    run.open(2, 4.4).hello(2, 4.41).identify(2, 4.5).rec("note", 10.0, text="end")
+    assert judged(run, "RS5") == (
+        "pass",
+        "1 invalidation(s) followed by an IDENTIFY on the discovery URL; last: op 9 d=false on "
+        f"conn 1 at 2.50 s: IDENTIFY on conn 2 after 2.00 s; {TOL_RS5}",
+        (11, 15),
+    )
+
+
+def test_rs5_a_resume_crossing_op9_on_the_wire_is_not_judged_and_says_so():
+    run = Run().open(1, 0.0).hello(1, 0.0).server_op(1, 0.0, 9, d=False)
+    run.resume(1, 0.1, "sess-a", 3).rec("note", 3.0, text="end")
+    assert judged(run, "RS5") == (
+        "not_judged",
+        f"{TOL_RS5}; 1 RESUME after an invalidation not judged, it may not have reached the "
+        "client: op 9 d=false on conn 1 at 0.00 s (the RESUME on the same connection 0.100 s "
+        "later crossed it; crossing_window=0.1 s)",
+        (),
+    )
+
+
+def test_rs5_a_resume_while_a_fault_held_the_op9_is_not_judged_and_names_the_fault():
+    run = healthy_start().beats(1, 0.5, 2.0, d=3)
+    run.fault("lag", 1.9, "on", target="both", type="latency").server_op(1, 2.0, 9, d=False)
+    run.close(1, 2.5, "network", None, "reset")
+    run.fault("lag", 2.6, "off", target="both", type="latency")
+    run.open(2, 3.0, "resume").hello(2, 3.01).resume(2, 3.1, "sess-a", 3)
+    assert judged(run.rec("note", 10.0, text="end"), "RS5") == (
+        "not_judged",
+        f"{TOL_RS5}; 1 RESUME after an invalidation not judged, it may not have reached the "
+        "client: op 9 d=false on conn 1 at 2.00 s (fault 'lag' on that connection)",
+        (),
+    )
