@@ -307,3 +307,66 @@ def test_rs5_a_resume_while_a_fault_held_the_op9_is_not_judged_and_names_the_fau
         "client: op 9 d=false on conn 1 at 2.00 s (fault 'lag' on that connection)",
         (),
     )
+
+
+# RS2 ------------------------------------------------------------------------------------------
+
+
+def resumed_after_loss(seq: int, token_ok: bool = True, ready_only: bool = False) -> Run:
+    """Conn 1 carries sess-a (READY s=1, then, unless ``ready_only``, s=2 and 3 with beats
+    citing d=3 at 0.5 and 1.5 s) until a reset at 2.0 s; conn 2 RESUMEs it at 2.6 s."""
+    if ready_only:
+        run = Run().open(1, 0.0).hello(1, 0.01).identify(1, 0.05).ready(1, 0.1)
+    else:
+        run = healthy_start().beats(1, 0.5, 2.0, d=3)
+    run.close(1, 2.0, "network", None, "reset").open(2, 2.5, "resume").hello(2, 2.51)
+    run.rec("frame_in", 2.6, conn=2, op=6, session_id="sess-a", seq=seq, token_ok=token_ok,
+            size=120)
+    return run.rec("note", 5.0, text="end")
+
+
+@pytest.mark.parametrize(
+    ("run", "status", "evidence", "indices"),
+    [
+        (resumed_after_loss(3), "pass",
+         "1 RESUME(s) carried the current session_id and a seq between the last one the client "
+         "proved it had and the last sent (last: seq=3 at 2.60 s)", (13,)),
+        (resumed_after_loss(5), "fail",
+         "RESUME at 2.60 s carries seq=5, beyond the last sent s=3; 1 RESUME(s) judged", (13,)),
+        (resumed_after_loss(2), "fail",
+         "RESUME at 2.60 s carries seq=2, but the client's heartbeat at 1.50 s showed it had "
+         "s=3; 1 RESUME(s) judged", (8, 13)),
+        (resumed_after_loss(3, token_ok=False), "fail",
+         "RESUME at 2.60 s carried a wrong token; 1 RESUME(s) judged", (13,)),
+        # READY's own s is the last sent until a dispatch follows.
+        (resumed_after_loss(2, ready_only=True), "fail",
+         "RESUME at 2.60 s carries seq=2, beyond the last sent s=1; 1 RESUME(s) judged", (7,)),
+        (resumed_after_loss(1, ready_only=True), "pass",
+         "1 RESUME(s) carried the current session_id and a seq between the last one the client "
+         "proved it had and the last sent (last: seq=1 at 2.60 s)", (7,)),
+    ],
+)
+def test_rs2_evidence(run, status, evidence, indices):
+    assert judged(run, "RS2") == (status, evidence, indices)
+
+
+def test_rs2_not_judged_without_resume_and_fails_one_without_ready():
+    assert judged(healthy_start().rec("note", 3.0, text="end"), "RS2") == (
+        "not_judged", "the client sent no RESUME", ())
+    run = Run().open(1, 0.0).hello(1, 0.01).beat(1, 0.5, None).resume(1, 0.6, "sess-a", 3)
+    assert judged(run.rec("note", 3.0, text="end"), "RS2") == (
+        "fail", "RESUME at 0.60 s on conn 1 but no READY was ever sent; 1 RESUME(s) judged", (4,))
+
+
+def test_rs2_heartbeats_sent_before_a_resume_prove_the_seq_once_it_resumed():
+    run = healthy_start().dispatch(1, 0.35).dispatch(1, 0.4).beats(1, 0.5, 2.0, d=3)
+    run.close(1, 2.0, "network", None, "reset").open(2, 2.5, "resume").hello(2, 2.51)
+    run.beat(2, 2.52, 5, ack=False).beat(2, 2.55, 5, ack=False).resume(2, 2.6, "sess-a", 4)
+    run.resumed(2, 2.7).close(2, 3.0, "network", None, "reset")
+    run.open(3, 3.5, "resume").hello(3, 3.51).resume(3, 3.6, "sess-a", 4)
+    assert judged(run.rec("note", 6.0, text="end"), "RS2") == (
+        "fail",
+        "RESUME at 3.60 s carries seq=4, but the client's heartbeat at 2.55 s showed it had s=5; "
+        "2 RESUME(s) judged",
+        (16, 22),
+    )
