@@ -1,0 +1,140 @@
+"""HB1 and HB4 as a report prints them: every verdict's status, whole evidence text and record
+indices, on crafted traces at the rules' edges (nox -s mutation -- oracle found these
+unpinned)."""
+
+from __future__ import annotations
+
+import pytest
+from test_oracle import verdict
+from test_oracle_traces import Run, healthy_start
+
+TOL_HB1 = "tolerance heartbeat_slack=0.25"
+TOL_HB4 = "tolerance op1_reply_within=1.0 s"
+
+
+def judged(run: Run, inv: str, **exp):
+    v = verdict(run, inv, **exp)
+    return v.status, v.evidence, v.record_indices
+
+
+def hello_at_half(first_beat: float | None = None, close_at: float | None = None,
+                  conn2: bool = False) -> Run:
+    """Conn 1 gets HELLO (1 s) at 0.5 s, so its first beat is due by 1.75 s; conn 2 (optional)
+    beats on time."""
+    run = Run().open(1, 0.0).hello(1, 0.5)
+    if first_beat is not None:
+        run.beat(1, first_beat, None)
+    if close_at is not None:
+        run.close(1, close_at, "server", 4000)
+    if conn2:
+        run.open(2, 3.0).hello(2, 3.01).beat(2, 3.5, None)
+    return run.rec("note", 5.0, text="end")
+
+
+def test_hb1_a_first_beat_exactly_at_the_bound_passes_and_every_connection_counts():
+    assert judged(hello_at_half(1.75, conn2=True), "HB1") == (
+        "pass",
+        f"2 connection(s): first heartbeat after HELLO within interval x 1.25; {TOL_HB1}",
+        (1, 2),
+    )
+
+
+def test_hb1_a_late_first_beat_names_its_delay_after_hello():
+    assert judged(hello_at_half(2.0), "HB1") == (
+        "fail",
+        f"conn 1: first heartbeat at 2.00 s, 1.50 s after HELLO at 0.50 s "
+        f"(bound 1.25 s); {TOL_HB1}",
+        (1, 2),
+    )
+
+
+def test_hb1_a_connection_open_exactly_until_the_bound_without_a_beat_fails():
+    assert judged(hello_at_half(close_at=1.75), "HB1") == (
+        "fail",
+        "conn 1: no heartbeat in the 1.25 s after HELLO at 0.50 s (bound 1.25 s; closed by server "
+        f"at 1.75 s with code 4000 (close_frame)); {TOL_HB1}",
+        (1, 2),
+    )
+    assert judged(hello_at_half(close_at=1.7), "HB1") == (
+        "not_judged", "no connection lived long enough after HELLO to need a heartbeat", ())
+
+
+def test_hb1_names_the_first_early_beat_of_each_connection():
+    run = Run().open(1, 0.0).beat(1, 0.2, None).beat(1, 0.4, None).hello(1, 0.5)
+    run.open(2, 1.0).beat(2, 1.1, None).hello(2, 1.2).rec("note", 3.0, text="end")
+    assert judged(run, "HB1") == (
+        "fail", f"conn 1: op 1 at 0.20 s before HELLO at 0.50 s (+1 more); {TOL_HB1}", (1, 5))
+    run = Run().open(1, 0.0).beat(1, 0.2, None).beat(1, 0.4, None).rec("note", 3.0, text="end")
+    assert judged(run, "HB1") == (
+        "fail", f"conn 1: op 1 at 0.20 s but HELLO was never sent; {TOL_HB1}", (1,))
+
+
+def test_hb1_skips_a_connection_whose_hello_has_no_interval():
+    run = Run().open(1, 0.0)
+    run.rec("frame_out", 0.01, conn=1, op=10, s=None, t=None, size=40, compressed=False)
+    run.beat(1, 5.0, None).open(2, 1.0).hello(2, 1.0).beat(2, 3.0, None)
+    assert judged(run.rec("note", 6.0, text="end"), "HB1") == (
+        "fail",
+        f"conn 2: first heartbeat at 3.00 s, 2.00 s after HELLO at 1.00 s "
+        f"(bound 1.25 s); {TOL_HB1}",
+        (5, 6),
+    )
+
+
+def test_hb1_a_silent_connection_names_the_missed_ack_before_it():
+    run = Run().open(1, 0.0).hello(1, 0.01).beat(1, 0.5, None, ack=False)
+    run.close(1, 1.5, "client", 4000).open(2, 2.0).hello(2, 2.01).close(2, 4.0, "server", 4000)
+    assert judged(run.rec("note", 6.0, text="end"), "HB1") == (
+        "fail",
+        "conn 2: no heartbeat in the 1.99 s after HELLO at 2.01 s (bound 1.25 s; closed by server "
+        "at 4.00 s with code 4000 (close_frame)); before it, the heartbeat at 0.50 s on conn 1 "
+        f"got no ACK; {TOL_HB1}",
+        (2, 5, 6),
+    )
+
+
+# HB4 ------------------------------------------------------------------------------------------
+
+
+def op1_run(replies: list[tuple[float, float | None]], close_at: float | None = None,
+            fault: bool = False) -> Run:
+    """A session on conn 1 (a beat at 0.5 s); a server op 1 at each request time, answered by a
+    beat at the reply time (None: not answered)."""
+    run = healthy_start().beats(1, 0.5, 1.0, d=3)
+    if fault:
+        run.fault("lag", 0.9, "on", target="both", type="latency")
+        run.fault("lag", 1.5, "off", target="both", type="latency")
+    for req, rep in replies:
+        run.server_op(1, req, 1)
+        if rep is not None:
+            run.beat(1, rep, 3)
+    if close_at is not None:
+        run.close(1, close_at, "server", 4000)
+    return run.rec("note", 6.0, text="end")
+
+
+@pytest.mark.parametrize(
+    ("run", "status", "evidence", "indices"),
+    [
+        (op1_run([(1.0, 1.2), (2.0, 2.5)]), "pass",
+         f"2 server op 1 answered within 1.0 s; {TOL_HB4}", (8, 9)),
+        (op1_run([(1.0, 2.0)]), "pass", f"1 server op 1 answered within 1.0 s; {TOL_HB4}", (8, 9)),
+        (op1_run([(1.0, 2.5)]), "fail",
+         f"conn 1: server op 1 at 1.00 s, next op 1 at 2.50 s; {TOL_HB4}", (8, 9)),
+        (op1_run([(1.0, None)]), "fail",
+         f"conn 1: server op 1 at 1.00 s, no op 1 before still open; {TOL_HB4}", (8,)),
+        (op1_run([(1.0, None), (3.0, None)]), "fail",
+         f"conn 1: server op 1 at 1.00 s, no op 1 before still open (+1 more); {TOL_HB4}", (8,)),
+        (op1_run([(1.0, None)], close_at=2.0), "fail",
+         "conn 1: server op 1 at 1.00 s, no op 1 before closed by server at 2.00 s with code 4000 "
+         f"(close_frame); {TOL_HB4}", (8,)),
+        (op1_run([(1.0, None)], close_at=1.5), "not_judged",
+         "every server op 1 fell in a fault window or at the end", ()),
+        (op1_run([(1.0, None)], fault=True), "not_judged",
+         "every server op 1 fell in a fault window or at the end", ()),
+        (healthy_start().rec("note", 3.0, text="end"), "not_judged",
+         "no server op 1 in the trace", ()),
+    ],
+)
+def test_hb4_evidence(run, status, evidence, indices):
+    assert judged(run, "HB4") == (status, evidence, indices)
