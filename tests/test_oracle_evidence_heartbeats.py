@@ -138,3 +138,125 @@ def op1_run(replies: list[tuple[float, float | None]], close_at: float | None = 
 )
 def test_hb4_evidence(run, status, evidence, indices):
     assert judged(run, "HB4") == (status, evidence, indices)
+
+
+# HB2 ------------------------------------------------------------------------------------------
+
+FAULTS_HB2 = "gap(s) overlapping a fault window not judged"
+
+
+def beats_on_one(beats: list[float], close_at: float | None = None, end: float = 6.0,
+                 faults: tuple[tuple[float, float, dict], ...] = (), interval_ms: int = 1000
+                 ) -> Run:
+    run = Run().open(1, 0.0).hello(1, 0.01, interval_ms=interval_ms)
+    for i, (on, off, params) in enumerate(faults):
+        run.fault(f"f{i}", on, "on", **params).fault(f"f{i}", off, "off", **params)
+    for t in beats:
+        run.beat(1, t, None)
+    if close_at is not None:
+        run.close(1, close_at, "client", 4000)
+    return run.rec("note", end, text="end")
+
+
+LAG = {"target": "both", "type": "latency"}
+LAG_ON_CONN_2 = {"target": "both", "type": "latency", "only_connection": 2}
+
+
+@pytest.mark.parametrize(
+    ("run", "status", "evidence", "indices"),
+    [
+        (beats_on_one([0.5, 1.75, 2.5, 3.0], close_at=4.0), "pass",
+         "4 gap(s) judged, longest 1.25 x interval (conn 1 0.50 s .. 1.75 s); "
+         f"tolerance heartbeat_slack=0.25; 0 {FAULTS_HB2}", (2, 4)),
+        # Equal gaps: the first is named.
+        (beats_on_one([0.5, 1.5, 2.5], end=3.5), "pass",
+         "3 gap(s) judged, longest 1.00 x interval (conn 1 0.50 s .. 1.50 s); "
+         f"tolerance heartbeat_slack=0.25; 0 {FAULTS_HB2}", (2, 4)),
+        # A 2 s interval: the ratio is the gap over it.
+        (beats_on_one([0.5, 2.5, 5.0], end=6.0, interval_ms=2000), "pass",
+         "3 gap(s) judged, longest 1.25 x interval (conn 1 2.50 s .. 5.00 s); "
+         f"tolerance heartbeat_slack=0.25; 0 {FAULTS_HB2}", (4, 6)),
+        (beats_on_one([0.5, 1.8, 2.5], close_at=3.0), "fail",
+         "conn 1: 1.30 s between heartbeats (0.50 s .. 1.80 s), bound 1.25 s; "
+         f"tolerance heartbeat_slack=0.25; 0 {FAULTS_HB2}", (2, 4)),
+        (beats_on_one([0.5], close_at=2.0), "fail",
+         "conn 1: 1.50 s between last heartbeat and the close (0.50 s .. 2.00 s), bound 1.25 s; "
+         f"tolerance heartbeat_slack=0.25; 0 {FAULTS_HB2}", (2, 4)),
+        (beats_on_one([0.5, 1.5, 2.5]), "fail",
+         "conn 1: 3.50 s between last heartbeat and the end of the trace (2.50 s .. 6.00 s), "
+         f"bound 1.25 s; tolerance heartbeat_slack=0.25; 0 {FAULTS_HB2}", (6,)),
+        (beats_on_one([0.5, 3.0, 6.0], end=6.5), "fail",
+         "conn 1: 2.50 s between heartbeats (0.50 s .. 3.00 s), bound 1.25 s (+1 more); "
+         f"tolerance heartbeat_slack=0.25; 0 {FAULTS_HB2}", (2, 4)),
+        (beats_on_one([0.5, 1.5, 3.5, 5.5, 6.5], end=7.0,
+                      faults=((1.6, 2.4, LAG), (3.6, 4.4, LAG))), "pass",
+         "3 gap(s) judged, longest 1.00 x interval (conn 1 0.50 s .. 1.50 s); "
+         f"tolerance heartbeat_slack=0.25; 2 {FAULTS_HB2}", (6, 8)),
+        (beats_on_one([0.5], faults=((0.6, 5.0, LAG),)), "not_judged",
+         f"no heartbeat gap outside fault windows to judge; tolerance heartbeat_slack=0.25; "
+         f"1 {FAULTS_HB2}", ()),
+        # A fault on another connection excuses nothing here.
+        (beats_on_one([0.5, 3.0], close_at=3.5, faults=((0.6, 2.9, LAG_ON_CONN_2),)), "fail",
+         "conn 1: 2.50 s between heartbeats (0.50 s .. 3.00 s), bound 1.25 s; "
+         f"tolerance heartbeat_slack=0.25; 0 {FAULTS_HB2}", (4, 6)),
+    ],
+)
+def test_hb2_evidence(run, status, evidence, indices):
+    assert judged(run, "HB2") == (status, evidence, indices)
+
+
+# HB3 ------------------------------------------------------------------------------------------
+
+TOL_HB3 = ("tolerance seq_staleness=1.0 s; {} beat(s) during fault windows not held to the lower "
+           "bound")
+
+
+def cited(ds: list, sent: tuple[float, ...] = (0.2, 0.3),
+          at: tuple[float, ...] = (1.0, 2.0, 3.0), fault: dict | None = None) -> Run:
+    """READY s=1 at 0.1 s, a dispatch at each ``sent`` time (s=2, 3 ...), then beats citing
+    ``ds`` at the ``at`` times."""
+    run = Run().open(1, 0.0).hello(1, 0.01).identify(1, 0.05).ready(1, 0.1)
+    for t in sent:
+        run.dispatch(1, t)
+    if fault is not None:
+        run.fault("lag", 0.25, "on", **fault).fault("lag", 1.5, "off", **fault)
+    for t, d in zip(at, ds, strict=False):
+        run.beat(1, t, d)
+    return run.rec("note", 5.0, text="end")
+
+
+@pytest.mark.parametrize(
+    ("run", "status", "evidence", "indices"),
+    [
+        (cited([3, 3, 3]), "pass",
+         "3 heartbeat(s) carried a seq the client had (or null before any dispatch); "
+         + TOL_HB3.format(0), ()),
+        (cited(["x", True, 3]), "fail",
+         "conn 1: heartbeat at 1.00 s carries d='x', not a seq (+1 more); " + TOL_HB3.format(0),
+         (6,)),
+        (cited([9, 9, 3]), "fail",
+         "conn 1: heartbeat at 1.00 s carries d=9, a seq the gateway never sent before it "
+         "(+1 more); " + TOL_HB3.format(0), (6,)),
+        (cited([1, 3, 3], at=(1.3, 2.0, 3.0)), "fail",
+         "conn 1: heartbeat at 1.30 s carries d=1, but s=3 was sent at 0.30 s; "
+         + TOL_HB3.format(0), (5, 6)),
+        # A dispatch exactly seq_staleness before the beat must show in it.
+        (cited([2], sent=(0.2, 0.5), at=(1.5,)), "fail",
+         "conn 1: heartbeat at 1.50 s carries d=2, but s=3 was sent at 0.50 s; "
+         + TOL_HB3.format(0), (5, 6)),
+        # READY's s counts too.
+        (cited([None], sent=(), at=(1.3,)), "fail",
+         "conn 1: heartbeat at 1.30 s carries d=None, but s=1 was sent at 0.10 s; "
+         + TOL_HB3.format(0), (3, 4)),
+        (cited([1, 2, 3], at=(1.3, 2.0, 3.0), fault=LAG), "pass",
+         "3 heartbeat(s) carried a seq the client had (or null before any dispatch); "
+         + TOL_HB3.format(3), ()),
+        (cited([1], at=(1.3,), fault=LAG_ON_CONN_2), "fail",
+         "conn 1: heartbeat at 1.30 s carries d=1, but s=3 was sent at 0.30 s; "
+         + TOL_HB3.format(0), (5, 8)),
+        (Run().open(1, 0.0).hello(1, 0.01).rec("note", 3.0, text="end"), "not_judged",
+         "no client heartbeats in the trace", ()),
+    ],
+)
+def test_hb3_evidence(run, status, evidence, indices):
+    assert judged(run, "HB3") == (status, evidence, indices)
