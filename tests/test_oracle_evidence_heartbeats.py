@@ -260,3 +260,126 @@ def cited(ds: list, sent: tuple[float, ...] = (0.2, 0.3),
 )
 def test_hb3_evidence(run, status, evidence, indices):
     assert judged(run, "HB3") == (status, evidence, indices)
+
+
+# ZB1 ------------------------------------------------------------------------------------------
+
+TOL_ZB1 = ("tolerances heartbeat_slack=0.25, zombie_close_grace=0.5 s, reconnect_within=5.0 s, "
+           "reconnect_backoff_factor=2.0")
+
+
+def zombies(steps: list[tuple[str, int, float, float]], end: float = 30.0) -> Run:
+    """One live session per step (by, code, close_after, gap): its beat 1.5 s after it opens gets
+    no ACK; ``by`` closes it ``close_after`` s after that beat; the next opens ``gap`` s later
+    (a zombie close is due 1.75 s after the beat)."""
+    run, t = Run(), 0.0
+    for n, (by, code, after, gap) in enumerate(steps, start=1):
+        run.open(n, t, "resume" if n > 1 else "discovery").hello(n, t + 0.01)
+        if n == 1:
+            run.identify(n, t + 0.05).ready(n, t + 0.1)
+        else:
+            run.resume(n, t + 0.05, "sess-a", 1).resumed(n, t + 0.1)
+        run.beat(n, t + 0.5, 1).beat(n, t + 1.5, 1, ack=False).close(n, t + 1.5 + after, by, code)
+        t += 1.5 + after + gap
+    return run.rec("note", end, text="end")
+
+
+@pytest.mark.parametrize(
+    ("run", "status", "evidence", "indices"),
+    [
+        # The server ends the first in time; the second kills the session; the third never
+        # reconnects.
+        (zombies([("server", 4000, 1.0, 1.0), ("client", 1000, 1.0, 1.0),
+                  ("client", 4000, 1.0, 1.0)]), "fail",
+         "conn 2: zombie close at 6.00 s used code 1000, which kills the session (+1 more); "
+         + TOL_ZB1, (14, 15)),
+        (zombies([("client", 4000, 1.0, 6.0), ("client", 4000, 2.0, 1.0)], end=40.0), "fail",
+         "conn 1: zombie closed at 2.50 s but next connection at 8.50 s (bound 5.00 s: "
+         f"reconnect_within=5.0 s) (+1 more); {TOL_ZB1}", (6, 7)),
+        (zombies([("client", 4000, 2.0, 1.0), ("client", 4000, 2.0, 1.0)]), "fail",
+         "conn 1: heartbeat at 1.50 s got no ACK; connection closed by client at 3.50 s with "
+         "code 4000 (close_frame) (the client should have closed it by 3.25 s) (+1 more); "
+         + TOL_ZB1, (6, 7)),
+        # The second zombie's reconnect is not due yet when the run ends: the first is judged.
+        (zombies([("client", 4000, 1.0, 1.0), ("client", 4000, 1.0, 1.0)], end=9.0), "pass",
+         "conn 1: heartbeat at 1.50 s unACKed, client closed at 2.50 s with code 4000, conn 2 "
+         f"opened at 3.50 s (bound 5.00 s: reconnect_within=5.0 s); {TOL_ZB1}", (6, 7, 8)),
+        # The run ends exactly when the reconnect was due.
+        (zombies([("client", 4000, 1.0, 1.0)], end=7.5), "fail",
+         "conn 1: zombie closed at 2.50 s but no later connection by the end of the run at "
+         f"7.50 s (bound 5.00 s: reconnect_within=5.0 s); {TOL_ZB1}", (6, 7)),
+    ],
+)
+def test_zb1_evidence(run, status, evidence, indices):
+    assert judged(run, "ZB1") == (status, evidence, indices)
+
+
+def unacked_then_closed(close_at: float) -> Run:
+    """A beat at 1.5 s gets no ACK; the client closes at ``close_at`` and resumes 0.5 s later."""
+    run = Run().open(1, 0.0).hello(1, 0.01).identify(1, 0.05).ready(1, 0.1)
+    run.beat(1, 0.5, 1).beat(1, 1.5, 1, ack=False).close(1, close_at, "client", 4000)
+    t = close_at + 0.5
+    run.open(2, t, "resume").hello(2, t + 0.01).resume(2, t + 0.05, "sess-a", 1)
+    run.resumed(2, t + 0.1).beats(2, t + 0.5, t + 5.0, d=2)
+    return run.rec("note", t + 5.0, text="end")
+
+
+def test_zb1_a_beat_counts_as_unacked_once_its_connection_stayed_half_an_interval():
+    assert judged(unacked_then_closed(1.6), "ZB1") == (
+        "not_judged", "no connection had an unACKed heartbeat the client was due to detect", ())
+    assert judged(unacked_then_closed(2.0), "ZB1") == (
+        "pass",
+        "conn 1: heartbeat at 1.50 s unACKed, client closed at 2.00 s with code 4000, conn 2 "
+        f"opened at 2.50 s (bound 5.00 s: reconnect_within=5.0 s); {TOL_ZB1}",
+        (6, 7, 8),
+    )
+
+
+def test_zb1_an_ack_after_the_next_beat_answers_neither_and_the_run_ends_at_the_deadline():
+    run = Run().open(1, 0.0).hello(1, 0.01).identify(1, 0.05).ready(1, 0.1)
+    run.rec("frame_in", 0.5, conn=1, op=1, d=1, size=16)
+    run.rec("frame_in", 1.5, conn=1, op=1, d=1, size=16)
+    run.rec("frame_out", 1.55, conn=1, op=11, s=None, t=None, size=10, compressed=False)
+    assert judged(run.rec("note", 2.25, text="end"), "ZB1") == (
+        "fail",
+        "conn 1: heartbeat at 0.50 s got no ACK; connection still open (the client should have "
+        f"closed it by 2.25 s); {TOL_ZB1}",
+        (4,),
+    )
+
+
+def after_attempts(attempts: tuple[float, ...], session_at: float, reconnect_after: float,
+                   end: float = 40.0) -> Run:
+    """Failed attempts (opened and reset at once) at the given times, a session at
+    ``session_at`` whose beat 1.5 s in gets no ACK, closed by the client 1 s later, and a
+    resume ``reconnect_after`` s after that."""
+    run, n = Run(), 0
+    for t in attempts:
+        n += 1
+        run.open(n, t, "resume").close(n, t, "network", None, "reset")
+    n, t = n + 1, session_at
+    run.open(n, t).hello(n, t + 0.01).identify(n, t + 0.05).ready(n, t + 0.1)
+    run.beat(n, t + 0.5, 1).beat(n, t + 1.5, 1, ack=False).close(n, t + 2.5, "client", 4000)
+    r = t + 2.5 + reconnect_after
+    run.open(n + 1, r, "resume").hello(n + 1, r + 0.01).resume(n + 1, r + 0.05, "sess-a", 1)
+    run.resumed(n + 1, r + 0.1).beats(n + 1, r + 0.5, end, d=2)
+    return run.rec("note", end, text="end")
+
+
+def test_zb1_names_the_first_of_the_clients_longest_earlier_waits():
+    assert judged(after_attempts((1.0, 4.0, 7.0), 10.0, 5.5), "ZB1") == (
+        "pass",
+        "conn 4: heartbeat at 11.50 s unACKed, client closed at 12.50 s with code 4000, conn 5 "
+        "opened at 18.00 s (bound 6.00 s: 2 x the client's earlier wait of 3.00 s (conn 1 ended "
+        f"at 1.00 s, conn 2 opened at 4.00 s)); {TOL_ZB1}",
+        (12, 13, 14),
+    )
+
+
+def test_zb1_an_earlier_wait_doubled_to_exactly_five_seconds_keeps_reconnect_within():
+    assert judged(after_attempts((1.0, 3.5), 6.0, 4.0), "ZB1") == (
+        "pass",
+        "conn 3: heartbeat at 7.50 s unACKed, client closed at 8.50 s with code 4000, conn 4 "
+        f"opened at 12.50 s (bound 5.00 s: reconnect_within=5.0 s); {TOL_ZB1}",
+        (10, 11, 12),
+    )
