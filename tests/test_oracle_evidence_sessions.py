@@ -370,3 +370,15 @@ def test_rs2_heartbeats_sent_before_a_resume_prove_the_seq_once_it_resumed():
         "2 RESUME(s) judged",
         (16, 22),
     )
+
+
+def test_rs3_counts_what_was_sent_on_the_ready_and_the_resume_connection_alike():
+    run = healthy_start().close(1, 1.0, "network", None, "reset")
+    run.open(2, 1.5, "resume").hello(2, 1.51).resume(2, 1.6, "sess-a", 3).resumed(2, 1.7)
+    run.dispatch(2, 1.8).dispatch(2, 1.9).rec("note", 3.0, text="end")
+    log = [md(3, "sess-a"), md(6, "sess-a")]
+    assert judged(run, "RS3", log) == (
+        "fail",
+        "session sess-a: s=[2, 5] sent by the gateway but never delivered, while s=6 was",
+        (),
+    )
