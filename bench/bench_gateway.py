@@ -105,9 +105,9 @@ class FrameReader:
         return opcode, payload
 
 
-async def session(host: str, port: int, token: str, interval: float, stats: Stats,
-                  rng: random.Random, stop: trio.Event) -> None:
-    stream = await trio.open_tcp_stream(host, port)
+async def upgrade(stream: trio.SocketStream, host: str, port: int,
+                  rng: random.Random) -> FrameReader:
+    """The WebSocket upgrade by hand; returns a reader holding whatever followed the 101."""
     key = base64.b64encode(rng.randbytes(16)).decode()
     await stream.send_all(
         (f"GET /?v=10&encoding=json HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
@@ -123,6 +123,13 @@ async def session(host: str, port: int, token: str, interval: float, stats: Stat
         raise RuntimeError(response.split(b"\r\n", 1)[0].decode())
     reader = FrameReader(stream)
     reader.buffer += response.split(b"\r\n\r\n", 1)[1]
+    return reader
+
+
+async def session(host: str, port: int, token: str, interval: float, stats: Stats,
+                  rng: random.Random, stop: trio.Event) -> None:
+    stream = await trio.open_tcp_stream(host, port)
+    reader = await upgrade(stream, host, port, rng)
     stats.connected += 1
     await reader.frame()  # HELLO: heartbeating starts now, as real clients do
     heartbeat = masked_text_frame(b'{"op":1,"d":null}')

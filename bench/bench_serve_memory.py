@@ -29,7 +29,6 @@ remains between the first readings is ended sessions, kept up to a fixed number)
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import random
@@ -42,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from bench_gateway import FrameReader, masked_text_frame
+from bench_gateway import masked_text_frame, upgrade
 
 KINDS = ("identify", "heartbeat", "bad_frame", "drop")
 SHARDS = 1024  # one IDENTIFY bucket per shard: serve's --max-concurrency
@@ -66,19 +65,7 @@ async def connection(host: str, port: int, token: str, kind: str, index: int,
                      rng: random.Random, counts: dict[str, int]) -> None:
     stream = await trio.open_tcp_stream(host, port)
     try:
-        key = base64.b64encode(rng.randbytes(16)).decode()
-        await stream.send_all(
-            (f"GET /?v=10&encoding=json HTTP/1.1\r\nHost: {host}:{port}\r\n"
-             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
-        response = b""
-        while b"\r\n\r\n" not in response:
-            chunk = await stream.receive_some(4096)
-            if not chunk:
-                raise EOFError("closed during upgrade")
-            response += chunk
-        reader = FrameReader(stream)
-        reader.buffer += response.split(b"\r\n\r\n", 1)[1]
+        reader = await upgrade(stream, host, port, rng)
         await reader.frame()  # HELLO
         if kind == "drop":
             counts[kind] += 1
@@ -145,7 +132,8 @@ async def load(args: argparse.Namespace, info: dict[str, Any], pid: int) -> list
     counts: dict[str, int] = {k: 0 for k in KINDS}
     for kind in KINDS:
         counts[f"{kind}: server closed"] = 0
-    readings = [{"closed": 0, "rss_kib": rss_kib(pid), **await settled(info, args.session_ttl)}]
+    readings: list[dict[str, Any]] = [
+        {"closed": 0, "rss_kib": rss_kib(pid), **await settled(info, args.session_ttl)}]
     print(f"{0:>7} closed: RSS {readings[0]['rss_kib'] / 1024:6.1f} MB", file=sys.stderr)
     done = 0
     limiter = trio.CapacityLimiter(args.concurrency)
