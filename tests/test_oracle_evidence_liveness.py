@@ -1,0 +1,130 @@
+"""LV1 as a report prints it: every verdict's status, whole evidence text and record indices,
+for each outcome class and each way a run can end (nox -s mutation -- oracle found these
+unpinned)."""
+
+from __future__ import annotations
+
+import pytest
+from test_oracle import verdict
+from test_oracle_traces import Run, healthy_start
+
+LAG = {"target": "both", "type": "latency"}
+NO_FAULTS = "no faults: judged from the start of the run"
+CLEARED = "the last fault ('reset') switched off at 3.00 s"
+TOL = "tolerance heartbeat_slack=0.25"
+
+
+def lv1(run: Run, **exp):
+    v = verdict(run, "LV1", **exp)
+    return v.status, v.evidence, v.record_indices
+
+
+def fatal_close(*later: float, fault: str | None = None) -> Run:
+    """A session on conn 1 that the server closes with 4014 at 1.0 s; connections opened at the
+    ``later`` times; ``fault``: "cleared" (a toxic 0.5-1.5 s) or "never" (a proxy down from
+    0.5 s)."""
+    run = healthy_start()
+    if fault == "cleared":
+        run.fault("f", 0.5, "on", **LAG)
+    elif fault == "never":
+        run.fault("f", 0.5, "on", kind="proxy", target="both")
+    run.close(1, 1.0, "server", 4014)
+    if fault == "cleared":
+        run.fault("f", 1.5, "off", **LAG)
+    for n, t in enumerate(later, start=2):
+        run.open(n, t)
+    return run.rec("note", 5.0, text="end")
+
+
+@pytest.mark.parametrize(
+    ("run", "status", "evidence", "indices"),
+    [
+        (fatal_close(), "pass",
+         f"expected the client to stop: {NO_FAULTS}; no connection after it", ()),
+        (fatal_close(2.0), "fail",
+         f"expected the client to stop; {NO_FAULTS}, but conn 2 opened at 2.00 s", (7,)),
+        # A connection opened while the fault was still on is not held against it.
+        (fatal_close(1.2, 2.0, fault="cleared"), "fail",
+         "expected the client to stop; the last fault ('f') switched off at 1.50 s, but conn 3 "
+         "opened at 2.00 s", (10,)),
+        (fatal_close(1.2, fault="never"), "fail",
+         "expected the client to stop; fault 'f' switched on at 0.50 s never switched off, but "
+         "conn 2 opened at 1.20 s", (8,)),
+        (healthy_start().beats(1, 0.5, 3.0, d=3).rec("note", 3.0, text="end"), "not_judged",
+         "expected the client to stop, but no fatal close happened", ()),
+        (Run().open(1, 0.0).hello(1, 0.01).identify(1, 0.05).rec("note", 5.0, text="end"),
+         "fail", "expected a fatal close and then silence, but the client never got a session "
+         "(no READY or RESUMED), so the fatal close never came", ()),
+    ],
+)
+def test_lv1_when_the_client_is_expected_to_stop(run, status, evidence, indices):
+    assert lv1(run, outcome="stop") == (status, evidence, indices)
+
+
+def lost_and_back(back_at: float = 3.5, end: float = 12.0, new_session: bool = False) -> Run:
+    """Conn 1 is reset at 2.0 s under a fault that clears at 3.0 s; conn 2 RESUMEs (or, with
+    ``new_session``, IDENTIFYs) at ``back_at`` and beats every second after."""
+    run = healthy_start().beats(1, 0.5, 2.0, d=3)
+    run.fault("reset", 2.0, "on", target="both").close(1, 2.0, "network", None, how="reset")
+    run.fault("reset", 3.0, "off").open(2, back_at, "resume").hello(2, back_at + 0.01)
+    if new_session:
+        run.identify(2, back_at + 0.05).ready(2, back_at + 0.1, "sess-b")
+    else:
+        run.resume(2, back_at + 0.05, "sess-a", 3).resumed(2, back_at + 0.1)
+    return run.beats(2, back_at + 0.5, end, d=4).rec("note", end, text="end")
+
+
+BACK = f"{CLEARED}; conn 2 got {{}} at 3.60 s (0.60 s later, bound 10.0 s); 8 ACKed heartbeat(s) "
+BACK += "after it, last at 11.00 s"
+
+
+@pytest.mark.parametrize(
+    ("new_session", "outcome", "status", "evidence", "indices"),
+    [
+        (False, None, "pass", BACK.format("RESUMED") + f"; {TOL}", (12, 16, 31)),
+        (False, "resume", "pass",
+         BACK.format("RESUMED") + f"; outcome resume as expected; {TOL}", (12, 16, 31)),
+        (True, "reidentify", "pass",
+         BACK.format("READY") + f"; outcome reidentify as expected; {TOL}", (12, 16, 31)),
+        (True, "resume", "fail",
+         "expected the client to resume; conn 2 got READY at 3.60 s, but it started 2 sessions "
+         "(a new READY at 3.60 s)", (12, 16)),
+        (False, "reidentify", "fail",
+         "expected the client to start a new session; conn 2 got RESUMED at 3.60 s, still on "
+         "the first session 'sess-a'", (12, 16)),
+    ],
+)
+def test_lv1_checks_which_session_the_client_ends_on(new_session, outcome, status, evidence,
+                                                     indices):
+    assert lv1(lost_and_back(new_session=new_session), outcome=outcome) == (
+        status, evidence, indices)
+
+
+def test_lv1_with_a_short_bound_and_one_acked_beat():
+    assert lv1(lost_and_back(end=4.5), recovery_bound=5.0) == (
+        "pass",
+        f"{CLEARED}; conn 2 got RESUMED at 3.60 s (0.60 s later, bound 5.0 s); 1 ACKed "
+        f"heartbeat(s) after it, last at 4.00 s; {TOL}",
+        (12, 16, 17),
+    )
+
+
+@pytest.mark.parametrize(
+    ("run", "status", "evidence", "indices"),
+    [
+        (healthy_start().beats(1, 0.5, 6.0, d=3).rec("note", 6.0, text="end"), "pass",
+         f"{NO_FAULTS}; conn 1 got READY at 0.10 s (0.10 s later, bound 10.0 s); 6 ACKed "
+         f"heartbeat(s) after it, last at 5.50 s; {TOL}", (3, 16)),
+        (healthy_start().beats(1, 0.5, 3.0, d=3).rec("note", 8.0, text="end"), "fail",
+         f"{NO_FAULTS}; conn 1 got READY at 0.10 s, but its heartbeats stopped at 2.50 s (5.50 s "
+         "before the end; interval 1.00 s)", (3, 10)),
+        (healthy_start().beats(1, 0.5, 3.0, d=3, ack=False).rec("note", 8.0, text="end"), "fail",
+         f"{NO_FAULTS}; conn 1 got READY at 0.10 s but no ACKed heartbeat followed on it "
+         "(heartbeats have stopped; still open)", (3,)),
+        (healthy_start().rec("note", 1.0, text="end"), "not_judged",
+         f"{NO_FAULTS}; conn 1 got READY at 0.10 s, but the run ends before a heartbeat was due",
+         ()),
+    ],
+)
+def test_lv1_a_live_session_must_keep_its_heartbeats_acked(run, status, evidence, indices):
+    assert lv1(run) == (status, evidence, indices)
