@@ -382,3 +382,66 @@ def test_rs3_counts_what_was_sent_on_the_ready_and_the_resume_connection_alike()
         "session sess-a: s=[2, 5] sent by the gateway but never delivered, while s=6 was",
         (),
     )
+
+
+# RS1: what each loss is called -----------------------------------------------------------------
+
+
+def lost_then(by: str, code: int | None, op7: bool = False, how: str = "close_frame",
+              identify: bool = True) -> Run:
+    """A session on conn 1 (its beats cite d=3, so the client had it) ends at 2.0 s (``by``,
+    ``code``, after an op 7 at 1.9 s if ``op7``); the client IDENTIFYs on conn 2 at 3.05 s."""
+    run = healthy_start().beats(1, 0.5, 2.0, d=3)
+    if op7:
+        run.server_op(1, 1.9, 7)
+    run.close(1, 2.0, by, code, how=how).open(2, 3.0).hello(2, 3.01)
+    if identify:
+        run.identify(2, 3.05).ready(2, 3.1, "sess-b").beats(2, 3.5, 6.0, d=1)
+    return run.rec("note", 6.0, text="end")
+
+
+@pytest.mark.parametrize(
+    ("run", "why", "indices"),
+    [
+        (lost_then("client", 4000), "client closed with 4000", (10, 13)),
+        (lost_then("client", None), "client closed with no code", (10, 13)),
+        (lost_then("server", 4000), "server closed with 4000", (10, 13)),
+        (lost_then("server", None), "server closed with no code", (10, 13)),
+        (lost_then("network", None, how="reset"), "network ended it (reset)", (10, 13)),
+        (lost_then("client", 1000, op7=True), "op 7, then client closed with 1000", (11, 14)),
+        (lost_then("server", 4000, op7=True), "op 7, then server closed with 4000", (11, 14)),
+    ],
+)
+def test_rs1_names_how_the_resumable_session_was_lost(run, why, indices):
+    assert judged(run, "RS1") == (
+        "fail",
+        f"conn 1 lost at 2.00 s ({why}) while resumable and the client had the session (its "
+        "heartbeat at 0.50 s cited d=3, sent only after READY); the client then IDENTIFYd on "
+        "conn 2 at 3.05 s instead of RESUMing; 1 resumable loss(es), 0 IDENTIFY(s) after a "
+        "session the client held judged",
+        indices,
+    )
+
+
+@pytest.mark.parametrize(("by", "code"), [("client", 1000), ("server", 4004), ("server", 4009)])
+def test_rs1_a_session_the_close_ended_is_no_resumable_loss(by, code):
+    assert judged(lost_then(by, code), "RS1") == ("not_judged", "no resumable loss in the run", ())
+
+
+def test_rs1_a_session_the_client_ended_stays_ended_through_a_failed_resume():
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).close(1, 2.0, "client", 1000)
+    run.open(2, 2.5, "resume").hello(2, 2.51).resume(2, 2.55, "sess-a", 3)
+    run.close(2, 2.6, "network", None, how="reset")
+    run.open(3, 3.0).hello(3, 3.01).identify(3, 3.05).ready(3, 3.1, "sess-b")
+    run.beats(3, 3.5, 6.0, d=1).rec("note", 6.0, text="end")
+    assert judged(run, "RS1") == ("not_judged", "no resumable loss in the run", ())
+
+
+def test_rs1_names_the_loss_the_client_never_came_back_from():
+    run = lost_then("network", None, how="reset", identify=False)
+    assert judged(run, "RS1", outcome="resume", recovery_bound=1.0) == (
+        "fail",
+        "conn 1 lost at 2.00 s (network ended it (reset)); the client never sent RESUME or "
+        "IDENTIFY afterwards",
+        (10,),
+    )
