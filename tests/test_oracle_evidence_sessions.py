@@ -4,7 +4,7 @@ record indices, on crafted traces (nox -s mutation -- oracle found these unpinne
 from __future__ import annotations
 
 import pytest
-from test_oracle import verdict
+from test_oracle import abandoned_run, verdict
 from test_oracle_traces import Run, healthy_start
 
 
@@ -445,3 +445,49 @@ def test_rs1_names_the_loss_the_client_never_came_back_from():
         "IDENTIFY afterwards",
         (10,),
     )
+
+
+# RS1: an IDENTIFY while the server still held the session ----------------------------------------
+
+HELD_TAIL = (
+    ", and every later event; nothing told the client the session was gone (no op 9 d=false, "
+    "no close 4003/4005/4007/4009 or fatal close): a new session instead of a RESUME lost those "
+    "events to the application; 0 resumable loss(es), 1 IDENTIFY(s) after a session the client "
+    "held judged"
+)
+TOLD = (
+    "1 resumable loss(es), each followed by a RESUME on the resume URL (or on the discovery URL, "
+    "or an IDENTIFY, after the resume path failed); 1 IDENTIFY(s) after a session the client "
+    "held, each once the server had ended it or told the client so"
+)
+
+
+def test_rs1_an_abandoned_session_names_the_seqs_the_server_held_beyond_the_clients():
+    assert judged(abandoned_run(), "RS1") == (
+        "fail",
+        "IDENTIFY on conn 4 at 7.31 s while session sess-a (lost at 2.00 s, resumable until it "
+        "expired at 122.00 s) held seqs 4-59 beyond the client's seq 3 (its heartbeat at "
+        f"0.50 s){HELD_TAIL}",
+        (20,),
+    )
+    # The delivery log's highest seq of that session; entries without a seq or session ignored.
+    log = [{"s": 4, "t": "X", "session_id": "sess-a"}, {"s": 2, "t": "X", "session_id": "sess-a"},
+           {"s": "x", "t": "X", "session_id": "sess-a"}, {"s": 9, "t": "X"}]
+    assert judged(abandoned_run(), "RS1", log) == (
+        "fail",
+        "IDENTIFY on conn 4 at 7.31 s while session sess-a (lost at 2.00 s, resumable until it "
+        "expired at 122.00 s) held seqs 5-59 beyond the client's seq 4 (its delivery log)"
+        f"{HELD_TAIL}",
+        (20,),
+    )
+
+
+@pytest.mark.parametrize("between", ["op9", "4009"])
+def test_rs1_an_identify_after_the_server_told_the_client_passes(between):
+    assert judged(abandoned_run(between=between), "RS1") == ("pass", TOLD, (14, 20))
+
+
+@pytest.mark.parametrize(("identify_at", "status"), [(119.99, "pass"), (119.98, "fail")])
+def test_rs1_an_identify_two_seconds_before_the_server_expired_the_session_passes(
+        identify_at, status):
+    assert judged(abandoned_run(identify_at=identify_at), "RS1")[0] == status
