@@ -142,7 +142,7 @@ MUTATION_TARGETS: dict[str, dict[str, list[str]]] = {
     "oracle": {
         "mutate": ["harness/oracle/*.py"],
         "tests": ["tests/test_oracle.py", "tests/test_oracle_mutation_rules.py",
-                  "tests/test_facts.py", *sorted(
+                  "tests/test_facts.py", "tests/test_verdict_backoff.py", *sorted(
                       str(p.relative_to(Path(__file__).parent)) for p in
                       (Path(__file__).parent / "tests").glob("test_oracle_evidence_*.py"))],
     },
