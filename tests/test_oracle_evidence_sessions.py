@@ -491,3 +491,63 @@ def test_rs1_an_identify_after_the_server_told_the_client_passes(between):
 def test_rs1_an_identify_two_seconds_before_the_server_expired_the_session_passes(
         identify_at, status):
     assert judged(abandoned_run(identify_at=identify_at), "RS1")[0] == status
+
+
+def dropped_at_two(end_event: str | None) -> Run:
+    """sess-a (the client's beats cite s=3) is lost at 2.0 s with nothing on the resume path;
+    the client IDENTIFYs on conn 4 at 3.01 s; the server ends sess-a at 3.02 s (``end_event``,
+    seq 7) or never."""
+    run = Run().open(1, 0.0).hello(1, 0.01).identify(1, 0.05)
+    run.session("sess-a", 0.1, "created", conn=1).ready(1, 0.1).dispatch(1, 0.2)
+    run.dispatch(1, 0.3).beats(1, 0.5, 2.0, d=3).close(1, 2.0, "network", None, "reset")
+    run.session("sess-a", 2.0, "detached", conn=1, seq=3)
+    run.open(4, 3.0).hello(4, 3.0).identify(4, 3.01)
+    if end_event:
+        run.session("sess-a", 3.02, end_event, seq=7)
+    run.session("sess-b", 3.02, "created", conn=4).ready(4, 3.02, "sess-b")
+    return run.beats(4, 3.5, 7.0, d=1).rec("note", 7.0, text="end")
+
+
+ABANDONED = ("nothing told the client the session was gone (no op 9 d=false, no close "
+             "4003/4005/4007/4009 or fatal close): a new session instead of a RESUME lost those "
+             "events to the application; 0 resumable loss(es), 1 IDENTIFY(s) after a session the "
+             "client held judged")
+
+
+def test_rs1_names_when_the_server_ended_the_abandoned_session_if_it_did():
+    assert judged(dropped_at_two("invalidated"), "RS1") == (
+        "fail",
+        "IDENTIFY on conn 4 at 3.01 s while session sess-a (lost at 2.00 s, resumable until it "
+        "invalidated at 3.02 s) held seqs 4-7 beyond the client's seq 3 (its heartbeat at "
+        f"0.50 s), and every later event; {ABANDONED}",
+        (15,),
+    )
+    assert judged(dropped_at_two(None), "RS1") == (
+        "fail",
+        "IDENTIFY on conn 4 at 3.01 s while session sess-a (lost at 2.00 s, still resumable at "
+        "the end of the run, 7.00 s) held every event after the client's seq 3 (its heartbeat "
+        f"at 0.50 s); {ABANDONED}",
+        (15,),
+    )
+
+
+@pytest.mark.xfail(strict=True, reason="oracle bug (issue 19): an IDENTIFY within expiry_slack "
+                   "of the server expiring the session passes the abandoned-session rule but "
+                   "still fails RS1's loss rule ('instead of RESUMing')")
+def test_rs1_an_identify_just_before_the_server_expired_the_session_passes():
+    assert verdict(dropped_at_two("expired"), "RS1").status == "pass"
+
+
+def test_rs1_a_session_the_client_resumed_on_the_lost_connection_was_the_clients():
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).close(1, 2.0, "network", None, how="reset")
+    run.open(2, 2.5, "resume").hello(2, 2.51).resume(2, 2.55, "sess-a", 3).resumed(2, 2.6)
+    run.beats(2, 3.0, 4.0, d=4).close(2, 4.0, "network", None, how="reset")
+    run.open(3, 5.0).hello(3, 5.01).identify(3, 5.05).ready(3, 5.1, "sess-b")
+    assert judged(run.beats(3, 5.5, 8.0, d=1).rec("note", 8.0, text="end"), "RS1") == (
+        "fail",
+        "conn 2 lost at 4.00 s (network ended it (reset)) while resumable and the client had the "
+        "session (it sent RESUME on that connection); the client then IDENTIFYd on conn 3 at "
+        "5.05 s instead of RESUMing; 2 resumable loss(es), 0 IDENTIFY(s) after a session the "
+        "client held judged",
+        (17, 20),
+    )
