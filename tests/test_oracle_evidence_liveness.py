@@ -128,3 +128,16 @@ def test_lv1_with_a_short_bound_and_one_acked_beat():
 )
 def test_lv1_a_live_session_must_keep_its_heartbeats_acked(run, status, evidence, indices):
     assert lv1(run) == (status, evidence, indices)
+
+
+def test_lv1_a_session_is_live_at_resumed_not_at_the_events_replayed_before_it():
+    run = healthy_start().beats(1, 0.5, 2.0, d=3)
+    run.fault("reset", 2.0, "on", target="both").close(1, 2.0, "network", None, how="reset")
+    run.fault("reset", 3.0, "off").open(2, 3.5, "resume").hello(2, 3.51)
+    run.resume(2, 3.55, "sess-a", 2).dispatch(2, 3.57).resumed(2, 3.6)
+    assert lv1(run.beats(2, 4.0, 8.0, d=4).rec("note", 8.0, text="end")) == (
+        "pass",
+        f"{CLEARED}; conn 2 got RESUMED at 3.60 s (0.60 s later, bound 10.0 s); 4 ACKed "
+        f"heartbeat(s) after it, last at 7.00 s; {TOL}",
+        (12, 17, 24),
+    )
