@@ -412,7 +412,12 @@ class ConnectionCore:
     def receive(self, message: str | bytes, now: float) -> None:
         if self.closed:
             return
-        size = len(message.encode() if isinstance(message, str) else message)
+        # UTF-8 byte count; an ASCII str (nearly every frame) has one byte per char, and
+        # str.isascii() is a flag check, so only non-ASCII text is encoded to measure it.
+        if isinstance(message, str):
+            size = len(message) if message.isascii() else len(message.encode())
+        else:
+            size = len(message)
         config = self.gw.config
         if size > config.max_payload_bytes:
             return self._bad(now, f"payload of {size} bytes exceeds {config.max_payload_bytes}",
@@ -717,11 +722,14 @@ class ConnectionCore:
     def next_deadline(self) -> float | None:
         if self.closed:
             return None
-        pending = self.pending_close[0] if self.pending_close else None
-        held = self.gw.frames.next_release(self.conn_id)
-        times = [t for t in (self.hello_due, self.heartbeat_deadline(), pending, held)
-                 if t is not None]
-        return min(times) if times else None
+        # Called on every frame: take the earliest without building a list.
+        best = self.hello_due
+        for t in (self.heartbeat_deadline(),
+                  self.pending_close[0] if self.pending_close else None,
+                  self.gw.frames.next_release(self.conn_id)):
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
 
     def on_time(self, now: float) -> None:
         if self.closed:

@@ -1639,3 +1639,12 @@ def test_refusals_are_noted_with_the_reason() -> None:
                      "unsupported compress='gzip': sending uncompressed",
                      "IDENTIFY over max_concurrency (bucket 0): op 9",
                      "session_start_limit used up; Discord would reset the token"]
+
+
+def test_a_text_frame_is_measured_in_utf8_bytes_not_characters() -> None:
+    # 2,000 two-byte characters: 2,000 chars but 4,000 bytes, 4,100 with the rest, over 4,096.
+    w = World(guilds=1)
+    bad = w.connect()
+    bad.receive('{"op":1,"d":"' + "\u00e9" * 2000 + '"}' + " " * 85, w.clock.now)
+    [rec] = [r for r in w.trace.records if r["kind"] == "frame_bad"]
+    assert (rec["reason"], rec["size"]) == ("payload of 4100 bytes exceeds 4096", 4100)
