@@ -15,26 +15,46 @@ import trio
 
 
 class EagerLock:
-    """``async with lock:`` like ``trio.Lock``, without the yield of a free acquire."""
+    """``async with lock:`` like ``trio.Lock``, without the yield of a free acquire.
+
+    Free, ``async with`` takes it in one coroutine call and no other (the lock is used once
+    per frame sent and chunk received). Held, the caller checkpoints for cancellation and
+    parks; ``release`` hands the lock to the first parked task, as ``trio.Lock`` does. Unlike
+    ``trio.Lock`` it does not check that the releasing task is the one that acquired it, nor
+    break the lock when its holder exits without releasing (``async with`` always releases).
+    """
+
+    __slots__ = ("_held", "_lot")
 
     def __init__(self) -> None:
-        self._lock = trio.Lock()
+        self._held = False
+        self._lot = trio.lowlevel.ParkingLot()
 
     async def acquire(self) -> None:
-        try:
-            self._lock.acquire_nowait()
-        except trio.WouldBlock:
-            await self._lock.acquire()
+        if self._held:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            await self._lot.park()  # woken holding the lock: release hands it over
+        else:
+            self._held = True
 
     def release(self) -> None:
-        self._lock.release()
+        if not self._held:
+            raise RuntimeError("release of an EagerLock nobody holds")
+        if self._lot:
+            self._lot.unpark(count=1)  # the lock passes to the woken task: still held
+        else:
+            self._held = False
 
     def locked(self) -> bool:
-        return self._lock.locked()
+        return self._held
 
     async def __aenter__(self) -> None:
-        await self.acquire()
+        if self._held:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            await self._lot.park()
+        else:
+            self._held = True
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
-        self._lock.release()
+        self.release()
