@@ -74,3 +74,28 @@ def test_a_callers_own_freeze_is_kept() -> None:
         assert gc.get_freeze_count() == frozen
     finally:
         gc.unfreeze()
+
+
+def test_a_run_with_many_live_tasks_gets_a_young_generation_to_match() -> None:
+    """A fleet's thousands of tasks: the young generation grows with them (YOUNG_PER_TASK
+    allocations each), so a young collection comes after as much simulated time as with a few
+    shards; the process's thresholds are back afterwards."""
+    from harness.simulation import YOUNG_PER_TASK
+
+    before = gc.get_threshold()
+    seen: dict[str, tuple[int, int, int]] = {}
+
+    async def main() -> None:
+        seen["few"] = gc.get_threshold()
+        async with trio.open_nursery() as nursery:
+            for _ in range(10_000):
+                nursery.start_soon(trio.sleep, 10)
+            await trio.sleep(1)
+            seen["many"] = gc.get_threshold()
+
+    run_simulated(main, seed=1)
+    assert seen["few"] == RUN_GC_THRESHOLDS
+    # (regrown each time the tasks outgrow it by a quarter)
+    assert 10_000 * YOUNG_PER_TASK / 1.25 <= seen["many"][0] <= 10_000 * YOUNG_PER_TASK
+    assert seen["many"][1:] == RUN_GC_THRESHOLDS[1:]
+    assert gc.get_threshold() == before
