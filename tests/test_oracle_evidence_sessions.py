@@ -227,12 +227,26 @@ def test_rs5_op9_that_allows_a_resume_is_no_trigger():
         "not_judged", "no op 9 d=false and no server close 4003/4005/4007/4009 in the run", ())
 
 
-@pytest.mark.xfail(strict=True, reason="oracle bug (issue 19): RS5 says there was no op 9 "
-                   "d=false when there was one the run ended too soon to judge")
 def test_rs5_not_judged_names_the_op9_the_run_ended_too_soon_to_judge():
-    v = verdict(op9_then(end=8.5), "RS5")
-    assert v.status == "not_judged"
-    assert "no op 9 d=false" not in v.evidence
+    assert judged(op9_then(end=8.5), "RS5") == (
+        "not_judged",
+        "op 9 d=false on conn 1 at 2.00 s: no IDENTIFY before the run ended 6.50 s later, "
+        f"within the 6.50 s bound; {TOL_RS5}",
+        (),
+    )
+    assert judged(op9_then(), "RS5", outcome="stop") == (
+        "not_judged",
+        "op 9 d=false on conn 1 at 2.00 s: no IDENTIFY before the run ended 10.00 s later (the "
+        f"scenario expects the client to stop); {TOL_RS5}",
+        (),
+    )
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).server_op(1, 2.0, 9, d=False)
+    run.close(1, 2.05, "server", 4009).rec("note", 5.0, text="end")
+    assert judged(run, "RS5")[:2] == (
+        "not_judged",
+        "op 9 d=false on conn 1 at 2.00 s: no IDENTIFY before the run ended 3.00 s later, within "
+        f"the 6.50 s bound (+1 more); {TOL_RS5}",
+    )
 
 
 def test_rs5_names_what_an_op9_answered_and_counts_every_invalidation():
@@ -531,11 +545,14 @@ def test_rs1_names_when_the_server_ended_the_abandoned_session_if_it_did():
     )
 
 
-@pytest.mark.xfail(strict=True, reason="oracle bug (issue 19): an IDENTIFY within expiry_slack "
-                   "of the server expiring the session passes the abandoned-session rule but "
-                   "still fails RS1's loss rule ('instead of RESUMing')")
 def test_rs1_an_identify_just_before_the_server_expired_the_session_passes():
-    assert verdict(dropped_at_two("expired"), "RS1").status == "pass"
+    # Both RS1 rules take the expiry from one place: the loss rule does not judge it again.
+    assert judged(dropped_at_two("expired"), "RS1") == (
+        "pass",
+        "1 IDENTIFY(s) after a session the client held, each once the server had ended it or "
+        "told the client so",
+        (),
+    )
 
 
 def test_rs1_a_session_the_client_resumed_on_the_lost_connection_was_the_clients():

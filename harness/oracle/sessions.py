@@ -236,7 +236,8 @@ def _abandoned_sessions(
     4003/4005/4007/4009 or a fatal code. Otherwise the client threw away a session it could
     resume, and with it every event the session held.
 
-    Returns (failures, indices of the IDENTIFYs that failed, IDENTIFYs judged, not judged).
+    Returns (failures, indices of the IDENTIFYs that failed or that the server's expiry of the
+    session excuses, IDENTIFYs judged, not judged).
     """
     seq_before = _highest_seq_before(view)
     delivered: dict[str, int] = {}
@@ -250,7 +251,7 @@ def _abandoned_sessions(
     conn_sid: dict[int, str] = {}
     conn_shard: dict[int, tuple[int, ...] | None] = {}
     failures: list[tuple[str, list[int]]] = []
-    failed: set[int] = set()
+    decided: set[int] = set()  # IDENTIFYs judged here that RS1's loss rule must not judge again
     unknown: list[str] = []
     judged = 0
 
@@ -310,18 +311,19 @@ def _abandoned_sessions(
             if prev is None or prev.attached == conn_id or prev.ready is None:
                 continue
             ts = float(rec["ts"])
-            if prev.gone is not None:
-                judged += 1
-                continue
-            if key in told:
-                judged += 1
-                continue
             later = _session_end_after(view, prev.sid, idx)
-            if (
+            # The server expired the session before the IDENTIFY, or within expiry_slack after
+            # it (the client's resume window started earlier): a RESUME was no longer due, so
+            # RS1's loss rule must not fail this IDENTIFY either (it skips ``decided``).
+            if (prev.gone is not None and prev.gone.get("event") == "expired") or (
                 later is not None
                 and later.get("event") == "expired"
                 and float(later["ts"]) - ts <= tol.expiry_slack
             ):
+                judged += 1
+                decided.add(idx)
+                continue
+            if prev.gone is not None or key in told:
                 judged += 1
                 continue
             # Did the client have it? (A READY cut in flight leaves it nothing to resume.)
@@ -363,8 +365,8 @@ def _abandoned_sessions(
                     [idx],
                 )
             )
-            failed.add(idx)
-    return failures, failed, judged, unknown
+            decided.add(idx)
+    return failures, decided, judged, unknown
 
 
 def _session_end_after(view: RunView, sid: str, idx: int) -> Record | None:
@@ -429,13 +431,13 @@ def check_rs1(view: RunView, exp: Expectations) -> Verdict:
     ]
     seq_before = _highest_seq_before(view)
     # The server's word first: an IDENTIFY while the old session was still resumable there.
-    failures, abandoned, identifies_judged, _ = _abandoned_sessions(view, exp.tolerances)
+    failures, decided, identifies_judged, _ = _abandoned_sessions(view, exp.tolerances)
     unknown: list[str] = []
     judged = 0
     proof: list[int] = []
     for loss in losses:
         nxt = _first_session_frame_after(view, loss.ts, loss.idx)
-        if nxt is None or nxt.idx in abandoned:
+        if nxt is None or nxt.idx in decided:
             continue
         conn = view.conns[nxt.rec["conn"]]
         if nxt.op == OP_IDENTIFY:
@@ -775,6 +777,7 @@ def check_rs5(view: RunView, exp: Expectations) -> Verdict:
     failures: list[tuple[str, list[int]]] = []
     judged = 0
     unseen: list[str] = []  # invalidations a fault may have kept from the client
+    pending: list[str] = []  # invalidations the run ended too soon after (or, stop) to judge
     lo, hi = tol.reidentify_delay_min, tol.reidentify_delay_max + tol.reidentify_slack
     proof: list[int] = []
     last_ok = ""
@@ -786,6 +789,15 @@ def check_rs5(view: RunView, exp: Expectations) -> Verdict:
                 judged += 1
                 failures.append(
                     (f"{what}: no IDENTIFY in the {view.end_ts - ts:.2f} s that followed", [idx])
+                )
+            else:
+                pending.append(
+                    f"{what}: no IDENTIFY before the run ended {view.end_ts - ts:.2f} s later"
+                    + (
+                        " (the scenario expects the client to stop)"
+                        if exp.outcome == "stop"
+                        else f", within the {hi:.2f} s bound"
+                    )
                 )
             continue
         # A second trigger before the client acted restarts the clock; judge only the last one.
@@ -853,6 +865,9 @@ def check_rs5(view: RunView, exp: Expectations) -> Verdict:
     if failures:
         return first_failure("RS5", failures, tol_text)
     if not judged:
+        if pending:
+            more = f" (+{len(pending) - 1} more)" if len(pending) > 1 else ""
+            return not_judged("RS5", f"{pending[0]}{more}; {tol_text}")
         if unseen:
             return not_judged("RS5", tol_text)
         return not_judged(
