@@ -122,11 +122,14 @@ def op1_run(replies: list[tuple[float, float | None]], close_at: float | None = 
         (op1_run([(1.0, 2.5)]), "fail",
          f"conn 1: server op 1 at 1.00 s, next op 1 at 2.50 s; {TOL_HB4}", (8, 9)),
         (op1_run([(1.0, None)]), "fail",
-         f"conn 1: server op 1 at 1.00 s, no op 1 before still open; {TOL_HB4}", (8,)),
+         "conn 1: server op 1 at 1.00 s, no op 1 by the end of the run at 6.00 s (still open); "
+         f"{TOL_HB4}", (8,)),
         (op1_run([(1.0, None), (3.0, None)]), "fail",
-         f"conn 1: server op 1 at 1.00 s, no op 1 before still open (+1 more); {TOL_HB4}", (8,)),
+         "conn 1: server op 1 at 1.00 s, no op 1 by the end of the run at 6.00 s (still open) "
+         f"(+1 more); {TOL_HB4}", (8,)),
         (op1_run([(1.0, None)], close_at=2.0), "fail",
-         "conn 1: server op 1 at 1.00 s, no op 1 before closed by server at 2.00 s with code 4000 "
+         "conn 1: server op 1 at 1.00 s, no op 1 before the connection was closed by server at "
+         "2.00 s with code 4000 "
          f"(close_frame); {TOL_HB4}", (8,)),
         (op1_run([(1.0, None)], close_at=1.5), "not_judged",
          "every server op 1 fell in a fault window or at the end", ()),

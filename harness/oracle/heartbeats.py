@@ -266,11 +266,12 @@ def check_hb4(view: RunView, exp: Expectations) -> Verdict:
                 continue
             judged += 1
             idx = [req.idx] + ([reply.idx] if reply else [])
-            answer = (
-                f"next op 1 at {fmt(reply.ts)}"
-                if reply
-                else f"no op 1 before {conn.describe_close()}"
-            )
+            if reply is not None:
+                answer = f"next op 1 at {fmt(reply.ts)}"
+            elif conn.close is not None:
+                answer = f"no op 1 before the connection was {conn.describe_close()}"
+            else:
+                answer = f"no op 1 by the end of the run at {fmt(view.end_ts)} (still open)"
             failures.append((f"conn {conn.id}: server op 1 at {fmt(req.ts)}, {answer}", idx))
     tol = f"tolerance op1_reply_within={within} s"
     if failures:
