@@ -8,6 +8,10 @@ import pytest
 from test_oracle import verdict
 from test_oracle_traces import Run, healthy_start
 
+from harness.oracle.liveness import lv1_judged_by
+from harness.oracle.model import Expectations
+from harness.oracle.view import RunView
+
 LAG = {"target": "both", "type": "latency"}
 NO_FAULTS = "no faults: judged from the start of the run"
 CLEARED = "the last fault ('reset') switched off at 3.00 s"
@@ -141,3 +145,97 @@ def test_lv1_a_session_is_live_at_resumed_not_at_the_events_replayed_before_it()
         f"heartbeat(s) after it, last at 7.00 s; {TOL}",
         (12, 17, 24),
     )
+
+
+# The backoff allowance through a proxy outage: the seconds both URLs were down ---------------
+
+
+def outage(*windows: tuple[str, float, float, str, str], reset_at: float | None = None) -> Run:
+    """Live on conn 1 until the network ends it at 0.523 s; proxy ``windows`` (name, on, off,
+    target, action) in trace order; the client never live again (``reset_at``: an attempt then,
+    reset at once); the run ends at 30 s."""
+    events: list[tuple[float, int, tuple]] = [(0.523, 0, ("close",))]
+    for n, (name, on, off, target, action) in enumerate(windows, start=1):
+        events += [(on, n, (name, "on", target, action)), (off, n, (name, "off", target, action))]
+    if reset_at is not None:
+        events.append((reset_at, 99, ("reset",)))
+    run = healthy_start().beats(1, 0.5, 0.5, d=3)
+    for ts, _, what in sorted(events):
+        if what[0] == "close":
+            run.close(1, ts, "network", None, how="eof")
+        elif what[0] == "reset":
+            run.open(2, ts, "resume").close(2, ts + 0.001, "network", None, how="reset")
+        else:
+            name, state, target, action = what
+            run.fault(name, ts, state, kind="proxy", action=action, target=target)
+    return run.rec("note", 30.0, text="end")
+
+
+def never_back(cleared: str, name: str, by: str, allowance: str) -> str:
+    return (
+        f"the last fault ({name!r}) switched off at {cleared} s; no live session (READY/RESUMED "
+        f"sent, connection open) by {by} s (bound 3.0 s{allowance}); it never became live again"
+    )
+
+
+def down_for(down: float) -> str:
+    return (
+        f" + {4 * down:.2f} s backoff allowance: 2 x 2 x the {down:.2f} s both URLs were down "
+        "since conn 1's end at 0.52 s, the client's backoff through the outage, cap 120 s"
+    )
+
+
+@pytest.mark.parametrize(
+    ("windows", "cleared", "name", "down", "clear_idx"),
+    [
+        # each URL down on its own: only the overlap (1.00-2.52 s) kept every attempt out
+        ([("d", 0.52, 2.52, "discovery", "down"), ("r", 1.0, 3.0, "resume", "down")],
+         "3.00", "r", 1.52, 10),
+        # a down window before the loss, one aimed at "all" that ends before the clear, a
+        # latency (not down) window between, then both down again: 0.98 + 1.00 s
+        ([("early", 0.2, 0.3, "both", "down"), ("all", 0.52, 1.5, "all", "down"),
+          ("slow", 1.6, 1.8, "both", "latency"), ("both", 2.0, 3.0, "both", "down")],
+         "3.00", "both", 1.977, 14),
+        # a later outage: only its 3 s count (each span judged at its midpoint)
+        ([("late", 6.0, 9.0, "both", "down")], "9.00", "late", 3.0, 8),
+    ],
+)
+def test_lv1_allowance_counts_only_the_time_both_urls_were_down(windows, cleared, name, down,
+                                                                clear_idx):
+    by = float(cleared) + 3.0 + 4 * down
+    assert lv1(outage(*windows), outcome="resume", recovery_bound=3.0) == (
+        "fail", never_back(cleared, name, f"{by:.2f}", down_for(down)), (clear_idx,),
+    )
+
+
+def test_lv1_allowance_runs_until_the_first_attempt_after_the_clear_not_one_at_it():
+    down = [("d", 0.52, 2.52, "both", "down")]
+    after = (
+        "it never became live again; 1 connection(s) after it; the last, conn 2 (resume): closed "
+        "by network at {} s with no code (reset)"
+    )
+    # An attempt at the very instant of the clear was made while the proxy was down: a wait
+    # of the backoff, not its end.
+    assert lv1(outage(*down, reset_at=2.52), outcome="resume", recovery_bound=3.0) == (
+        "fail",
+        "the last fault ('d') switched off at 2.52 s; no live session (READY/RESUMED sent, "
+        "connection open) by 13.51 s (bound 3.0 s + 7.99 s backoff allowance: the client's wait "
+        "of 2.00 s from conn 1's end at 0.52 s to conn 2 at 2.52 s x 2 (a random wait is about "
+        "half its ceiling) x 2^1 (a step per failed attempt since), cap 120 s); "
+        + after.format("2.52"),
+        (8, 10),
+    )
+    run = outage(*down, reset_at=4.0)
+    assert lv1(run, outcome="resume", recovery_bound=3.0) == (
+        "fail",
+        "the last fault ('d') switched off at 2.52 s; no live session (READY/RESUMED sent, "
+        "connection open) by 7.00 s (bound 3.0 s + 1.48 s (until its first attempt after the "
+        "clear) of a 7.99 s backoff allowance: 2 x 2 x the 2.00 s both URLs were down since "
+        "conn 1's end at 0.52 s, the client's backoff through the outage, cap 120 s); "
+        + after.format("4.00"),
+        (8, 10),
+    )
+    # The runner keeps the run going until then; a client expected to stop sets no such time.
+    assert lv1_judged_by(RunView(run.records), Expectations(outcome="resume",
+                                                            recovery_bound=3.0)) == 7.0
+    assert lv1_judged_by(RunView(run.records), Expectations(outcome="stop")) is None
