@@ -169,3 +169,72 @@ async def test_abort_stream_sends_rst_on_tcp() -> None:
         assert isinstance(info.value.__cause__, ConnectionResetError)
         await client.aclose()
     await listeners[0].aclose()
+
+
+class _Steps(trio.abc.Instrument):
+    """Counts the scheduling rounds (task steps) of one task: a yield is a new step."""
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task, self.steps = task, 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.steps += 1
+
+
+async def test_memory_io_reads_what_is_there_without_yielding_and_writes_what_fits(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """MemoryIO, the proxy's direct I/O on a memory stream (as SocketIO on a socket): a read
+    that finds bytes takes no scheduling round (but every YIELD_EVERY+1-th in a row does), and
+    send_now writes what the buffer takes and wakes the reader."""
+    from harness.faults.memnet import MemoryIO
+
+    net = MemoryNetwork(buffer_size=8)
+    listener = net.listen("gw:1")
+    client = await net.connect("gw:1")
+    server = MemoryIO(await listener.accept())
+    steps = _Steps(trio.lowlevel.current_task())
+    trio.lowlevel.add_instrument(steps)
+    for i in range(MemoryIO.YIELD_EVERY):
+        await client.send_all(b"x%d" % i)
+        before = steps.steps
+        assert await server.receive_some(100) == b"x%d" % i
+        assert steps.steps == before  # the read did not yield
+    await client.send_all(b"more")
+    before = steps.steps
+    assert await server.receive_some(100) == b"more"
+    assert steps.steps == before + 1  # the YIELD_EVERY+1-th read in a row yielded once
+    trio.lowlevel.remove_instrument(steps)
+    # A read that finds nothing waits; send_now wakes it without a coroutine.
+    back = MemoryIO(client)
+    got: list[bytes] = []
+
+    async def read_later() -> None:
+        got.append(await back.receive_some(100))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_later)
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.send_now(b"pong-pong") == 8  # what the 8-byte buffer takes
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == [b"pong-pon"]
+
+
+async def test_memory_io_sees_reset_then_eof_and_refuses_writes_after_reset(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from harness.faults.memnet import MemoryIO
+
+    net = MemoryNetwork()
+    listener = net.listen("gw:1")
+    client = await net.connect("gw:1")
+    server = MemoryIO(await listener.accept())
+    await client.send_all(b"unread")
+    client.abort()
+    assert await server.receive_some(100) == b"unread"  # delivered before the reset
+    with pytest.raises(trio.BrokenResourceError):
+        await server.receive_some(100)
+    assert await server.receive_some(100) == b""
+    with pytest.raises(trio.BrokenResourceError):
+        server.send_now(b"x")
