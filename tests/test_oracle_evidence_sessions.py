@@ -568,3 +568,34 @@ def test_rs1_a_session_the_client_resumed_on_the_lost_connection_was_the_clients
         "client held judged",
         (17, 20),
     )
+
+
+def ended_before_the_identify(event: str) -> Run:
+    """dropped_at_two, but the server ends sess-a (``event``) at 2.90 s, before the IDENTIFY."""
+    run = Run().open(1, 0.0).hello(1, 0.01).identify(1, 0.05)
+    run.session("sess-a", 0.1, "created", conn=1).ready(1, 0.1).dispatch(1, 0.2)
+    run.dispatch(1, 0.3).beats(1, 0.5, 2.0, d=3).close(1, 2.0, "network", None, "reset")
+    run.session("sess-a", 2.0, "detached", conn=1, seq=3).session("sess-a", 2.9, event, seq=7)
+    run.open(4, 3.0).hello(4, 3.0).identify(4, 3.01)
+    run.session("sess-b", 3.02, "created", conn=4).ready(4, 3.02, "sess-b")
+    return run.beats(4, 3.5, 7.0, d=1).rec("note", 7.0, text="end")
+
+
+def test_rs1_an_expiry_before_the_identify_excuses_it_an_untold_invalidation_does_not():
+    # The resume window ran out (the client may keep the same clock): a new session is right.
+    assert judged(ended_before_the_identify("expired"), "RS1") == (
+        "pass",
+        "1 IDENTIFY(s) after a session the client held, each once the server had ended it or "
+        "told the client so",
+        (),
+    )
+    # Invalidated with nothing sent to the client: it should still have tried RESUME (and
+    # been told by op 9); the session rule is content, the loss rule is not.
+    assert judged(ended_before_the_identify("invalidated"), "RS1") == (
+        "fail",
+        "conn 1 lost at 2.00 s (network ended it (reset)) while resumable and the client had the "
+        "session (its heartbeat at 0.50 s cited d=3, sent only after READY); the client then "
+        "IDENTIFYd on conn 4 at 3.01 s instead of RESUMing; 1 resumable loss(es), 1 IDENTIFY(s) "
+        "after a session the client held judged",
+        (11, 16),
+    )
