@@ -599,3 +599,69 @@ def test_rs1_an_expiry_before_the_identify_excuses_it_an_untold_invalidation_doe
         "after a session the client held judged",
         (11, 16),
     )
+
+
+def told_on_resume(answer: str, value: bool | int) -> Run:
+    """sess-a lost at 2.00 s; the client RESUMEs it on conn 2 (resume URL) and the server answers
+    (``answer`` "op9" with d=``value``, or a server close with code ``value``) with no session
+    record; the client IDENTIFYs on conn 3 at 4.60 s."""
+    run = Run().open(1, 0.0).hello(1, 0.01).identify(1, 0.05)
+    run.session("sess-a", 0.1, "created", conn=1).ready(1, 0.1).dispatch(1, 0.2)
+    run.dispatch(1, 0.3).beats(1, 0.5, 2.0, d=3).close(1, 2.0, "network", None, "reset")
+    run.session("sess-a", 2.0, "detached", conn=1, seq=3)
+    run.open(2, 2.5, "resume").hello(2, 2.51).resume(2, 2.6, "sess-a", 3)
+    if answer == "op9":
+        run.server_op(2, 2.7, 9, d=value).close(2, 2.8, "client", 4000)
+    else:
+        run.close(2, 2.7, "server", value)
+    run.open(3, 4.5).hello(3, 4.51).identify(3, 4.6)
+    run.session("sess-b", 4.62, "created", conn=3).ready(3, 4.62, "sess-b")
+    return run.beats(3, 5.0, 9.0, d=1).rec("note", 9.0, text="end")
+
+
+TOLD = ("1 resumable loss(es), each followed by a RESUME on the resume URL (or on the discovery "
+        "URL, or an IDENTIFY, after the resume path failed); 1 IDENTIFY(s) after a session the "
+        "client held, each once the server had ended it or told the client so")
+NOT_TOLD = ("IDENTIFY on conn 3 at 4.60 s while session sess-a (lost at 2.00 s, still resumable "
+            "at the end of the run, 9.00 s) held every event after the client's seq 3 (its RESUME "
+            f"at 2.60 s); {ABANDONED.replace('0 resumable', '1 resumable')}")
+
+
+@pytest.mark.parametrize(
+    ("answer", "value", "expected"),
+    [
+        ("op9", False, ("pass", TOLD, (11, 15))),
+        ("close", 4009, ("pass", TOLD, (11, 15))),  # start a new session
+        ("close", 4004, ("pass", TOLD, (11, 15))),  # fatal
+        ("op9", True, ("fail", NOT_TOLD, (20,))),  # may resume: no word that it is gone
+        ("close", 4000, ("fail", NOT_TOLD, (19,))),  # resumable close
+    ],
+)
+def test_rs1_an_identify_is_right_once_the_answer_to_a_resume_said_the_session_was_gone(
+    answer, value, expected
+):
+    # The gateway's session records say nothing here: what the client was told decides.
+    assert judged(told_on_resume(answer, value), "RS1") == expected
+
+
+def test_rs1_an_op9_answering_one_shards_resume_tells_no_other_shard():
+    run = Run()
+    for conn, shard, sid in ((1, [0, 2], "sess-a"), (2, [1, 2], "sess-b")):
+        run.open(conn, 0.0).hello(conn, 0.0).identify(conn, 0.01, shard=shard)
+        run.session(sid, 0.02, "created", conn=conn)
+        run.ready(conn, 0.02, sid).dispatch(conn, 0.03, sid).beats(conn, 0.3, 2.0, 2)
+    run.close(1, 2.0, "network", None, "reset").session("sess-a", 2.0, "detached", conn=1, seq=2)
+    run.close(2, 2.0, "network", None, "reset").session("sess-b", 2.0, "detached", conn=2, seq=2)
+    run.open(3, 2.5, "resume").close(3, 2.51, "network", None, "reset")
+    run.open(4, 2.5, "resume").hello(4, 2.51).resume(4, 2.6, "sess-b", 2)  # shard 1's
+    run.server_op(4, 2.7, 9, d=False).close(4, 2.8, "client", 4000)
+    run.open(5, 4.5).hello(5, 4.51).identify(5, 4.6, shard=[1, 2])  # rightly
+    run.open(6, 5.0).hello(6, 5.01).identify(6, 5.1, shard=[0, 2])  # shard 0 was told nothing
+    assert judged(run.rec("note", 9.0, text="end"), "RS1") == (
+        "fail",
+        "IDENTIFY on conn 6 at 5.10 s while session sess-a (lost at 2.00 s, still resumable at "
+        "the end of the run, 9.00 s) held every event after the client's seq 2 (its heartbeat "
+        "at 0.30 s); "
+        + ABANDONED.replace("0 resumable", "2 resumable").replace("1 IDENTIFY", "2 IDENTIFY"),
+        (36,),
+    )
