@@ -7,6 +7,7 @@ each test)."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
 import pytest
@@ -197,16 +198,67 @@ def test_bo1_passes_full_jitter_backoff(waits: list[float]) -> None:
     assert v.status == "pass", v.evidence
 
 
+def decorrelated(base: float, n: int, seed: int) -> list[float]:
+    """AWS's decorrelated jitter: each wait min(60, uniform(base, 3 x the wait before))."""
+    rng, out, prev = random.Random(seed), [], base
+    for _ in range(n):
+        prev = round(min(60.0, rng.uniform(base, prev * 3)), 3)
+        out.append(prev)
+    return out
+
+
 @pytest.mark.parametrize(
-    "waits, largest",
+    "waits",
     [
-        ([0.5] * 8, "0.50"),  # a fixed short wait
-        ([0.9, 0.3, 0.7, 0.1, 0.8, 0.4, 0.6], "0.90"),  # random short waits, no growth
-        ([round(0.1 * k, 1) for k in range(1, 17)], "1.10"),  # a linear ramp from zero
+        # Decorrelated jitter grows by about 1.1x per wait at the median: the old envelope rule
+        # (five waits not growing the largest by 1.5x) called this "no backoff" (issue 13).
+        [0.25, 0.6, 0.74, 0.5, 0.9, 0.41, 0.83, 1.22, 2.9, 5.3],
+        [1.0, 1.4, 1.4, 1.4, 1.4, 1.4, 3.1],  # a typical draw from a 1 s base
+        decorrelated(0.25, 20, seed=7),
+        # Equal jitter: b/2 + uniform(0, b/2) for b = 0.25 x 2^n, capped at 2 s.
+        [0.2, 0.3, 0.61, 1.3, 1.02, 1.97, 1.5, 1.11, 1.8, 1.04, 1.6, 1.33, 1.9, 1.2, 1.7, 1.45,
+         1.05, 1.88, 1.26, 1.5, 1.61],
+        # Full jitter capped at 2 s: uniform(0, 2), a wait of 1 s or more half the time.
+        [0.1, 0.4, 0.7, 0.3, 1.4, 0.2, 0.9, 1.9, 0.5, 0.8, 1.6, 0.3, 0.6, 1.2, 0.4, 0.7, 1.8],
     ],
 )
-def test_bo1_still_fails_no_backoff_and_a_linear_ramp(waits: list[float], largest: str) -> None:
+def test_bo1_passes_decorrelated_and_equal_jitter(waits: list[float]) -> None:
+    v = verdict(attempts_with_waits(waits), "BO1")
+    assert v.status == "pass", v.evidence
+
+
+@pytest.mark.parametrize(
+    "waits, why",
+    [
+        # a fixed short wait: six waits in a row, one step (0)
+        ([0.5] * 8, "waits 1-6 (0.50, 0.50, 0.50, 0.50, 0.50, 0.50 s) step by one fixed amount "
+                    "(+0.00 s), below 2 s"),
+        # a linear ramp from 0.1 s by 0.1 s
+        ([round(0.1 * k, 1) for k in range(1, 17)],
+         "waits 1-6 (0.10, 0.20, 0.30, 0.40, 0.50, 0.60 s) step by one fixed amount (+0.10 s), "
+         "below 2 s"),
+        # random waits under a second, no growth: 20 of them
+        ([0.9, 0.3, 0.7, 0.1, 0.8, 0.4, 0.6, 0.2, 0.95, 0.5] * 2,
+         "its first 20 waits (0.90, 0.30, 0.70, 0.10, 0.80, 0.40, 0.60, 0.20, 0.95, 0.50, 0.90, "
+         "0.30, 0.70, 0.10, 0.80, 0.40, 0.60, 0.20, 0.95, 0.50 s) all stayed below 1 s"),
+    ],
+)
+def test_bo1_fails_no_backoff_naming_the_waits_that_prove_it(
+    waits: list[float], why: str
+) -> None:
     v = verdict(attempts_with_waits(waits), "BO1")
     assert v.status == "fail"
     assert v.evidence.startswith(f"no backoff: {len(waits) + 2} failed attempts from 0.00 s")
-    assert f"the 5 waits after the largest wait so far ({largest} s:" in v.evidence
+    assert why in v.evidence, v.evidence
+
+
+def test_bo1_says_too_few_waits_to_tell_random_short_waits_from_a_slow_start() -> None:
+    # Seven random waits under a second: hammering, or decorrelated jitter from a 0.1 s base that
+    # has not grown yet. No proof either way, so no failure, and the verdict says why.
+    v = verdict(attempts_with_waits([0.9, 0.3, 0.7, 0.1, 0.8, 0.4, 0.6]), "BO1")
+    assert v.status == "pass", v.evidence
+    assert ("too few waits to tell: a run's 7 waits stayed below 1 s, and 20 are needed"
+            in v.evidence)
+    # One wait fewer than 20 is still too few; the 20th proves it (above).
+    nineteen = [0.9, 0.3, 0.7, 0.1, 0.8, 0.4, 0.6, 0.2, 0.95, 0.5] * 2
+    assert verdict(attempts_with_waits(nineteen[:19]), "BO1").status == "pass"

@@ -25,33 +25,41 @@ from harness.oracle.view import (
 
 # BO1: how many equal wait ratios prove backoff without jitter (see check_bo1).
 NO_JITTER_MIN_RATIOS = 3
-# BO1: how many waits in a row that never grow the largest wait before them prove no backoff
-# (see stalled_envelope).
-NO_BACKOFF_MIN_WAITS = 5
+# BO1: how many waits in a row stepping by one exact amount prove a fixed wait or a linear ramp
+# (see no_backoff), and how close (seconds) two steps must be to count as the same step.
+FIXED_STEP_MIN_WAITS = 6
+FIXED_STEP_TOLERANCE = 0.005
 
 
-def stalled_envelope(waits: list[float], tol: Tolerances) -> tuple[int, float] | None:
-    """(j, largest) if the waits after ``waits[j - 1]`` show no backoff: NO_BACKOFF_MIN_WAITS of
-    them in a row, none growing the largest wait so far (``largest``) by ``backoff_growth``, while
-    that largest wait is still below ``backoff_flat_ok`` (a cap must be at least that). None if
-    the waits back off, or are too few to tell.
+def no_backoff(waits: list[float], tol: Tolerances) -> tuple[str, int, int] | None:
+    """Proof that ``waits`` (one run of failed attempts) do not back off: ("hammering" |
+    "fixed step", i, j), the waits ``waits[i:j]`` that prove it; None without proof (the waits
+    back off, or are too few to tell).
 
-    The envelope, not each wait: a full-jitter backoff (wait = uniform(0, base x 2^n), AWS's
-    recommendation, discord.py's and nextcord's) draws a short wait after a long one half the
-    time, but the largest wait so far keeps growing with the ceiling. Measured over 10 such
-    waits (base 0.25 s to 2 s), five in a row below 1.5 x the largest before them come up once
-    in 3,000 to 30,000 runs; four once in 270 to 750, three once in 20 to 70 (a verdict must not
-    be a coin toss), while a fixed short wait, random waits under 1 s and a linear ramp from
-    zero (0.1, 0.2, 0.3 ... s: by its 16th wait) all stall.
+    - hammering: the run's first ``backoff_hammer_waits`` waits all stay below
+      ``backoff_hammer_below`` (its attempts keep coming at least once a second however long it
+      fails);
+    - fixed step: FIXED_STEP_MIN_WAITS waits in a row, all below ``backoff_flat_ok``, each
+      differing from the one before by the same amount (within FIXED_STEP_TOLERANCE): a fixed
+      wait (step 0) or a linear ramp; a deterministic backoff doubles, and one reaching
+      ``backoff_flat_ok`` has reached its cap.
+
+    Growth between single waits proves nothing either way: decorrelated jitter (AWS's
+    min(cap, uniform(base, 3 x previous wait))) grows by about 1.1x per wait at the median, and
+    full jitter draws a short wait after a long one half the time (bench/bo1_false_alarms.py).
     """
-    largest = 0.0
-    for j in range(1, len(waits) - NO_BACKOFF_MIN_WAITS + 1):
-        largest = max(largest, waits[j - 1])
-        if largest >= tol.backoff_flat_ok:
-            return None
-        window = waits[j : j + NO_BACKOFF_MIN_WAITS]
-        if not any(w > largest and w >= tol.backoff_growth * largest for w in window):
-            return j, largest
+    if len(waits) >= tol.backoff_hammer_waits and all(
+        w < tol.backoff_hammer_below for w in waits[: tol.backoff_hammer_waits]
+    ):
+        return "hammering", 0, tol.backoff_hammer_waits
+    n = FIXED_STEP_MIN_WAITS
+    for i in range(len(waits) - n + 1):
+        window = waits[i : i + n]
+        if max(window) >= tol.backoff_flat_ok:
+            continue
+        steps = [b - a for a, b in zip(window, window[1:], strict=False)]
+        if max(steps) - min(steps) <= FIXED_STEP_TOLERANCE:
+            return "fixed step", i, i + n
     return None
 
 
@@ -105,6 +113,7 @@ def check_bo1(view: RunView, exp: Expectations) -> Verdict:
     if len(current) >= 2:
         runs.append(current)
     judged_runs = 0
+    short_runs: list[int] = []  # runs whose waits never reached backoff_hammer_below
     longest_run = 0
     run_text = ""
     for run in runs:
@@ -122,20 +131,30 @@ def check_bo1(view: RunView, exp: Expectations) -> Verdict:
             )
         # An immediate first retry is fine; the backoff shows in the waits after it.
         waits = gaps[1:] if gaps and gaps[0] < 0.05 else gaps
-        stall = stalled_envelope(waits, tol)
-        if stall is not None:
-            j, largest = stall
+        proof = no_backoff(waits, tol)
+        if proof is not None:
+            kind, i, j = proof
+            shown = ", ".join(f"{w:.2f}" for w in waits[i:j])
+            if kind == "hammering":
+                why = (
+                    f"its first {j} waits ({shown} s) all stayed below "
+                    f"{tol.backoff_hammer_below:g} s"
+                )
+            else:
+                step = round(waits[i + 1] - waits[i], 2) + 0.0  # no "-0.00"
+                why = (
+                    f"waits {i + 1}-{j} ({shown} s) step by one fixed amount ({step:+.2f} s), "
+                    f"below {tol.backoff_flat_ok:g} s"
+                )
             failures.append(
                 (
                     f"no backoff: {len(run)} failed attempts from {fmt(starts[0])} with waits "
-                    f"{', '.join(f'{g:.2f}' for g in gaps[:8])} s; the "
-                    f"{NO_BACKOFF_MIN_WAITS} waits after the largest wait so far "
-                    f"({largest:.2f} s: "
-                    f"{', '.join(f'{w:.2f}' for w in waits[j : j + NO_BACKOFF_MIN_WAITS])} s) "
-                    f"never grew it by {tol.backoff_growth:g}x, below {tol.backoff_flat_ok:g} s",
+                    f"{', '.join(f'{g:.2f}' for g in gaps[:8])} s; {why}",
                     idx,
                 )
             )
+        elif all(w < tol.backoff_hammer_below for w in waits):
+            short_runs.append(len(waits))
         if len(waits) >= 3:
             ratios = [b / a for a, b in zip(waits, waits[1:], strict=False) if a > 0]
             # Two jittered ratios fall within 0.01 of each other by chance about once in 50
@@ -164,7 +183,8 @@ def check_bo1(view: RunView, exp: Expectations) -> Verdict:
             )
     tol_text = (
         f"tolerances storm_max_attempts={tol.storm_max_attempts} per {tol.storm_window} s, "
-        f"backoff_growth={tol.backoff_growth}, backoff_flat_ok={tol.backoff_flat_ok} s, "
+        f"backoff_hammer_waits={tol.backoff_hammer_waits} below {tol.backoff_hammer_below} s, "
+        f"backoff_flat_ok={tol.backoff_flat_ok} s, "
         f"backoff_cap={tol.backoff_cap} s"
     )
     if failures:
@@ -187,10 +207,17 @@ def check_bo1(view: RunView, exp: Expectations) -> Verdict:
             "no run of two or more failed connection attempts reached the gateway "
             "(attempts against a proxy that is down never do)",
         )
+    too_few = ""
+    if short_runs:
+        too_few = (
+            f"; too few waits to tell: a run's {max(short_runs)} waits stayed below "
+            f"{tol.backoff_hammer_below:g} s, and {tol.backoff_hammer_waits} are needed to "
+            "tell hammering from a slow jittered start (it fails no rule)"
+        )
     return ok(
         "BO1",
         f"{judged_runs} run(s) of failed attempts backed off without a storm (longest: "
-        f"{run_text}); {tol_text}",
+        f"{run_text}); {tol_text}{too_few}",
     )
 
 

@@ -50,11 +50,14 @@ class Tolerances:
     reidentify_delay_max: float = 5.0
     reidentify_slack: float = 1.5
     """RS5: the IDENTIFY comes reidentify_delay_min .. max (+ slack for reconnecting) s after."""
-    backoff_growth: float = 1.5
-    """BO1: within a run of failed attempts, one of the five waits after the largest wait so far
-    must grow it by this factor ..."""
+    backoff_hammer_waits: int = 20
+    backoff_hammer_below: float = 1.0
+    """BO1: a run of failed attempts whose first backoff_hammer_waits waits all stay below
+    backoff_hammer_below seconds is hammering, not backing off (correct backoffs from a 0.25 s
+    base reach 1 s within 18 waits: bench/bo1_false_alarms.py) ..."""
     backoff_flat_ok: float = 2.0
-    """BO1: ... until the largest wait so far reaches this many seconds (a reached cap)."""
+    """BO1: ... and so are five waits in a row below this many seconds stepping by one fixed
+    amount (a fixed wait or a linear ramp; at or above it, a reached cap)."""
     backoff_cap: float = 120.0
     """BO1: no gap between attempts above this (the backoff is capped); LV1/ZB1: the most a
     client's next backoff step may add to their bounds."""
