@@ -665,3 +665,65 @@ def test_rs1_an_op9_answering_one_shards_resume_tells_no_other_shard():
         + ABANDONED.replace("0 resumable", "2 resumable").replace("1 IDENTIFY", "2 IDENTIFY"),
         (36,),
     )
+
+
+def chain(*ends: str) -> Run:
+    """Session k (sess-k, k+2 events, lost at 4k+2 s) on its own connection, ended before the
+    next IDENTIFY (at 4k+4.05 s) as ``ends[k]`` says: "expired" at the server, "told" (op 9
+    d=false answering a RESUME on the resume URL) or "abandoned" (nothing)."""
+    run = Run()
+    conn = 1
+    for k, how in enumerate(ends):
+        t, sid = 4.0 * k, f"sess-{k}"
+        run.open(conn, t).hello(conn, t + 0.01).identify(conn, t + 0.05)
+        run.session(sid, t + 0.1, "created", conn=conn).ready(conn, t + 0.1, sid)
+        for j in range(k + 1):
+            run.dispatch(conn, t + 0.2 + 0.01 * j, sid)
+        run.beats(conn, t + 0.5, t + 2.0, d=k + 2).close(conn, t + 2.0, "network", None, "reset")
+        run.session(sid, t + 2.0, "detached", conn=conn, seq=k + 2)
+        conn += 1
+        if how == "expired":
+            run.session(sid, t + 2.5, "expired", seq=k + 2)
+        elif how == "told":
+            run.open(conn, t + 2.5, "resume").hello(conn, t + 2.51)
+            run.resume(conn, t + 2.6, sid, k + 2)
+            run.server_op(conn, t + 2.7, 9, d=False).close(conn, t + 2.8, "client", 4000)
+            conn += 1
+    t = 4.0 * len(ends)
+    run.open(conn, t).hello(conn, t + 0.01).identify(conn, t + 0.05)
+    return run.rec("note", t + 1.0, text="end")
+
+
+RESUMED_ONCE = ("1 resumable loss(es), each followed by a RESUME on the resume URL (or on the "
+                "discovery URL, or an IDENTIFY, after the resume path failed); ")
+
+
+def abandoned_at(conn: int, ts: str, sid: str, lost: str, seq: int, beat: str, losses: int) -> str:
+    return (
+        f"IDENTIFY on conn {conn} at {ts} s while session {sid} (lost at {lost} s, still "
+        f"resumable at the end of the run, 9.00 s) held every event after the client's seq {seq} "
+        f"(its heartbeat at {beat} s); "
+        + ABANDONED.replace("0 resumable", f"{losses} resumable")
+        .replace("1 IDENTIFY", "2 IDENTIFY")
+    )
+
+
+@pytest.mark.parametrize(
+    ("ends", "expected"),
+    [
+        (("expired", "told"), ("pass", RESUMED_ONCE + TOLD.split("); ")[1].replace("1 I", "2 I"),
+                               (24, 28))),
+        (("told", "expired"), ("pass", RESUMED_ONCE + TOLD.split("); ")[1].replace("1 I", "2 I"),
+                               (10, 14))),
+        (("told", "abandoned"),
+         ("fail", abandoned_at(4, "8.05", "sess-1", "6.00", 3, "4.50", 1), (32,))),
+        (("expired", "abandoned"),
+         ("fail", abandoned_at(3, "8.05", "sess-1", "6.00", 3, "4.50", 0), (28,))),
+        (("abandoned", "told"),
+         ("fail", abandoned_at(2, "4.05", "sess-0", "2.00", 2, "0.50", 1), (14,))),
+        (("abandoned", "expired"),
+         ("fail", abandoned_at(2, "4.05", "sess-0", "2.00", 2, "0.50", 0), (14,))),
+    ],
+)
+def test_rs1_counts_every_identify_after_a_session_the_client_held(ends, expected):
+    assert judged(chain(*ends), "RS1") == expected
