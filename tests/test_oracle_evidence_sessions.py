@@ -727,3 +727,70 @@ def abandoned_at(conn: int, ts: str, sid: str, lost: str, seq: int, beat: str, l
 )
 def test_rs1_counts_every_identify_after_a_session_the_client_held(ends, expected):
     assert judged(chain(*ends), "RS1") == expected
+
+
+def resumed_on_discovery(answer: str | None) -> Run:
+    """sess-a lost at 2.00 s; the client RESUMEs it on the discovery URL (conn 2) at 2.60 s and
+    the server answers ``answer``: RESUMED (with or without its replay count), op 9 or nothing."""
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).close(1, 2.0, "network", None, "reset")
+    run.open(2, 2.5, "discovery").hello(2, 2.51).resume(2, 2.6, "sess-a", 3)
+    if answer == "replayed":
+        run.resumed(2, 2.7, replayed=2)
+    elif answer == "resumed":
+        run.rec("frame_out", 2.7, conn=2, op=0, s=4, t="RESUMED")
+    elif answer == "op9":
+        run.server_op(2, 2.7, 9, d=False)
+    return run.beats(2, 3.0, 5.0, d=4).rec("note", 5.0, text="end")
+
+
+WRONG_URL = "conn 1 lost at 2.00 s; RESUME at 2.60 s went to conn 2 on the 'discovery' URL, not " \
+    "resume_gateway_url"
+COUNTS = "; 1 resumable loss(es), 0 IDENTIFY(s) after a session the client held judged"
+FASTER = ("): no events lost, but Discord disconnects clients that resume on the discovery URL "
+          "significantly faster than normal")
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("replayed", (f"{WRONG_URL}; the resume itself succeeded (RESUMED at 2.70 s, 2 event(s) "
+                      f"replayed{FASTER}{COUNTS}", (10, 13, 14))),
+        ("resumed", (f"{WRONG_URL}; the resume itself succeeded (RESUMED at 2.70 s{FASTER}{COUNTS}",
+                     (10, 13, 14))),
+        ("op9", (WRONG_URL + COUNTS, (10, 13))),
+        (None, (WRONG_URL + COUNTS, (10, 13))),
+    ],
+)
+def test_rs1_a_resume_on_the_discovery_url_says_whether_it_succeeded(answer, expected):
+    assert judged(resumed_on_discovery(answer), "RS1") == ("fail", *expected)
+
+
+def identified_after_losses(n: int) -> Run:
+    """n losses, each of a session whose READY nothing shows reached the client (no heartbeat
+    cites its seq), each followed by an IDENTIFY."""
+    run = healthy_start()
+    t = 2.0
+    for k in range(n):
+        run.close(k + 1, t, "network", None, "reset").open(k + 2, t + 0.5).hello(k + 2, t + 0.51)
+        run.identify(k + 2, t + 0.6).ready(k + 2, t + 0.7, f"sess-{k}")
+        t += 2
+    return run.rec("note", t + 1, text="end")
+
+
+UNSEEN_READY = ("conn 1 lost at 2.00 s: READY on conn 1 at 0.10 s may never have reached the "
+                "client (no heartbeat after it cited s>0, no delivery-log entry of its session)")
+
+
+@pytest.mark.parametrize(
+    ("run", "evidence"),
+    [
+        (healthy_start().beats(1, 0.5, 2.0, d=3).close(1, 2.0, "network", None, "reset")
+         .rec("note", 4.0, text="end"), "no IDENTIFY/RESUME followed the resumable loss"),
+        (identified_after_losses(1), "no resumable loss judged; 1 IDENTIFY after a loss not "
+         f"judged, the client may not have had the session ({UNSEEN_READY})"),
+        (identified_after_losses(2), "no resumable loss judged; 2 IDENTIFY after a loss not "
+         f"judged, the client may not have had the session ({UNSEEN_READY} ...)"),
+    ],
+)
+def test_rs1_not_judged_says_why(run, evidence):
+    assert judged(run, "RS1") == ("not_judged", evidence, ())
