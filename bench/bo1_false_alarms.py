@@ -75,7 +75,7 @@ def main() -> None:
     bad_runs = max(1, runs // 10)
     for name, make in BAD.items():
         rates = []
-        for n in (5, 10, 16, 20, 40):
+        for n in (5, 6, 10, 19, 20, 40):
             hits = sum(no_backoff(make(rng, n), tol) is not None for _ in range(bad_runs))
             rates.append(f"{n} waits {hits}/{bad_runs}")
         print(f"BAD {name}: " + ", ".join(rates), flush=True)
