@@ -257,7 +257,7 @@ def test_bo1_says_too_few_waits_to_tell_random_short_waits_from_a_slow_start() -
     # has not grown yet. No proof either way, so no failure, and the verdict says why.
     v = verdict(attempts_with_waits([0.9, 0.3, 0.7, 0.1, 0.8, 0.4, 0.6]), "BO1")
     assert v.status == "pass", v.evidence
-    assert ("too few waits to tell: a run's 7 waits stayed below 1 s, and 20 are needed"
+    assert ("too few waits to tell: a run's 7 wait(s) all stayed below 1 s, and 20 are needed"
             in v.evidence)
     # One wait fewer than 20 is still too few; the 20th proves it (above).
     nineteen = [0.9, 0.3, 0.7, 0.1, 0.8, 0.4, 0.6, 0.2, 0.95, 0.5] * 2

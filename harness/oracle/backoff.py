@@ -210,7 +210,7 @@ def check_bo1(view: RunView, exp: Expectations) -> Verdict:
     too_few = ""
     if short_runs:
         too_few = (
-            f"; too few waits to tell: a run's {max(short_runs)} waits stayed below "
+            f"; too few waits to tell: a run's {max(short_runs)} wait(s) all stayed below "
             f"{tol.backoff_hammer_below:g} s, and {tol.backoff_hammer_waits} are needed to "
             "tell hammering from a slow jittered start (it fails no rule)"
         )
