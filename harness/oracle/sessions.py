@@ -50,7 +50,7 @@ class Loss:
     why: str
 
 
-def _first_session_frame_after(view: RunView, ts: float, idx: int) -> Frame | None:
+def _first_session_frame_after(view: RunView, idx: int) -> Frame | None:
     """The client's first IDENTIFY or RESUME after trace record ``idx``."""
     frames = view.session_frames
     i = bisect.bisect_right(view.session_positions, idx)
@@ -247,7 +247,7 @@ def _abandoned_sessions(
             delivered[str(sid)] = max(delivered.get(str(sid), 0), s)
     sessions: dict[str, _ServerSession] = {}
     latest: dict[tuple[int, ...] | None, str] = {}  # shard -> its last session's id
-    told: dict[tuple[int, ...] | None, str] = {}  # shard -> what told it the session was gone
+    told: set[tuple[int, ...] | None] = set()  # shards told their session was gone
     conn_sid: dict[int, str] = {}
     conn_shard: dict[int, tuple[int, ...] | None] = {}
     failures: list[tuple[str, list[int]]] = []
@@ -255,12 +255,12 @@ def _abandoned_sessions(
     unknown: list[str] = []
     judged = 0
 
-    def tell(conn_id: int, what: str) -> None:
+    def tell(conn_id: int) -> None:
         if conn_id in conn_shard:
-            told[conn_shard[conn_id]] = what
+            told.add(conn_shard[conn_id])
         else:  # a connection that never said whose it is: it may be any client's
             for key in latest:
-                told[key] = what
+                told.add(key)
 
     for idx, rec in enumerate(view.records):
         kind, conn_id = rec.get("kind"), rec.get("conn")
@@ -270,7 +270,7 @@ def _abandoned_sessions(
             if event == "created" and session is None and isinstance(conn_id, int):
                 session = sessions[sid] = _ServerSession(sid, conn_shard.get(conn_id))
                 latest[session.shard] = sid
-                told.pop(session.shard, None)
+                told.discard(session.shard)
             if session is None:
                 continue
             if isinstance(rec.get("seq"), int):
@@ -295,11 +295,11 @@ def _abandoned_sessions(
                 if rec.get("t") == "READY" and owner.ready is None:
                     owner.ready = Frame(idx, rec)
             elif op == OP_INVALID_SESSION and not rec.get("d"):
-                tell(conn_id, f"op 9 d=false on conn {conn_id} at {fmt(rec['ts'])}")
+                tell(conn_id)
         elif kind == "conn_close" and rec.get("by") == "server":
             code = rec.get("code")
             if code in REIDENTIFY_CLOSE_CODES or code in FATAL_CLOSE_CODES:
-                tell(conn_id, f"close {code} on conn {conn_id} at {fmt(rec['ts'])}")
+                tell(conn_id)
         elif kind == "frame_in" and op == OP_RESUME:
             resumed = sessions.get(str(rec.get("session_id")))
             if resumed is not None:
@@ -436,7 +436,7 @@ def check_rs1(view: RunView, exp: Expectations) -> Verdict:
     judged = 0
     proof: list[int] = []
     for loss in losses:
-        nxt = _first_session_frame_after(view, loss.ts, loss.idx)
+        nxt = _first_session_frame_after(view, loss.idx)
         if nxt is None or nxt.idx in decided:
             continue
         conn = view.conns[nxt.rec["conn"]]
@@ -530,7 +530,7 @@ def check_rs1(view: RunView, exp: Expectations) -> Verdict:
             if cleared is not None
             and view.end_ts - max(loss.ts, cleared)
             > max(exp.recovery_bound, exp.tolerances.teardown_window)
-            and _first_session_frame_after(view, loss.ts, loss.idx) is None
+            and _first_session_frame_after(view, loss.idx) is None
         ]
         if due and exp.outcome == "resume":
             loss = due[-1]
@@ -711,7 +711,7 @@ def check_rs4(view: RunView, exp: Expectations) -> Verdict:
         if close is None or close.get("by") != "client":
             continue
         op7 = next((f for f in conn.frames_out if f.op == OP_RECONNECT), None)
-        nxt = _first_session_frame_after(view, float(close["ts"]), conn.close_idx or 0)
+        nxt = _first_session_frame_after(view, conn.close_idx or 0)
         resuming = nxt is not None and nxt.op == OP_RESUME
         beats, acks = conn.beats(), conn.acks()
         # A zombie close: the session was live and the last heartbeat went unanswered.
@@ -783,7 +783,7 @@ def check_rs5(view: RunView, exp: Expectations) -> Verdict:
     last_ok = ""
     for rec, idx, what in triggers:
         ts = float(rec["ts"])
-        nxt = _first_session_frame_after(view, ts, idx)
+        nxt = _first_session_frame_after(view, idx)
         if nxt is None:
             if view.end_ts - ts > hi and exp.outcome != "stop":
                 judged += 1
