@@ -8,8 +8,10 @@ import pytest
 from test_oracle_mutation_rules import attempts, verdict
 from test_oracle_traces import Run, healthy_start
 
-TOL_BO1 = ("tolerances storm_max_attempts=4 per 1.0 s, backoff_growth=1.5, backoff_flat_ok=2.0 s, "
-           "backoff_cap=120.0 s")
+TOL_BO1 = ("tolerances storm_max_attempts=4 per 1.0 s, backoff_hammer_waits=20 below 1.0 s, "
+           "backoff_flat_ok=2.0 s, backoff_cap=120.0 s")
+TOO_FEW = ("; too few waits to tell: a run's 1 wait(s) all stayed below 1 s, and 20 are needed to "
+           "tell hammering from a slow jittered start (it fails no rule)")
 TOL_BO2 = "max_concurrency=1, tolerance identify_window=5.0 s"
 TOL_RL1 = "limits 120 frames per 60 s, 4096 bytes"
 
@@ -88,7 +90,7 @@ def test_bo1_two_failed_attempts_are_a_run_also_before_a_good_session():
     assert bo1(run) == (
         "pass",
         "1 run(s) of failed attempts backed off without a storm (longest: conns 1..2: 2 failed "
-        f"attempts from 0.00 s, waits 1.00 s); {TOL_BO1}",
+        f"attempts from 0.00 s, waits 1.00 s); {TOL_BO1}{TOO_FEW}",
         (),
     )
 
@@ -103,7 +105,7 @@ def test_bo1_counts_every_run_and_names_the_longest():
     assert bo1(run) == (
         "pass",
         "2 run(s) of failed attempts backed off without a storm (longest: conns 4..6: 3 failed "
-        f"attempts from 7.00 s, waits 1.00, 2.00 s); {TOL_BO1}",
+        f"attempts from 7.00 s, waits 1.00, 2.00 s); {TOL_BO1}{TOO_FEW}",
         (),
     )
 
@@ -131,12 +133,12 @@ def test_bo1_backoff_edges_that_pass(waits):
     assert v.status == "pass", v.evidence
 
 
-def test_bo1_no_backoff_names_eight_waits_and_the_five_that_never_grew():
+def test_bo1_no_backoff_names_eight_waits_and_the_six_that_step_by_one_amount():
     assert bo1(waits_run([1.0] * 8)) == (
         "fail",
         "no backoff: 9 failed attempts from 0.00 s with waits 1.00, 1.00, 1.00, 1.00, 1.00, "
-        "1.00, 1.00, 1.00 s; the 5 waits after the largest wait so far (1.00 s: 1.00, 1.00, "
-        "1.00, 1.00, 1.00 s) never grew it by 1.5x, below 2 s (+1 more); "
+        "1.00, 1.00, 1.00 s; waits 1-6 (1.00, 1.00, 1.00, 1.00, 1.00, 1.00 s) step by one fixed "
+        "amount (+0.00 s), below 2 s (+1 more); "
         f"{TOL_BO1}",
         tuple(range(0, 18, 2)),
     )
