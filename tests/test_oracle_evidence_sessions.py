@@ -794,3 +794,26 @@ UNSEEN_READY = ("conn 1 lost at 2.00 s: READY on conn 1 at 0.10 s may never have
 )
 def test_rs1_not_judged_says_why(run, evidence):
     assert judged(run, "RS1") == ("not_judged", evidence, ())
+
+
+def test_rs5_names_a_resume_that_crossed_the_op9_and_an_op9_answering_an_identify():
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).close(1, 2.0, "network", None, "reset")
+    run.open(2, 2.5, "resume").hello(2, 2.51).server_op(2, 2.6, 9, d=False)
+    run.resume(2, 2.61, "sess-a", 3).close(2, 2.7, "client", 4000).rec("note", 4.0, text="end")
+    assert judged(run, "RS5") == (
+        "not_judged",
+        f"{TOL_RS5}; 1 RESUME after an invalidation not judged, it may not have reached the "
+        "client: op 9 d=false on conn 2 at 2.60 s (the RESUME on the same connection 0.010 s "
+        "later crossed it; crossing_window=0.1 s)",
+        (),
+    )
+    run = Run().open(1, 0.0).hello(1, 0.01).identify(1, 0.05).server_op(1, 0.1, 9, d=False)
+    run.close(1, 0.2, "client", 4000).open(2, 2.0).hello(2, 2.01).identify(2, 2.1)
+    run.ready(2, 2.2, "sess-b").rec("note", 10.0, text="end")
+    assert judged(run, "RS5") == (
+        "pass",
+        "1 invalidation(s) followed by an IDENTIFY on the discovery URL; last: op 9 d=false on "
+        "conn 1 at 0.10 s in answer to IDENTIFY at 0.05 s: IDENTIFY on conn 2 after 2.00 s; "
+        f"{TOL_RS5}",
+        (3, 7),
+    )
