@@ -239,3 +239,29 @@ def test_lv1_allowance_runs_until_the_first_attempt_after_the_clear_not_one_at_i
     assert lv1_judged_by(RunView(run.records), Expectations(outcome="resume",
                                                             recovery_bound=3.0)) == 7.0
     assert lv1_judged_by(RunView(run.records), Expectations(outcome="stop")) is None
+
+
+def silent_then_closed(after: float) -> Run:
+    """A first attempt reset before HELLO; conn 2 live at 0.60 s sends no heartbeat and the
+    server closes it ``after`` s later; conn 3 live at 1.10 s + ``after`` heartbeats on."""
+    run = Run().open(1, 0.0).hello(1, 0.01).close(1, 0.4, "network", None, how="reset")
+    healthy_start(run, conn=2, t0=0.5).close(2, 0.6 + after, "server", 4000)
+    t = 0.6 + after + 0.5
+    healthy_start(run, conn=3, t0=t, session_id="sess-b").beats(3, t + 0.5, t + 6.0, d=3)
+    return run.rec("note", t + 6.0, text="end")
+
+
+def test_lv1_a_session_silent_until_closed_fails_only_past_one_interval_and_its_slack():
+    # 1 s of silence is within one 1 s interval + 25 %: the next session counts.
+    assert lv1(silent_then_closed(1.0), recovery_bound=3.0) == (
+        "pass",
+        f"{NO_FAULTS}; conn 3 got READY at 2.20 s (2.20 s later, bound 3.0 s); 6 ACKed "
+        f"heartbeat(s) after it, last at 7.60 s; {TOL}",
+        (13, 26),
+    )
+    assert lv1(silent_then_closed(2.0), recovery_bound=3.0) == (
+        "fail",
+        f"{NO_FAULTS}; conn 2 got READY at 0.60 s but sent no heartbeat until it was closed by "
+        "server at 2.60 s with code 4000 (close_frame)",
+        (6, 9),
+    )
