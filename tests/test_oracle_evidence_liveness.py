@@ -265,3 +265,68 @@ def test_lv1_a_session_silent_until_closed_fails_only_past_one_interval_and_its_
         "server at 2.60 s with code 4000 (close_frame)",
         (6, 9),
     )
+
+
+def attempts_and_faults(extra: list[tuple[float, float]],
+                        windows: list[tuple[str, float, float, str, str]]) -> Run:
+    """conn 1 live from 0.10 s until the network ends it at 0.523 s; ``extra`` attempts (open,
+    close) as conns 2.. on the resume URL, each reset; proxy ``windows`` (name, on, off, target,
+    action); never live again; the run ends at 30 s."""
+    events: list[tuple[float, int, tuple]] = [(0.523, 0, ("close", 1))]
+    for n, (opened, closed) in enumerate(extra, start=2):
+        events += [(opened, 1, ("open", n)), (closed, 1, ("reset", n))]
+    for name, on, off, target, action in windows:
+        events += [(on, 2, ("fault", name, "on", target, action)),
+                   (off, 2, ("fault", name, "off", target, action))]
+    run = healthy_start()
+    for ts, _, what in sorted(events):
+        if what[0] == "close":
+            run.close(1, ts, "network", None, how="eof")
+        elif what[0] == "open":
+            run.open(what[1], ts, "resume")
+        elif what[0] == "reset":
+            run.close(what[1], ts, "network", None, how="reset")
+        else:
+            run.fault(what[1], ts, what[2], kind="proxy", action=what[4], target=what[3])
+    return run.rec("note", 30.0, text="end")
+
+
+def ceiling_of(wait: str, before: str, to: str, at: str, steps: int) -> str:
+    return (f"the client's wait of {wait} s from conn {before}'s end at {at} s to conn {to} s x 2 "
+            f"(a random wait is about half its ceiling) x 2^{steps} (a step per failed attempt "
+            "since), cap 120 s")
+
+
+@pytest.mark.parametrize(
+    ("extra", "windows", "evidence"),
+    [
+        # an attempt that opened and ended while conn 1 was still up: the backoff runs from
+        # the last connection to end (conn 1), not the last to open
+        ([(0.3, 0.35)], [("d", 0.2, 3.0, "both", "down")],
+         "the last fault ('d') switched off at 3.00 s; no live session (READY/RESUMED sent, "
+         "connection open) by 15.91 s (bound 3.0 s + 9.91 s backoff allowance: 2 x 2 x the "
+         "2.48 s both URLs were down since conn 1's end at 0.52 s, the client's backoff through "
+         "the outage, cap 120 s); it never became live again"),
+        # three failed attempts after the longest wait: a doubling each (2^3)
+        ([(3.6, 3.61), (3.71, 3.72), (3.82, 3.83)], [("r", 0.5, 4.0, "both", "reset")],
+         "the last fault ('r') switched off at 4.00 s; no live session (READY/RESUMED sent, "
+         "connection open) by 30.00 s (bound 3.0 s + 49.23 s backoff allowance: "
+         + ceiling_of("3.08", "1", "2 at 3.60", "0.52", 3)
+         + "); the run ended at 30.00 s, before the allowance ran out at 56.23 s; it never "
+         "became live again"),
+        # the outage (4 x 1.00 s) outweighs the wait that showed (0.80 s: 3.20 s)
+        ([(1.32, 1.33)], [("d", 1.33, 2.33, "both", "down")],
+         "the last fault ('d') switched off at 2.33 s; no live session (READY/RESUMED sent, "
+         "connection open) by 9.33 s (bound 3.0 s + 4.00 s backoff allowance: 2 x 2 x the "
+         "1.00 s both URLs were down since conn 2's end at 1.33 s, the client's backoff through "
+         "the outage, cap 120 s); it never became live again"),
+        # an allowance under a second is still an allowance
+        ([(0.723, 0.724)], [("r", 0.5, 1.0, "both", "reset")],
+         "the last fault ('r') switched off at 1.00 s; no live session (READY/RESUMED sent, "
+         "connection open) by 4.80 s (bound 3.0 s + 0.80 s backoff allowance: "
+         + ceiling_of("0.20", "1", "2 at 0.72", "0.52", 1) + "); it never became live again"),
+    ],
+)
+def test_lv1_allowance_picks_the_largest_ceiling_the_trace_shows(extra, windows, evidence):
+    status, text, _ = lv1(attempts_and_faults(extra, windows), recovery_bound=3.0)
+    assert (status, text) == ("fail", evidence)
