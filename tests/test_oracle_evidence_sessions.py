@@ -817,3 +817,22 @@ def test_rs5_names_a_resume_that_crossed_the_op9_and_an_op9_answering_an_identif
         f"{TOL_RS5}",
         (3, 7),
     )
+
+
+def test_rs1_an_identify_right_after_a_resume_attempt_that_failed_passes():
+    # The RESUME on the resume URL was cut before its answer: that lost attempt is the path
+    # failing, so the IDENTIFY after it is the fallback.
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).close(1, 2.0, "network", None, "reset")
+    run.open(2, 2.5, "resume").hello(2, 2.51).resume(2, 2.6, "sess-a", 3)
+    run.close(2, 2.7, "network", None, "reset").open(3, 3.5).hello(3, 3.51).identify(3, 3.6)
+    run.ready(3, 3.7, "sess-b").beats(3, 4.0, 6.0, d=1).rec("note", 6.0, text="end")
+    passed = ("2 resumable loss(es), each followed by a RESUME on the resume URL (or on the "
+              "discovery URL, or an IDENTIFY, after the resume path failed)")
+    assert judged(run, "RS1") == ("pass", passed, (10, 13))
+    # The same after the resume URL failed and a RESUME on the discovery URL failed too.
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).close(1, 2.0, "network", None, "reset")
+    run.open(2, 2.5, "resume").close(2, 2.51, "network", None, "reset")
+    run.open(3, 3.0, "discovery").hello(3, 3.01).resume(3, 3.1, "sess-a", 3)
+    run.close(3, 3.2, "network", None, "reset").open(4, 4.0).hello(4, 4.01).identify(4, 4.1)
+    run.ready(4, 4.2, "sess-b").beats(4, 4.5, 6.0, d=1).rec("note", 6.0, text="end")
+    assert judged(run, "RS1") == ("pass", passed, (10, 15))
