@@ -836,3 +836,18 @@ def test_rs1_an_identify_right_after_a_resume_attempt_that_failed_passes():
     run.close(3, 3.2, "network", None, "reset").open(4, 4.0).hello(4, 4.01).identify(4, 4.1)
     run.ready(4, 4.2, "sess-b").beats(4, 4.5, 6.0, d=1).rec("note", 6.0, text="end")
     assert judged(run, "RS1") == ("pass", passed, (10, 15))
+
+
+def test_rs1_a_client_close_1000_after_op7_ends_the_session_the_client_held():
+    # Closing with 1000 kills the session even after op 7: the RESUME attempt cut after it
+    # lost nothing the client still held, so only conn 1 counts as a resumable loss.
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).server_op(1, 2.0, 7)
+    run.close(1, 2.05, "client", 1000).open(2, 2.5, "resume").hello(2, 2.51)
+    run.resume(2, 2.6, "sess-a", 3).close(2, 2.7, "network", None, "reset")
+    run.open(3, 3.5).hello(3, 3.51).identify(3, 3.6).ready(3, 3.7, "sess-b")
+    assert judged(run.beats(3, 4.0, 6.0, d=1).rec("note", 6.0, text="end"), "RS1") == (
+        "pass",
+        "1 resumable loss(es), each followed by a RESUME on the resume URL (or on the discovery "
+        "URL, or an IDENTIFY, after the resume path failed)",
+        (11, 14),
+    )
