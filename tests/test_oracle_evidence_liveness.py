@@ -330,3 +330,14 @@ def ceiling_of(wait: str, before: str, to: str, at: str, steps: int) -> str:
 def test_lv1_allowance_picks_the_largest_ceiling_the_trace_shows(extra, windows, evidence):
     status, text, _ = lv1(attempts_and_faults(extra, windows), recovery_bound=3.0)
     assert (status, text) == ("fail", evidence)
+
+
+def test_lv1_of_two_faults_switched_off_at_once_names_the_later_record():
+    run = healthy_start().fault("a", 0.5, "on", **LAG).fault("b", 0.6, "on", **LAG)
+    run.fault("a", 1.0, "off", **LAG).fault("b", 1.0, "off", **LAG).beats(1, 0.5, 6.0, d=3)
+    assert lv1(run.rec("note", 6.0, text="end"), recovery_bound=3.0) == (
+        "pass",
+        "the last fault ('b') switched off at 1.00 s; conn 1 got READY at 0.10 s and stayed up "
+        f"through it; 6 ACKed heartbeat(s) after it, last at 5.50 s; {TOL}",
+        (3, 9, 20),
+    )
