@@ -268,10 +268,11 @@ def test_lv1_a_session_silent_until_closed_fails_only_past_one_interval_and_its_
 
 
 def attempts_and_faults(extra: list[tuple[float, float]],
-                        windows: list[tuple[str, float, float, str, str]]) -> Run:
+                        windows: list[tuple[str, float, float, str, str]],
+                        end: float = 30.0) -> Run:
     """conn 1 live from 0.10 s until the network ends it at 0.523 s; ``extra`` attempts (open,
     close) as conns 2.. on the resume URL, each reset; proxy ``windows`` (name, on, off, target,
-    action); never live again; the run ends at 30 s."""
+    action); never live again; the run ends at ``end``."""
     events: list[tuple[float, int, tuple]] = [(0.523, 0, ("close", 1))]
     for n, (opened, closed) in enumerate(extra, start=2):
         events += [(opened, 1, ("open", n)), (closed, 1, ("reset", n))]
@@ -288,7 +289,7 @@ def attempts_and_faults(extra: list[tuple[float, float]],
             run.close(what[1], ts, "network", None, how="reset")
         else:
             run.fault(what[1], ts, what[2], kind="proxy", action=what[4], target=what[3])
-    return run.rec("note", 30.0, text="end")
+    return run.rec("note", end, text="end")
 
 
 def ceiling_of(wait: str, before: str, to: str, at: str, steps: int) -> str:
@@ -340,4 +341,17 @@ def test_lv1_of_two_faults_switched_off_at_once_names_the_later_record():
         "the last fault ('b') switched off at 1.00 s; conn 1 got READY at 0.10 s and stayed up "
         f"through it; 6 ACKed heartbeat(s) after it, last at 5.50 s; {TOL}",
         (3, 9, 20),
+    )
+
+
+def test_lv1_says_when_the_run_ended_before_the_allowance_ran_out():
+    run = attempts_and_faults([(1.32, 1.33)], [("d", 1.33, 2.33, "both", "down")], end=6.0)
+    assert lv1(run, recovery_bound=3.0) == (
+        "fail",
+        "the last fault ('d') switched off at 2.33 s; no live session (READY/RESUMED sent, "
+        "connection open) by 6.00 s (bound 3.0 s + 4.00 s backoff allowance: 2 x 2 x the 1.00 s "
+        "both URLs were down since conn 2's end at 1.33 s, the client's backoff through the "
+        "outage, cap 120 s); the run ended at 6.00 s, before the allowance ran out at 9.33 s; it "
+        "never became live again",
+        (10,),
     )
