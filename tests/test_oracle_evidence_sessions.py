@@ -851,3 +851,15 @@ def test_rs1_a_client_close_1000_after_op7_ends_the_session_the_client_held():
         "URL, or an IDENTIFY, after the resume path failed)",
         (11, 14),
     )
+
+
+def test_rs4_a_zombie_close_with_1000_is_named_as_such_when_an_identify_follows():
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).beat(1, 2.5, 3, ack=False)
+    run.close(1, 4.0, "client", 1000).open(2, 4.5).hello(2, 4.51).identify(2, 4.6)
+    run.ready(2, 4.7, "sess-b").beats(2, 5.0, 7.0, d=1).rec("note", 7.0, text="end")
+    assert judged(run, "RS4") == (
+        "fail",
+        "conn 1: client closed with 1000 at 4.00 s after an unACKed heartbeat; 1 client close(s) "
+        "with intent to resume judged",
+        (11, 14),
+    )
