@@ -355,3 +355,18 @@ def test_lv1_says_when_the_run_ended_before_the_allowance_ran_out():
         "never became live again",
         (10,),
     )
+
+
+@pytest.mark.parametrize(
+    ("close", "before"), [(True, "4.40 s before its close"), (False, "4.50 s before the end")]
+)
+def test_lv1_heartbeats_that_stop_are_timed_to_the_close_or_the_end(close, before):
+    run = healthy_start().beats(1, 0.5, 3.0, d=3)
+    if close:
+        run.close(1, 6.9, "client", 1000)
+    assert lv1(run.rec("note", 7.0, text="end"), recovery_bound=3.0) == (
+        "fail",
+        f"{NO_FAULTS}; conn 1 got READY at 0.10 s, but its heartbeats stopped at 2.50 s "
+        f"({before}; interval 1.00 s)",
+        (3, 10),
+    )
