@@ -863,3 +863,18 @@ def test_rs4_a_zombie_close_with_1000_is_named_as_such_when_an_identify_follows(
         "with intent to resume judged",
         (11, 14),
     )
+
+
+def test_rs2_counts_what_a_resumed_connection_sent_toward_the_next_resume():
+    # seq=6 was sent on conn 2, the connection the first RESUME moved the session to.
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).close(1, 2.0, "network", None, "reset")
+    run.open(2, 2.5, "resume").hello(2, 2.51).resume(2, 2.6, "sess-a", 3).resumed(2, 2.7)
+    run.dispatch(2, 2.8).dispatch(2, 2.9).beats(2, 3.0, 4.0, d=6)
+    run.close(2, 4.0, "network", None, "reset").open(3, 4.5, "resume").hello(3, 4.51)
+    run.resume(3, 4.6, "sess-a", 6).resumed(3, 4.7).beats(3, 5.0, 7.0, d=7)
+    assert judged(run.rec("note", 7.0, text="end"), "RS2") == (
+        "pass",
+        "2 RESUME(s) carried the current session_id and a seq between the last one the client "
+        "proved it had and the last sent (last: seq=6 at 4.60 s)",
+        (22,),
+    )
