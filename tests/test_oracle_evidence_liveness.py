@@ -370,3 +370,11 @@ def test_lv1_heartbeats_that_stop_are_timed_to_the_close_or_the_end(close, befor
         f"({before}; interval 1.00 s)",
         (3, 10),
     )
+
+
+def test_lv1_stop_does_not_count_a_reconnect_before_the_fatal_close():
+    run = Run().open(1, 0.0).hello(1, 0.01).close(1, 0.3, "network", None, how="reset")
+    healthy_start(run, conn=2, t0=0.5).close(2, 0.8, "server", 4004)
+    assert lv1(run.rec("note", 5.0, text="end"), outcome="stop") == (
+        "pass", f"expected the client to stop: {NO_FAULTS}; no connection after it", ()
+    )

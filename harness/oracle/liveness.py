@@ -193,16 +193,19 @@ def check_lv1(view: RunView, exp: Expectations) -> Verdict:
                     "(no READY or RESUMED), so the fatal close never came",
                 )
             return not_judged("LV1", "expected the client to stop, but no fatal close happened")
+        # Only a connection opened after the first fatal close (and after the faults cleared)
+        # is one the client should not have made: reconnecting before it is no failure.
+        fatal_idx = min(c.close_idx for c in fatal if c.close_idx is not None)
         after = [
             c
             for c in conns
             if cleared is not None
-            and c.open_order > (-1 if cleared_idx is None else cleared_idx)
+            and c.open_order > max(fatal_idx, -1 if cleared_idx is None else cleared_idx)
             and c.start_ts > (cleared or 0.0)
         ]
         if cleared is None:
             ref = max((w.start_idx for w in view.windows), default=-1)
-            after = [c for c in conns if c.open_order > ref]
+            after = [c for c in conns if c.open_order > max(ref, fatal_idx)]
         if after:
             c = after[0]
             return fail(
