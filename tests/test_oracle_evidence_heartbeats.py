@@ -135,6 +135,10 @@ def op1_run(replies: list[tuple[float, float | None]], close_at: float | None = 
          "every server op 1 fell in a fault window or at the end", ()),
         (op1_run([(1.0, None)], fault=True), "not_judged",
          "every server op 1 fell in a fault window or at the end", ()),
+        # one op 1 in a fault window does not excuse the next
+        (op1_run([(1.0, None), (3.0, None)], fault=True), "fail",
+         "conn 1: server op 1 at 3.00 s, no op 1 by the end of the run at 6.00 s (still open); "
+         f"{TOL_HB4}", (11,)),
         (healthy_start().rec("note", 3.0, text="end"), "not_judged",
          "no server op 1 in the trace", ()),
     ],
