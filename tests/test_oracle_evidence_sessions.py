@@ -878,3 +878,17 @@ def test_rs2_counts_what_a_resumed_connection_sent_toward_the_next_resume():
         "proved it had and the last sent (last: seq=6 at 4.60 s)",
         (22,),
     )
+
+
+def test_rs1_a_connection_that_only_heartbeat_before_it_was_cut_is_no_loss():
+    # conn 2 never resumed (no RESUME, never live): losing it lost nothing.
+    run = healthy_start().beats(1, 0.5, 2.0, d=3).close(1, 2.0, "network", None, "reset")
+    run.open(2, 2.5, "resume").hello(2, 2.51).beat(2, 2.55, 3, ack=False)
+    run.close(2, 2.6, "network", None, "reset").open(3, 3.0, "resume").hello(3, 3.01)
+    run.resume(3, 3.1, "sess-a", 3).resumed(3, 3.2).beats(3, 3.5, 6.0, d=4)
+    assert judged(run.rec("note", 6.0, text="end"), "RS1") == (
+        "pass",
+        "1 resumable loss(es), each followed by a RESUME on the resume URL (or on the discovery "
+        "URL, or an IDENTIFY, after the resume path failed)",
+        (10, 17),
+    )
