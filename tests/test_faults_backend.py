@@ -174,3 +174,30 @@ async def test_toxiproxy_backend_reports_unreachable_server() -> None:
     with trio.fail_after(30), pytest.raises(FaultBackendError) as failed:
         await backend.reset()
     assert f"127.0.0.1:{port}" in str(failed.value)
+
+
+async def test_memnet_proxy_relays_chunks_larger_than_the_buffer_in_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The no-toxic path writes what the memory buffer takes at once and waits for the rest;
+    a toxic added while bytes are in flight keeps their order."""
+    net = MemoryNetwork(buffer_size=1024)
+    payload = bytes(range(251)) * 64  # 16 KiB, 16 buffers' worth; 251 so offsets show
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(echo_forever, net.listen("gateway:443"))
+        async with open_embedded_backend(network=net, seed=3) as backend:
+            info = await backend.create_proxy("gw", "gateway:443", listen="edge:0")
+            client = await net.connect(info.listen)
+            got = bytearray()
+
+            async def read_back() -> None:
+                while len(got) < len(payload):
+                    got.extend(await client.receive_some())
+
+            async with trio.open_nursery() as inner:
+                inner.start_soon(read_back)
+                await client.send_all(payload[:8000])
+                await backend.add_toxic("gw", ToxicSpec("latency", attributes={"latency": 10}))
+                await client.send_all(payload[8000:])
+            assert bytes(got) == payload
+            nursery.cancel_scope.cancel()

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import trio
 from trio.lowlevel import ParkingLot, checkpoint
 
-from harness.faults.memnet import abort_stream, close_stream
+from harness.faults.memnet import MemoryIO, MemoryStream, abort_stream, close_stream
 from harness.faults.toxics import (
     BLACKHOLE_HOLD_LIMIT,
     FIN,
@@ -210,15 +210,19 @@ class SocketIO:
 
 
 class _StreamIO:
-    """The generic path: any trio stream (memnet, TLS, ...)."""
+    """The generic path: any other trio stream (TLS, ...)."""
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.receive_some = stream.receive_some
         self.send_all = stream.send_all
 
 
-def stream_io(stream: trio.abc.Stream) -> SocketIO | _StreamIO:
-    return SocketIO(stream) if type(stream) is trio.SocketStream else _StreamIO(stream)
+def stream_io(stream: trio.abc.Stream) -> SocketIO | MemoryIO | _StreamIO:
+    if type(stream) is trio.SocketStream:
+        return SocketIO(stream)
+    if type(stream) is MemoryStream:  # the simulation's network
+        return MemoryIO(stream)
+    return _StreamIO(stream)
 
 
 class Link:
@@ -365,7 +369,7 @@ class Link:
         try:
             io = self._dest_io
             # Most chunks fit the socket at once: written here, without a coroutine for it.
-            sent = io.send_now(data) if type(io) is SocketIO else 0
+            sent = io.send_now(data) if type(io) is SocketIO or type(io) is MemoryIO else 0
             if sent < len(data):
                 await io.send_all(memoryview(data)[sent:])
             self.sent_bytes += len(data)
