@@ -122,6 +122,27 @@ class _Pipe:
         self.readable.unpark_all()
         self.writable.unpark_all()
 
+    def take(self, max_bytes: int | None) -> bytes | None:
+        """What a read gets now: up to ``max_bytes`` buffered bytes, or b"" at EOF (and after
+        the reset was reported); None if it must wait. Raises the reset once."""
+        buffer = self.buffer
+        if buffer:
+            if max_bytes is None or max_bytes >= len(buffer):
+                data = bytes(buffer)
+                buffer.clear()
+            else:
+                data = bytes(buffer[:max_bytes])
+                del buffer[:max_bytes]
+            if self.writable:
+                self.writable.unpark_all()
+            return data
+        if self.reset:
+            if not self.reset_reported:
+                self.reset_reported = True
+                raise trio.BrokenResourceError("connection reset by peer")
+            return b""
+        return b"" if self.eof else None
+
 
 class MemoryStream(trio.abc.HalfCloseableStream):
     """One end of an in-memory connection. ``abort()`` resets it (the peer sees a RST)."""
@@ -215,32 +236,14 @@ class MemoryStream(trio.abc.HalfCloseableStream):
             while True:
                 if self._closed:
                     raise trio.ClosedResourceError("stream is closed")
-                pipe = self._in
-                if pipe.buffer:
-                    n = len(pipe.buffer) if max_bytes is None else min(max_bytes, len(pipe.buffer))
-                    if n == len(pipe.buffer):
-                        data = bytes(pipe.buffer)
-                        pipe.buffer.clear()
-                    else:
-                        data = bytes(pipe.buffer[:n])
-                        del pipe.buffer[:n]
-                    if pipe.writable:
-                        pipe.writable.unpark_all()
-                    break
-                if pipe.reset:
-                    if not pipe.reset_reported:
-                        pipe.reset_reported = True
-                        raise trio.BrokenResourceError("connection reset by peer")
-                    data = b""
-                    break
-                if pipe.eof:
-                    data = b""
+                got = self._in.take(max_bytes)
+                if got is not None:
                     break
                 waited = True
-                await pipe.readable.park()
+                await self._in.readable.park()
             if not waited:
                 await cancel_shielded_checkpoint()
-            return data
+            return got
         finally:
             self._receiving = False
 
@@ -314,27 +317,13 @@ class MemoryIO:
             while True:
                 if stream._closed:
                     raise trio.ClosedResourceError("stream is closed")
-                pipe = stream._in
-                if pipe.buffer:
-                    if max_bytes >= len(pipe.buffer):
-                        data = bytes(pipe.buffer)
-                        pipe.buffer.clear()
-                    else:
-                        data = bytes(pipe.buffer[:max_bytes])
-                        del pipe.buffer[:max_bytes]
-                    if pipe.writable:
-                        pipe.writable.unpark_all()
+                got = stream._in.take(max_bytes)
+                if got:
                     self._eager_reads += 1
-                    return data
-                if pipe.reset:
-                    if not pipe.reset_reported:
-                        pipe.reset_reported = True
-                        raise trio.BrokenResourceError("connection reset by peer")
-                    return b""
-                if pipe.eof:
-                    return b""
+                if got is not None:
+                    return got
                 self._eager_reads = 0
-                await pipe.readable.park()
+                await stream._in.readable.park()
         finally:
             stream._receiving = False
 
