@@ -39,6 +39,7 @@ NAMED_FOR: dict[str, dict[str, frozenset[str]]] = {
     "op9-after-resume-fatal": {"source": frozenset({"bwmarrin/discordgo#544"})},
     "heartbeats-stop-after-missed-ack": {"source": frozenset({"twilight-rs/twilight#1964"})},
     "reuses-zlib-inflater": {"source": frozenset({"abalabahaha/eris#1364"})},
+    "reconnect-loop-no-backoff": {"source": frozenset({"discordjs/discord.js#9510"})},
 }
 # Bugs that need two faults in a row: no built-in scenario is named for them; they exist to show
 # that a fuzz campaign finds what the suite misses (tests/test_fuzz_real.py).

@@ -50,10 +50,23 @@ SCHEDULES: dict[str, tuple[list[Step], dict[str, object]]] = {
     # one missed ACK: the client closes the zombie and RESUMEs, then must beat on
     "heartbeats-stop-after-missed-ack": ([control("withhold_acks", 1.0, 1.5)], {}),
     "reuses-zlib-inflater": ([control("reset", 1.0)], {"compression": "zlib-stream"}),
+    # offline for 15 s: every reconnect reset at once, time for the loop's 20 short waits
+    "reconnect-loop-no-backoff": (
+        [
+            Step(name="", kind="toxic", type="reset_peer", attributes={"timeout": 0},
+                 stream="upstream", target="both", start=Trigger(at=1.0), duration=15.0),
+            control("reset", 1.0),
+        ],
+        {},
+    ),
 }
 # A client that never decodes a frame again is only judged once the recovery bound has run out
 # within the run: a bound shorter than the fuzzer's (75 s, for a 60 s backoff cap).
-LIMITS = {"reuses-zlib-inflater": ScheduleLimits(recovery_bound=10.0)}
+# A loop's short waits prove no backoff only once there are 20 of them: an outage longer than
+# the fuzzer's 6 s per fault.
+LIMITS = {"reuses-zlib-inflater": ScheduleLimits(recovery_bound=10.0),
+          "reconnect-loop-no-backoff": ScheduleLimits(horizon=20.0, max_duration=15.0,
+                                                      max_fault_time=15.0)}
 
 
 def test_every_mutant_has_a_schedule_and_expected_invariants() -> None:

@@ -302,6 +302,17 @@ class ReusesZlibInflater(GatewayClientCore):
     fresh_transport_context = False
 
 
+class ReconnectLoopNoBackoff(GatewayClientCore):
+    """While the gateway is unreachable the client retries in a loop: each failed attempt is
+    followed by a random wait under a second that never grows (discordjs/discord.js #9510:
+    hundreds of reconnect attempts a minute while offline; #11626, F4: a flat 500 ms loop for
+    38 minutes). The waits are jittered, so no two differ by the same amount: only their count,
+    all short, shows there is no backoff."""
+
+    def _backoff_delay(self, attempt: int | None = None) -> float:
+        return self.rng.uniform(0.05, 0.95)
+
+
 CoreFactory = Callable[[ClientConfig, random.Random], GatewayClientCore]
 
 MUTANTS: dict[str, CoreFactory] = {
@@ -317,6 +328,7 @@ MUTANTS: dict[str, CoreFactory] = {
     "op9-after-resume-fatal": Op9AfterResumeFatal,
     "heartbeats-stop-after-missed-ack": HeartbeatsStopAfterMissedAck,
     "reuses-zlib-inflater": ReusesZlibInflater,
+    "reconnect-loop-no-backoff": ReconnectLoopNoBackoff,
 }
 
 # The invariants each planted bug is expected to break (any one of them counts as found).
@@ -333,4 +345,5 @@ EXPECTED_INVARIANTS: dict[str, frozenset[str]] = {
     "op9-after-resume-fatal": frozenset({"RS5", "LV1"}),
     "heartbeats-stop-after-missed-ack": frozenset({"HB1", "LV1"}),
     "reuses-zlib-inflater": frozenset({"RS1", "LV1"}),
+    "reconnect-loop-no-backoff": frozenset({"BO1", "BO2"}),
 }
