@@ -378,3 +378,21 @@ def test_lv1_stop_does_not_count_a_reconnect_before_the_fatal_close():
     assert lv1(run.rec("note", 5.0, text="end"), outcome="stop") == (
         "pass", f"expected the client to stop: {NO_FAULTS}; no connection after it", ()
     )
+
+
+def test_lv1_judges_a_client_that_looped_through_two_thousand_attempts():
+    # 2**2000 overflows a float: the allowance saturates at the cap instead of the judging
+    # crashing (a real discord.js run made about 1,400 attempts in a 15 s outage).
+    run = healthy_start().beats(1, 0.5, 0.5, d=3)
+    run.fault("t", 0.5, "on", target="both", type="reset_peer")
+    run.close(1, 0.523, "network", None, how="reset")
+    for n in range(2, 2002):
+        t = 0.53 + (n - 2) * 0.0075
+        run.open(n, t, "resume").close(n, t + 0.0005, "network", None, how="reset")
+    run.fault("t", 16.0, "off", target="both", type="reset_peer")
+    run.rec("note", 30.0, text="end")
+    status, evidence, _ = lv1(run, outcome="resume", recovery_bound=3.0)
+    assert status == "fail"
+    assert ("no live session (READY/RESUMED sent, connection open) by 30.00 s (bound 3.0 s + "
+            "120.00 s backoff allowance: the client's wait of ") in evidence
+    assert "x 2^2000 (a step per failed attempt since), cap 120 s)" in evidence

@@ -1,7 +1,8 @@
 """The validation suite: the scenarios `gateway-harness validate` runs third-party clients through.
 
-``DEFAULT_SUITE`` names built-in scenarios; the files in ``validation/`` come on top (scenarios
-written for real clients, e.g. op 9 d=true). Scenario paths given by the user replace both.
+``DEFAULT_SUITE`` names built-in scenarios (paths under ``scenarios/``, no suffix); the files in
+``validation/`` come on top (scenarios written for real clients, e.g. op 9 d=true). Scenario
+paths given by the user replace both.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ DEFAULT_SUITE = (
     "close-4009-socket-slow-to-close", # 6: close 4009, then a socket slow to go away
     "f20-resume-rst-then-op9",         # 10: every RESUME reset, then op 9
     "reconnect-handshake-hangs",       # 3: the reconnect's TLS handshake hangs
+    # 7: every reconnect reset for 15 s, long enough to prove a reconnect loop (20-90 s a client)
+    "extended/offline-reconnect-loop-15s",
 )
 
 
@@ -47,7 +50,7 @@ def validation_suite(paths: Sequence[str | Path], tags: Sequence[str]) -> list[S
         for name in DEFAULT_SUITE:
             path = builtin / f"{name}.toml"
             if not path.exists():
-                raise UserError(f"validation suite: built-in scenario {name!r} not found in "
+                raise UserError(f"validation suite: built-in scenario {name!r} not found under "
                                 f"{builtin}")
             scenarios.append(load_scenario(path))
         scenarios += load_scenarios([VALIDATION_DIR], [])

@@ -4,6 +4,7 @@ runner's early stop measure from)."""
 from __future__ import annotations
 
 import bisect
+import math
 
 from gateway_common.facts import (
     FATAL_CLOSE_CODES,
@@ -66,6 +67,15 @@ def last_fault_cleared(view: RunView) -> tuple[float | None, str, int | None]:
     return last.end, f"the last fault ({last.name!r}) {what} at {fmt(last.end)}", last.end_idx
 
 
+def _power(base: float, exponent: int) -> float:
+    """base ** exponent, infinite where a float overflows: a client that looped through a
+    thousand attempts gives exponents past what 2.0 ** n can hold."""
+    try:
+        return base**exponent
+    except OverflowError:
+        return math.inf
+
+
 def backoff_allowance(view: RunView, cleared: float, tol: Tolerances) -> tuple[float, str]:
     """(seconds, why): how long after the last fault cleared at ``cleared`` the client may still
     be in the backoff wait the fault's failures put it in, which LV1 allows on top of the
@@ -107,7 +117,7 @@ def backoff_allowance(view: RunView, cleared: float, tol: Tolerances) -> tuple[f
     best, why = 0.0, ""
     m = len(waits)
     for k, (wait, before, after) in enumerate(waits, start=1):
-        ceiling = f * wait * f ** (m - k + 1)
+        ceiling = f * wait * _power(f, m - k + 1) if wait > 0 else 0.0
         if ceiling > best:
             best, why = ceiling, (
                 f"the client's wait of {wait:.2f} s from conn {before.id}'s end at "
