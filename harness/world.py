@@ -35,6 +35,7 @@ import random
 import shutil
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -127,6 +128,17 @@ def run_scenario(scenario: Scenario, options: RunOptions) -> ScenarioResult:
     return result
 
 
+def harness_error(exc: Exception) -> str:
+    """A real run's one-line ERROR for a bug of ours (its traceback goes to stderr): the other
+    runs of a `validate` matrix go on, and this one's trace is still written."""
+    traceback.print_exception(exc)
+    while isinstance(exc, BaseExceptionGroup) and isinstance(exc.exceptions[0], Exception):
+        exc = exc.exceptions[0]  # a nursery's group: name what was raised in it
+    where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    at = f" at {Path(where[0].filename).name}:{where[0].lineno}" if where else ""
+    return f"harness error (a bug in gateway-harness){at}: {type(exc).__name__}: {exc}"
+
+
 async def _run_world(scenario: Scenario, options: RunOptions) -> ScenarioResult:
     world = _World(scenario, options)
     return await world.run()
@@ -209,6 +221,10 @@ class _World:
                 error = f"fault backend: {exc}"
             except OSError as exc:
                 error = f"network: {exc}"
+            except Exception as exc:
+                if self.sim:  # a simulated run replays from its seed: let the bug surface
+                    raise
+                error = harness_error(exc)
         if deadline_scope.cancelled_caught:
             error = (f"the run did not finish within its deadline ({self._deadline_text}); "
                      "it was killed")
@@ -229,7 +245,14 @@ class _World:
             verdicts = [Verdict(inv.code, "not_judged", f"the run did not complete: {error}")
                         for inv in INVARIANTS if inv.check is not None]
         else:
-            verdicts = judge(records, delivery, scenario.expect)
+            try:
+                verdicts = judge(records, delivery, scenario.expect)
+            except Exception as exc:
+                if self.sim:
+                    raise
+                error = error or harness_error(exc)
+                verdicts = [Verdict(inv.code, "not_judged", f"the oracle failed: {error}")
+                            for inv in INVARIANTS if inv.check is not None]
         verdicts.append(_process_verdict(outcome, scenario.expect.outcome == "stop", error))
         return ScenarioResult(
             name=scenario.name,

@@ -382,7 +382,7 @@ def test_lv1_stop_does_not_count_a_reconnect_before_the_fatal_close():
 
 def test_lv1_judges_a_client_that_looped_through_two_thousand_attempts():
     # 2**2000 overflows a float: the allowance saturates at the cap instead of the judging
-    # crashing (a real discord.js run made about 1,400 attempts in a 15 s outage).
+    # crashing (disnake 2.12.2 made 14,139 attempts in a 15 s outage of resets).
     run = healthy_start().beats(1, 0.5, 0.5, d=3)
     run.fault("t", 0.5, "on", target="both", type="reset_peer")
     run.close(1, 0.523, "network", None, how="reset")

@@ -138,3 +138,40 @@ def test_cli_rejects_bad_flags(flag):
     proc = _cli("run", *flag)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
+
+
+def test_a_bug_of_ours_in_a_real_run_is_that_runs_error_and_the_trace_is_kept(
+        tmp_path, monkeypatch, capsys):
+    """A validate matrix must not lose every cell to one crash in the harness (an OverflowError
+    in LV1's settle check once ended a whole `validate` run): the run is an ERROR naming the
+    bug, its trace is written, and the oracle's own crash leaves the verdicts not judged."""
+    import harness.world
+
+    scenario = load_scenario(SCENARIOS / "f15-resume-stays-up.toml")
+
+    def settle_crashes(*args, **kwargs):
+        raise OverflowError("numerical result out of range")
+
+    monkeypatch.setattr(harness.world, "run_settled", settle_crashes)
+    result = run_scenario(scenario, RunOptions(mode="real", seed=5, out_dir=tmp_path / "a"))
+    assert result.outcome == "ERROR"
+    assert result.error is not None and result.error.startswith(
+        "harness error (a bug in gateway-harness) at test_runner.py:")
+    assert result.error.endswith("OverflowError: numerical result out of range")
+    assert load_jsonl(result.trace_path) == result.records
+    assert any(r["kind"] == "conn_open" for r in result.records)
+    assert "Traceback" in capsys.readouterr().err
+
+    monkeypatch.undo()
+
+    def oracle_crashes(*args, **kwargs):
+        raise ValueError("bad view")
+
+    monkeypatch.setattr(harness.world, "judge", oracle_crashes)
+    result = run_scenario(scenario, RunOptions(mode="real", seed=5, out_dir=tmp_path / "b"))
+    assert result.outcome == "ERROR" and "ValueError: bad view" in (result.error or "")
+    statuses = {v.invariant: v.status for v in result.verdicts if v.invariant != "PR1"}
+    assert set(statuses.values()) == {"not_judged"}
+    # in simulation the same bug raises: the seed replays it
+    with pytest.raises(ValueError, match="bad view"):
+        run_scenario(scenario, RunOptions(mode="sim", seed=5))
