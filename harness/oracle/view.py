@@ -244,8 +244,14 @@ class RunView:
                     )
                 )
         self.windows.extend(_frame_fault_windows(frame_faults))
+        # The connections are all known now: their order and the first interval any HELLO
+        # gave are computed once (per connection they made judging quadratic in a client that
+        # opened thousands).
+        self._ordered = sorted(self.conns.values(), key=lambda c: (c.start_ts, c.id))
+        self._first_interval = next(
+            (c.interval for c in self._ordered if c.interval is not None), None)
         counts: dict[str | None, int] = {}
-        for conn in self.ordered_conns():
+        for conn in self._ordered:
             counts[conn.listener] = counts.get(conn.listener, 0) + 1
             self.listener_rank[conn.id] = counts[conn.listener]
         self.session_frames = [f for f in self.frames_in if f.op in (OP_IDENTIFY, OP_RESUME)]
@@ -280,7 +286,8 @@ class RunView:
         return self.conns[conn_id]
 
     def ordered_conns(self) -> list[Connection]:
-        return sorted(self.conns.values(), key=lambda c: (c.start_ts, c.id))
+        """The connections by start time (then id); a copy the caller may change."""
+        return list(self._ordered)
 
     def fault_active(
         self, a: float, b: float, conn: Connection | None = None
@@ -321,10 +328,7 @@ class RunView:
                      if w.overlaps(a, b) and w.params.get("type") not in END_ONLY_TOXICS), None)
 
     def interval_for(self, conn: Connection) -> float | None:
-        if conn.interval is not None:
-            return conn.interval
-        intervals = [c.interval for c in self.ordered_conns() if c.interval is not None]
-        return intervals[0] if intervals else None
+        return conn.interval if conn.interval is not None else self._first_interval
 
 
 CONTROL_RECORD = "_from_control_record"
