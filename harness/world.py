@@ -222,7 +222,9 @@ class _World:
             except OSError as exc:
                 error = f"network: {exc}"
             except Exception as exc:
-                if self.sim:  # a simulated run replays from its seed: let the bug surface
+                # a user's mistake (raised in a task) is still one line; a simulated run
+                # replays from its seed, so its bug surfaces as it is
+                if self.sim or (isinstance(exc, ExceptionGroup) and user_error_in(exc)):
                     raise
                 error = harness_error(exc)
         if deadline_scope.cancelled_caught:
