@@ -154,3 +154,34 @@ def test_a_client_on_its_own_clock_passes_a_baseline_with_two_beats(
 def test_known_library_bug_on_the_long_run(
         client: str, invariant: str, run_baseline: RunFn) -> None:
     check_known_bug(run_baseline(client, True), invariant)
+
+
+# ---- slow: library bugs found by the validation suite, pinned ------------------------------------
+
+LOOP_SCENARIO = "extended/offline-reconnect-loop-15s"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("client", "loops"), [("disnake", True), ("discord.py", False)])
+def test_a_reconnect_loop_on_connection_resets_fails_bo1(
+        client: str, loops: bool, install_client: Callable[[str], Adapter],
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """disnake 2.12.2's `Client.connect` RESUMEs again at once on ECONNRESET, skipping the
+    backoff every other error gets: hundreds of attempts a second while every connection is
+    reset. discord.py 2.7.1, whose code it forked, backs off. Strict: a fixed disnake passes BO1
+    here and fails this test, so the README matrix gets updated."""
+    adapter = install_client(client)
+    scenario = load_scenario(builtin_scenarios_dir() / f"{LOOP_SCENARIO}.toml")
+    result = run_scenario(scenario, RunOptions(mode="real", client=client, adapter=adapter,
+                                               out_dir=tmp_path_factory.mktemp(client)))
+    assert result.error is None, result.error
+    bo1 = next(v for v in result.verdicts if v.invariant == "BO1")
+    attempts = sum(1 for r in result.records if r.get("kind") == "conn_open")
+    if loops:
+        assert bo1.status == "fail" and "storm" in bo1.evidence, bo1.evidence
+        assert attempts > 100, attempts
+    else:
+        assert bo1.status == "pass", bo1.evidence
+        assert attempts < 20, attempts
+    lv1 = next(v for v in result.verdicts if v.invariant == "LV1")
+    assert lv1.status == "pass", lv1.evidence  # both come back once the resets stop
