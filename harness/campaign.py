@@ -36,6 +36,8 @@ from harness.report.model import ScenarioResult
 from harness.scenario import Scenario, load_scenario
 from harness.schedules import (
     DEFAULT_HORIZON,
+    DEFAULT_MAX_DURATION,
+    DEFAULT_MAX_FAULT_TIME,
     DEFAULT_MAX_FAULTS,
     ScheduleLimits,
     make_schedule,
@@ -92,6 +94,8 @@ class CampaignConfig:
     client: str = "reference"
     horizon: float = DEFAULT_HORIZON
     max_faults: int = DEFAULT_MAX_FAULTS
+    # the longest single fault; a longer one (a 15 s outage) lets a reconnect loop show 20 waits
+    max_duration: float = DEFAULT_MAX_DURATION
     tls: bool | None = None
     out_dir: Path | None = Path(DEFAULT_OUT)
     database: Path | str | None = Path(DEFAULT_DATABASE)  # a folder or a redis:// URL
@@ -207,6 +211,7 @@ def run_campaign(config: CampaignConfig, progress: ProgressHook | None = None) -
     stats = CampaignStats(started=time.monotonic())
     limits = _limits(config)
     strategy = schedules(limits.horizon, max_faults=limits.max_faults, tls=config.tls,
+                         max_fault_time=limits.max_fault_time, max_duration=limits.max_duration,
                          kinds=config.fault_kinds)
 
     def check(scenario: Scenario) -> None:
@@ -259,6 +264,8 @@ def run_campaign(config: CampaignConfig, progress: ProgressHook | None = None) -
     # is not replayed first against another.
     key = (f"gateway-harness fuzz:{config.client}:{config.horizon}:{config.max_faults}:"
            f"{config.tls}:{','.join(config.fault_kinds or ())}")
+    if config.max_duration != DEFAULT_MAX_DURATION:  # (default: the key databases already hold)
+        key += f":max_duration={config.max_duration}"
     test._hypothesis_internal_database_key = hashlib.sha256(key.encode()).digest()  # type: ignore[attr-defined]
 
     raised: list[ScheduleFailed] = []
@@ -392,7 +399,10 @@ def _baseline_passes(scenario: Scenario, config: CampaignConfig, stats: Campaign
 
 
 def _limits(config: CampaignConfig) -> ScheduleLimits:
-    return ScheduleLimits(horizon=config.horizon, max_faults=config.max_faults)
+    # the faults' total time at least allows one fault of the longest length
+    return ScheduleLimits(horizon=config.horizon, max_faults=config.max_faults,
+                          max_duration=config.max_duration,
+                          max_fault_time=max(DEFAULT_MAX_FAULT_TIME, config.max_duration))
 
 
 def _leaves(group: BaseExceptionGroup[Any]) -> list[ScheduleFailed]:
@@ -700,6 +710,7 @@ def _run_real_campaign(config: CampaignConfig, progress: ProgressHook | None) ->
                           time_budget=config.time_budget)
     limits = _limits(config)
     strategy = schedules(limits.horizon, max_faults=limits.max_faults,
+                         max_fault_time=limits.max_fault_time, max_duration=limits.max_duration,
                          tls=True if config.adapter is not None else config.tls,
                          kinds=config.fault_kinds).map(
         lambda sc: wallclock_schedule(sc, limits, config.interval))

@@ -296,3 +296,27 @@ def test_a_default_campaign_finds_the_reused_zlib_inflater() -> None:
     assert failure.invariant in EXPECTED_INVARIANTS["reuses-zlib-inflater"]
     assert failure.scenario.gateway.compression == "zlib-stream"
     assert run_schedule(failure.scenario, "reference").passed
+
+
+def test_a_long_fault_lets_a_campaign_prove_a_reconnect_loop() -> None:
+    # BO1 proves a loop of short random waits by its 20th wait; faults of the default 6 s give
+    # about 12, so only --max-duration past that lets a campaign show "no backoff"
+    # (the search stops at its first finding, about 100 runs in; with a budget of 200
+    # Hypothesis draws differently and finds none)
+    config = CampaignConfig(examples=500, seed=1, client="reconnect-loop-no-backoff",
+                            horizon=30.0, max_duration=20.0, out_dir=None, database=None,
+                            baseline="reference", shrink_time=60,
+                            fault_kinds=("reset", "reset_peer"))
+    result = run_campaign(config)
+    assert result.failures, f"nothing found in {result.examples_run} runs"
+    failure = result.failures[0]
+    assert failure.invariant == "BO1"
+    assert failure.evidence.startswith("no backoff: "), failure.evidence
+    [step] = failure.scenario.steps
+    assert step.type == "reset_peer" and (step.duration or 0) > 6.0
+    assert run_schedule(failure.scenario, "reference").passed
+
+
+def test_fuzz_max_duration_must_be_a_tick_or_more(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["fuzz", "--max-duration", "0", "--examples", "1"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--max-duration: must be at least 0.1, got 0")

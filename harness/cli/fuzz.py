@@ -52,6 +52,7 @@ from harness.oracle import invariant_title
 from harness.scenario import Scenario, load_scenario
 from harness.schedules import (
     DEFAULT_HORIZON,
+    DEFAULT_MAX_DURATION,
     DEFAULT_MAX_FAULTS,
     FAULT_KINDS,
     check_fault_kinds,
@@ -176,6 +177,10 @@ def add_fuzz_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"seconds (simulated) in which faults happen (default {DEFAULT_HORIZON:g})")
     p.add_argument("--max-faults", type=int, default=DEFAULT_MAX_FAULTS,
                    help=f"most faults in one schedule (default {DEFAULT_MAX_FAULTS})")
+    p.add_argument("--max-duration", type=float, default=DEFAULT_MAX_DURATION, metavar="SECONDS",
+                   help="the longest single fault, in heartbeat intervals (default "
+                        f"{DEFAULT_MAX_DURATION:g}); a reconnect loop needs about 15 to show "
+                        "(with a --horizon past it)")
     add_tls_argument(p, default="scenario", bare_was_on=True,
                      help="on: always TLS; off: never; scenario: drawn per generated schedule")
     p.add_argument("--no-tls", dest="tls", action=Deprecated, new="--tls off", value="off")
@@ -226,6 +231,8 @@ def fuzz_main(args: argparse.Namespace) -> int:
         raise UserError(f"--horizon: must be positive, got {args.horizon:g}")
     if args.max_faults < 1:
         raise UserError(f"--max-faults: must be at least 1, got {args.max_faults}")
+    if not args.max_duration >= 0.1:
+        raise UserError(f"--max-duration: must be at least 0.1, got {args.max_duration:g}")
     if args.shrink_time is not None and args.shrink_time <= 0:
         raise UserError(f"--shrink-time: must be positive, got {args.shrink_time:g}")
     client, adapter, mode, replay = _client_under_test(args)
@@ -265,7 +272,8 @@ def fuzz_main(args: argparse.Namespace) -> int:
         interval = adapter.hello_interval_ms / 1000  # its own clock: schedules scale with it
     config = CampaignConfig(
         examples=args.examples, seed=seed, client=client, horizon=args.horizon,
-        max_faults=args.max_faults, tls=tls_setting(args.tls), out_dir=Path(args.out),
+        max_faults=args.max_faults, max_duration=args.max_duration, tls=tls_setting(args.tls),
+        out_dir=Path(args.out),
         database=database, shared_database=shared, shrink_time=shrink_time,
         multiple_bugs=args.multiple_bugs,
         keep_going=args.keep_going, baseline=baseline, fault_kinds=kinds, mode=mode,
