@@ -139,6 +139,11 @@ def harness_error(exc: Exception) -> str:
     return f"harness error (a bug in gateway-harness){at}: {type(exc).__name__}: {exc}"
 
 
+def _none_judged(why: str) -> list[Verdict]:
+    """Every trace invariant not judged, for ``why``."""
+    return [Verdict(inv.code, "not_judged", why) for inv in INVARIANTS if inv.check is not None]
+
+
 async def _run_world(scenario: Scenario, options: RunOptions) -> ScenarioResult:
     world = _World(scenario, options)
     return await world.run()
@@ -244,17 +249,16 @@ class _World:
         if self._startup_error is not None and error is None:
             error = self._startup_error
             # A client that never tried proves nothing either way: no verdict is judged.
-            verdicts = [Verdict(inv.code, "not_judged", f"the run did not complete: {error}")
-                        for inv in INVARIANTS if inv.check is not None]
+            verdicts = _none_judged(f"the run did not complete: {error}")
         else:
             try:
                 verdicts = judge(records, delivery, scenario.expect)
             except Exception as exc:
                 if self.sim:
                     raise
-                error = error or harness_error(exc)
-                verdicts = [Verdict(inv.code, "not_judged", f"the oracle failed: {error}")
-                            for inv in INVARIANTS if inv.check is not None]
+                oracle_error = harness_error(exc)
+                error = error or oracle_error
+                verdicts = _none_judged(f"the oracle failed: {oracle_error}")
         verdicts.append(_process_verdict(outcome, scenario.expect.outcome == "stop", error))
         return ScenarioResult(
             name=scenario.name,

@@ -216,6 +216,10 @@ class _StreamIO:
         self.receive_some = stream.receive_some
         self.send_all = stream.send_all
 
+    def send_now(self, data: bytes | bytearray) -> int:
+        """Nothing is written without a coroutine here: ``send_all`` writes it all."""
+        return 0
+
 
 def stream_io(stream: trio.abc.Stream) -> SocketIO | MemoryIO | _StreamIO:
     if type(stream) is trio.SocketStream:
@@ -369,7 +373,7 @@ class Link:
         try:
             io = self._dest_io
             # Most chunks fit the socket at once: written here, without a coroutine for it.
-            sent = io.send_now(data) if type(io) is SocketIO or type(io) is MemoryIO else 0
+            sent = io.send_now(data)
             if sent < len(data):
                 await io.send_all(memoryview(data)[sent:])
             self.sent_bytes += len(data)
