@@ -28,7 +28,7 @@ DEFAULT_SUITE = (
     "gateway-down-2s",                 # the gateway down for a while
     # Real-world catalogue rows (shared/reference/real-world-failures.md) that separate the
     # built-in clients best; each costs 5-20 s per client (offline-reconnect-loop-15s 20-35 s),
-    # and `validate --all` takes about 15 minutes on a 2-core machine (README: Conformance
+    # and `validate --all` takes about 16 minutes on a 2-core machine (README: Conformance
     # matrix).
     "malformed-websocket-frame",       # 23: a fragmented control frame mid-session
     "resume-url-kept-after-resume",    # 12: resume_gateway_url kept after the first resume
