@@ -57,6 +57,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -186,12 +187,16 @@ class ScheduleLimits:
         return self.horizon + self.quiet
 
 
+# Strategy builders are cached: Hypothesis validates a new strategy object on its first draw, which
+# was a third of generation's cost when every draw built its sub-strategies anew.
+@cache
 def _ticks(low: float, high: float) -> st.SearchStrategy[float]:
     """A time in whole ticks between low and high; shrinks towards low."""
     lo, hi = round(low / TICK), max(round(low / TICK), round(high / TICK))
     return st.integers(lo, hi).map(lambda n: round(n * TICK, 1))
 
 
+@cache
 def triggers(horizon: float = DEFAULT_HORIZON) -> st.SearchStrategy[Trigger]:
     """Start triggers: a time in the horizon (simplest), or a protocol event plus a delay."""
     at = _ticks(0.0, horizon).map(lambda t: Trigger(at=t))
@@ -206,6 +211,7 @@ def triggers(horizon: float = DEFAULT_HORIZON) -> st.SearchStrategy[Trigger]:
     return st.one_of(at, at, event)
 
 
+@cache
 def _byte_counts(most: int) -> st.SearchStrategy[int]:
     """Byte thresholds spread evenly over magnitudes (1, 2, 4, ... most), so thresholds inside a
     TLS or WebSocket handshake (a few hundred bytes) are as likely as ones deep in a session."""
@@ -213,6 +219,7 @@ def _byte_counts(most: int) -> st.SearchStrategy[int]:
     return st.integers(0, top).map(lambda e: 2**e)
 
 
+@cache
 def _toxic_attributes(toxic_type: str) -> st.SearchStrategy[dict[str, Any]]:
     ints = st.integers
     if toxic_type == "reset_after":
@@ -247,6 +254,7 @@ def _toxic_attributes(toxic_type: str) -> st.SearchStrategy[dict[str, Any]]:
     raise ValueError(f"no attribute strategy for toxic {toxic_type!r}")
 
 
+@cache
 def _connection_filter() -> st.SearchStrategy[tuple[int | None, int | None]]:
     """(only_connection, from_connection): no filter, the Nth connection, or the Nth and later."""
     return st.one_of(
@@ -257,15 +265,21 @@ def _connection_filter() -> st.SearchStrategy[tuple[int | None, int | None]]:
 
 
 _URL_TARGETS = st.sampled_from(["both", "resume", "discovery"])
+_STREAMS = st.sampled_from(["upstream", "downstream"])
+_TOXICITIES = st.sampled_from([1.0, 0.5])
+_CONN_TARGETS = st.sampled_from(["all", "next"])
+_ALL_CONNECTIONS = st.just("all")
 
 
 def toxic_steps(limits: ScheduleLimits, types: Sequence[str] = TOXIC_TYPES
                 ) -> st.SearchStrategy[Step]:
     """A toxic on the discovery and/or resume proxy (Toxiproxy semantics plus our extensions)."""
 
+    toxic_types = st.sampled_from(types)
+
     @st.composite
     def build(draw: st.DrawFn) -> Step:
-        toxic_type = draw(st.sampled_from(types))
+        toxic_type = draw(toxic_types)
         only, from_conn = draw(_connection_filter())
         return Step(
             name="",
@@ -274,8 +288,8 @@ def toxic_steps(limits: ScheduleLimits, types: Sequence[str] = TOXIC_TYPES
             duration=draw(_ticks(TICK, limits.max_duration)),
             type=toxic_type,
             attributes=draw(_toxic_attributes(toxic_type)),
-            stream=draw(st.sampled_from(["upstream", "downstream"])),
-            toxicity=draw(st.sampled_from([1.0, 0.5])),
+            stream=draw(_STREAMS),
+            toxicity=draw(_TOXICITIES),
             target=draw(_URL_TARGETS),
             only_connection=only,
             from_connection=from_conn,
@@ -296,6 +310,7 @@ def proxy_steps(limits: ScheduleLimits) -> st.SearchStrategy[Step]:
     )
 
 
+@cache
 def _control_params(action: str) -> st.SearchStrategy[dict[str, Any]]:
     if action == "close":
         # No code param: an empty close frame (the gateway's default).
@@ -342,6 +357,7 @@ def _control_params(action: str) -> st.SearchStrategy[dict[str, Any]]:
 SYNTHETIC_EVENT = GatewayConfig().synthetic_event
 
 
+@cache
 def _server_frames_params() -> st.SearchStrategy[dict[str, Any]]:
     """server_frames' picks that are fair to a correct client (module docstring), the lost ACK
     first."""
@@ -369,9 +385,11 @@ def control_steps(
 ) -> st.SearchStrategy[Step]:
     """A protocol-level fault: one-shot (op 7, op 9, close, reset, ...) or switched on and off."""
 
+    one_shot_actions, persistent_actions = st.sampled_from(one_shots), st.sampled_from(persistent)
+
     @st.composite
     def one_shot(draw: st.DrawFn) -> Step:
-        action = draw(st.sampled_from(one_shots))
+        action = draw(one_shot_actions)
         return Step(
             name="",
             kind="control",
@@ -379,14 +397,13 @@ def control_steps(
             start=draw(triggers(limits.horizon)),
             params=draw(_control_params(action)),
             conn_target=draw(
-                st.sampled_from(["all", "next"]) if action in NEXT_CONNECTION_ACTIONS
-                else st.just("all")
+                _CONN_TARGETS if action in NEXT_CONNECTION_ACTIONS else _ALL_CONNECTIONS
             ),
         )
 
     @st.composite
     def switched(draw: st.DrawFn) -> Step:
-        action = draw(st.sampled_from(persistent))
+        action = draw(persistent_actions)
         return Step(
             name="",
             kind="control",
@@ -477,6 +494,8 @@ def schedules(
     compression_strategy = (st.sampled_from(("none", "zlib-stream")) if compression is None
                             else st.just(compression))
 
+    step_lists = st.lists(step_strategy, max_size=limits.max_faults)
+
     @st.composite
     def build(draw: st.DrawFn) -> Scenario:
         # The list comes last: Hypothesis deletes list elements most easily when no other draw
@@ -484,7 +503,7 @@ def schedules(
         use_tls = draw(tls_strategy)
         compress = draw(compression_strategy)
         seed = draw(seed_strategy)
-        drawn = draw(st.lists(step_strategy, max_size=limits.max_faults))
+        drawn = draw(step_lists)
         if steps is None:
             drawn = _accumulate_gaps(drawn, limits.horizon)
         return make_schedule(drawn, limits, seed=seed,
