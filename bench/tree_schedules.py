@@ -49,6 +49,17 @@ def main(argv: list[str] | None = None) -> int:
         Iterations.count = 0
 
     bench_sim.warm_up = warm_up_uncounted
+    floor = getattr(bench_sim, "_schedules_floor", None)  # newer trees: the floor's runs
+    if floor is not None:
+
+        def floor_uncounted(results: Any) -> Any:
+            before = Iterations.count
+            try:
+                return floor(results)
+            finally:
+                Iterations.count = before
+
+        bench_sim._schedules_floor = floor_uncounted
     out = bench_sim.bench_schedules(args.n, args.horizon)
     out["iterations_per_schedule"] = round(Iterations.count / max(out["schedules"], 1))
     out["tree"] = str(tree)
