@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         Iterations.count = 0
 
     bench_sim.warm_up = warm_up_uncounted
-    floor = getattr(bench_sim, "_schedules_floor", None)  # newer trees: the floor's runs
+    # Newer trees also time a floor of their runs: its trio runs are not the tree's to count.
+    floor = getattr(bench_sim, "_schedules_floor", None)
     if floor is not None:
 
         def floor_uncounted(results: Any) -> Any:
